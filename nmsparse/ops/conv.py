@@ -1,0 +1,69 @@
+"""``nm_conv``: an NHWC x HWIO convolution with N:M-pruned kernels and a hand-written VJP.
+
+FF is the convolution with ``W * M_ff`` (groups along input channels C), BP the transposed
+convolution with ``W * M_bp`` (groups along output channels O), and the weight gradient is the
+ordinary dense conv weight gradient plus the SR-STE term. Saved for the backward: ``x``, the dense
+master ``w`` and the implementation's ``aux`` residuals (none for ``"xla"``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from nmsparse.ops.config import ConvDims, NMConfig, Padding
+from nmsparse.ops.dense import _check_float, make_config
+from nmsparse.ops.primitives import nm_conv_bwd_p, nm_conv_fwd_p
+from nmsparse.types import PatternLike, check_method
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _nm_conv(x: jax.Array, w: jax.Array, cfg: NMConfig, dims: ConvDims) -> jax.Array:
+  return nm_conv_fwd_p.bind(x, w, cfg=cfg, geom=dims)[0]
+
+
+def _nm_conv_fwd(x, w, cfg, dims):
+  y, *aux = nm_conv_fwd_p.bind(x, w, cfg=cfg, geom=dims)
+  return y, (x, w, tuple(aux))
+
+
+def _nm_conv_bwd(cfg, dims, residuals, dy):
+  x, w, aux = residuals
+  dx, dw = nm_conv_bwd_p.bind(x, w, dy, *aux, cfg=cfg, geom=dims)
+  return dx, dw
+
+
+_nm_conv.defvjp(_nm_conv_fwd, _nm_conv_bwd)
+
+
+def nm_conv(x: jax.Array, w: jax.Array, pattern: PatternLike | None = None, method: str = "bdwp",
+            strides: Sequence[int] = (1, 1), padding: Padding = "SAME",
+            sr_ste_lambda: float = 2e-4, implementation: str | None = None, *,
+            rhs_dilation: Sequence[int] | None = None, kernel_dilation: Sequence[int] | None = None,
+            name: str | None = None, **unused: Any) -> jax.Array:
+  """2-D convolution of NHWC ``x`` with an HWIO kernel pruned N:M per ``method`` (SPEC §1).
+
+  Args:
+    x: ``[N, H, W, C]`` in the compute dtype.
+    w: dense master kernel ``[kh, kw, C, O]``.
+    pattern, method, sr_ste_lambda, implementation: as in :func:`nmsparse.nm_dense`.
+    strides, padding: as in ``lax.conv_general_dilated`` (``"SAME"``, ``"VALID"`` or explicit
+      ``((lo, hi), (lo, hi))``).
+    rhs_dilation / kernel_dilation: kernel dilation (either name).
+    name: the layer's name, used in error messages only.
+
+  Returns:
+    ``[N, H', W', O]`` in ``x``'s dtype.
+  """
+  _check_float("x", x)
+  _check_float("w", w)
+  dims = ConvDims.create(x.shape, w.shape, strides, padding,
+                         rhs_dilation if rhs_dilation is not None else kernel_dilation)
+  if method == "dense":
+    check_method(method)
+    return dims.conv(x, w.astype(x.dtype))
+  cfg = make_config(w.shape, pattern, method, sr_ste_lambda, implementation, name)
+  return _nm_conv(x, w, cfg, dims)

@@ -1,0 +1,72 @@
+"""``nm_mask``: the one definition of which weights an N:M pattern keeps."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from nmsparse.types import NMPattern, PatternLike
+
+
+def _normalize_axis(shape: tuple[int, ...], axis: int) -> int:
+  if not -len(shape) <= axis < len(shape):
+    raise ValueError(f"axis {axis} is out of range for a weight of shape {shape}.")
+  return axis % len(shape)
+
+
+def check_groupable(shape: tuple[int, ...], axis: int, pattern: NMPattern, what: str = "weight"):
+  """Raises ``ValueError`` unless ``shape[axis]`` splits into groups of ``pattern.m``."""
+  axis = _normalize_axis(shape, axis)
+  if shape[axis] % pattern.m:
+    lower = shape[axis] // pattern.m * pattern.m
+    raise ValueError(
+        f"Cannot apply N:M pattern {pattern} to a {what} of shape {shape} along axis {axis}: "
+        f"its length {shape[axis]} is not divisible by M={pattern.m} (nearest that fit: "
+        f"{lower or pattern.m} or {lower + pattern.m}). Keep this layer dense with a layer rule, "
+        f"or choose an M that divides {shape[axis]}.")
+
+
+def group_keep(magnitude: jax.Array, n: int) -> jax.Array:
+  """Keep-mask for the last axis (one group): the ``n`` largest entries, ties to the lower index.
+
+  The rank of entry ``i`` is the number of entries that beat it: strictly larger, or equal and
+  earlier. Exactly ``n`` entries have rank ``< n``. O(M^2) compares, no sort, so XLA fuses it.
+  """
+  a = magnitude[..., :, None]  # entry i
+  b = magnitude[..., None, :]  # entry j
+  m = magnitude.shape[-1]
+  earlier = jnp.arange(m)[None, :] < jnp.arange(m)[:, None]  # j < i
+  beats = (b > a) | ((b == a) & earlier)
+  rank = jnp.sum(beats, axis=-1)
+  return rank < n
+
+
+def nm_mask(w: jax.Array, pattern: PatternLike, axis: int = 0) -> jax.Array:
+  """Boolean mask keeping the ``N`` largest ``|w|`` in every ``M`` consecutive entries along ``axis``.
+
+  Args:
+    w: floating-point weights of any rank.
+    pattern: ``NMPattern`` or ``"N:M"``.
+    axis: the grouping axis (0 = input channels of a dense ``[in, out]`` kernel, 2 = input
+      channels of an HWIO conv kernel, -1 = output channels of either).
+
+  Returns:
+    A bool array of ``w``'s shape with exactly ``N`` ``True`` per group. Ties go to the lower
+    index, so the mask is a deterministic function of ``w``.
+
+  Raises:
+    ValueError: if ``w`` is not floating point, ``axis`` is out of range, or ``w.shape[axis]``
+      is not divisible by ``M``.
+  """
+  pattern = NMPattern.parse(pattern)
+  w = jnp.asarray(w)
+  if not jnp.issubdtype(w.dtype, jnp.floating):
+    raise ValueError(f"nm_mask needs floating-point weights, got dtype {w.dtype} (shape {w.shape}).")
+  axis = _normalize_axis(w.shape, axis)
+  check_groupable(w.shape, axis, pattern)
+  if pattern.n == pattern.m:
+    return jnp.ones(w.shape, bool)
+  moved = jnp.moveaxis(jnp.abs(w), axis, -1)
+  grouped = moved.reshape(moved.shape[:-1] + (moved.shape[-1] // pattern.m, pattern.m))
+  keep = group_keep(grouped, pattern.n).reshape(moved.shape)
+  return jnp.moveaxis(keep, -1, axis)
