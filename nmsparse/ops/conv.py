@@ -8,6 +8,7 @@ master ``w`` and the implementation's ``aux`` residuals (none for ``"xla"``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Sequence
 
@@ -67,3 +68,52 @@ def nm_conv(x: jax.Array, w: jax.Array, pattern: PatternLike | None = None, meth
     return dims.conv(x, w.astype(x.dtype))
   cfg = make_config(w.shape, pattern, method, sr_ste_lambda, implementation, name)
   return _nm_conv(x, w, cfg, dims)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvLayerArgs:
+  """A conv layer's settings normalised to what :func:`nm_conv` takes (2-D)."""
+
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int]
+  padding: Padding
+  kernel_dilation: tuple[int, int]
+
+
+def _pairs(value: Any, what: str) -> tuple[int, int]:
+  value = 1 if value is None else value
+  value = (value, value) if isinstance(value, int) else tuple(value)
+  if len(value) != 2:
+    raise ValueError(f"Sparse convs are 2-D: {what} needs 2 values, got {value}.")
+  return value
+
+
+def conv_layer_args(name: str, kernel_size: Any, strides: Any, padding: Any,
+                    kernel_dilation: Any = 1, input_dilation: Any = 1,
+                    feature_group_count: int = 1, shared_weights: bool = True,
+                    mask: Any = None) -> ConvLayerArgs:
+  """Checks a Flax conv layer's settings for the sparse path and normalises them.
+
+  Raises:
+    ValueError: grouped/depthwise, unshared or masked convs, input dilation, or padding modes
+      other than SAME/VALID/explicit: keep such layers dense with a layer rule.
+  """
+  if feature_group_count != 1 or not shared_weights or mask is not None:
+    raise ValueError(f"Sparse conv {name!r} supports only plain convolutions (got "
+                     f"feature_group_count={feature_group_count}, shared_weights={shared_weights}, "
+                     f"mask={'set' if mask is not None else None}); keep it dense with a layer rule.")
+  if _pairs(input_dilation, f"input_dilation of {name!r}") != (1, 1):
+    raise ValueError(f"Sparse conv {name!r} does not support input_dilation={input_dilation}; "
+                     f"keep it dense with a layer rule.")
+  if isinstance(padding, str):
+    if padding.upper() not in ("SAME", "VALID"):
+      raise ValueError(f"Sparse conv {name!r} supports SAME, VALID or explicit padding, got "
+                       f"{padding!r}; keep it dense with a layer rule.")
+    padding = padding.upper()
+  elif isinstance(padding, int):
+    padding = ((padding, padding),) * 2
+  else:
+    padding = tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
+  return ConvLayerArgs(_pairs(kernel_size, f"kernel_size of {name!r}"),
+                       _pairs(strides, f"strides of {name!r}"), padding,
+                       _pairs(kernel_dilation, f"kernel_dilation of {name!r}"))

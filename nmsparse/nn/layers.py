@@ -1,0 +1,110 @@
+"""Flax linen layers: drop-in ``nn.Dense``/``nn.Conv`` replacements that train with N:M sparsity.
+
+They subclass the stock layers, so parameter names, shapes and initialisers are the stock ones and
+checkpoints move between dense and sparse models unchanged. Sparse methods keep the kernel in
+``param_dtype`` (the fp32 master) and hand it to the op with activations in ``dtype``; the op casts
+the masked kernel, so weight gradients stay in ``param_dtype``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+from absl import logging
+
+from nmsparse.ops import nm_conv, nm_dense
+from nmsparse.ops.conv import conv_layer_args
+from nmsparse.prune.rules import LayerRules
+from nmsparse.types import NMPattern, PatternLike, as_pattern, check_method
+
+
+class _NMMixin:
+  """Pattern resolution shared by the sparse layers (which declare the fields themselves)."""
+
+  def resolved_pattern(self) -> NMPattern | None:
+    """This layer's pattern; with ``LayerRules``, the rule matching ``<module path>/kernel``."""
+    check_method(self.method)
+    if self.method == "dense":
+      return None
+    if isinstance(self.pattern, LayerRules):
+      path = "/".join(self.path) + "/kernel"
+      pattern = self.pattern.pattern_for(path)
+      if self.is_initializing():
+        logging.info("nmsparse layer %s: %s (%s)", path, pattern or "dense", self.method)
+      return pattern
+    return as_pattern(self.pattern)
+
+  def _compute_dtype(self, inputs, kernel) -> Any:
+    return self.dtype if self.dtype is not None else jnp.result_type(inputs, kernel)
+
+  def _layer_name(self) -> str:
+    return "/".join(self.path) or type(self).__name__
+
+
+class NMDense(_NMMixin, nn.Dense):
+  """``nn.Dense`` whose kernel is pruned N:M per ``method`` (SPEC §1).
+
+  Extra attributes: ``pattern`` (``"N:M"``, ``NMPattern``, ``LayerRules`` or ``None`` = dense),
+  ``method`` (``dense|srste|bdwp|bimask``), ``sr_ste_lambda``, ``implementation``
+  (``"xla"|"pallas"|None``). With ``method="dense"`` or no pattern it is exactly ``nn.Dense``.
+  """
+
+  pattern: PatternLike | LayerRules | None = None
+  method: str = "bdwp"
+  sr_ste_lambda: float = 2e-4
+  implementation: str | None = None
+
+  @nn.compact
+  def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
+    pattern = self.resolved_pattern()
+    if pattern is None:
+      return super().__call__(inputs)
+    kernel = self.param("kernel", self.kernel_init, (jnp.shape(inputs)[-1], self.features),
+                        self.param_dtype)
+    dtype = self._compute_dtype(inputs, kernel)
+    y = nm_dense(jnp.asarray(inputs, dtype), kernel, pattern, self.method, self.sr_ste_lambda,
+                 self.implementation, name=self._layer_name())
+    if self.use_bias:
+      bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+      y = y + jnp.asarray(bias, dtype)
+    return y
+
+
+class NMConv(_NMMixin, nn.Conv):
+  """``nn.Conv`` (2-D, NHWC) whose HWIO kernel is pruned N:M per ``method`` (SPEC §1).
+
+  Extra attributes as :class:`NMDense`. Sparse layers support ``feature_group_count=1``, no input
+  dilation, and ``SAME``/``VALID``/explicit padding; anything else raises ``ValueError`` (keep such a
+  layer dense with a layer rule). With ``method="dense"`` or no pattern it is exactly ``nn.Conv``.
+  """
+
+  pattern: PatternLike | LayerRules | None = None
+  method: str = "bdwp"
+  sr_ste_lambda: float = 2e-4
+  implementation: str | None = None
+
+  @nn.compact
+  def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
+    pattern = self.resolved_pattern()
+    if pattern is None:
+      return super().__call__(inputs)
+    name = self._layer_name()
+    args = conv_layer_args(name, self.kernel_size, self.strides, self.padding,
+                           self.kernel_dilation, self.input_dilation, self.feature_group_count,
+                           shared_weights=self.shared_weights, mask=self.mask)
+    batch_shape = inputs.shape[:-3]
+    x = inputs.reshape((-1,) + inputs.shape[-3:]) if len(batch_shape) != 1 else inputs
+    kernel = self.param("kernel", self.kernel_init,
+                        args.kernel_size + (x.shape[-1], self.features), self.param_dtype)
+    dtype = self._compute_dtype(x, kernel)
+    y = nm_conv(jnp.asarray(x, dtype), kernel, pattern, self.method,
+                strides=args.strides, padding=args.padding, sr_ste_lambda=self.sr_ste_lambda,
+                implementation=self.implementation, rhs_dilation=args.kernel_dilation, name=name)
+    if self.use_bias:
+      bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+      y = y + jnp.asarray(bias, dtype)
+    if len(batch_shape) != 1:
+      y = y.reshape(batch_shape + y.shape[1:])
+    return y

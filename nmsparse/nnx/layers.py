@@ -1,0 +1,109 @@
+"""Flax nnx layers: ``nnx.Linear``/``nnx.Conv`` twins that train with N:M sparsity.
+
+Same parameters (``kernel``, ``bias``), shapes and initialisers as the stock layers; the extra
+attributes ``pattern``, ``method``, ``sr_ste_lambda`` and ``implementation`` decide the sparse path.
+:func:`apply_rules` sets every sparse layer's pattern in a model from ``LayerRules``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+from absl import logging
+from flax import nnx
+
+from nmsparse.ops import nm_conv, nm_dense
+from nmsparse.ops.conv import conv_layer_args
+from nmsparse.prune.rules import LayerRules, path_str
+from nmsparse.types import NMPattern, PatternLike, as_pattern, check_method
+
+
+class _NMMixin:
+  """The sparse settings shared by the nnx layers."""
+
+  def _init_sparse(self, pattern: PatternLike | None, method: str, sr_ste_lambda: float,
+                   implementation: str | None):
+    self.pattern = as_pattern(pattern)
+    self.method = check_method(method)
+    self.sr_ste_lambda = sr_ste_lambda
+    self.implementation = implementation
+
+  def _active_pattern(self) -> NMPattern | None:
+    return None if self.method == "dense" else self.pattern
+
+  def _compute_dtype(self, inputs, kernel) -> Any:
+    return self.dtype if self.dtype is not None else jnp.result_type(inputs, kernel)
+
+
+class NMLinear(_NMMixin, nnx.Linear):
+  """``nnx.Linear`` whose kernel is pruned N:M per ``method`` (SPEC §1); dense without a pattern."""
+
+  def __init__(self, in_features: int, out_features: int, *, pattern: PatternLike | None = None,
+               method: str = "bdwp", sr_ste_lambda: float = 2e-4,
+               implementation: str | None = None, **kwargs: Any):
+    super().__init__(in_features, out_features, **kwargs)
+    self._init_sparse(pattern, method, sr_ste_lambda, implementation)
+
+  def __call__(self, inputs: jnp.ndarray, **kwargs: Any) -> jnp.ndarray:
+    pattern = self._active_pattern()
+    if pattern is None:
+      return super().__call__(inputs, **kwargs)
+    kernel = self.kernel[...]
+    dtype = self._compute_dtype(inputs, kernel)
+    y = nm_dense(jnp.asarray(inputs, dtype), kernel, pattern, self.method, self.sr_ste_lambda,
+                 self.implementation, name=type(self).__name__)
+    if self.bias is not None:
+      y = y + jnp.asarray(self.bias[...], dtype)
+    return y
+
+
+class NMConv(_NMMixin, nnx.Conv):
+  """``nnx.Conv`` (2-D, NHWC, HWIO kernel) pruned N:M per ``method``; dense without a pattern."""
+
+  def __init__(self, in_features: int, out_features: int, kernel_size: Any, strides: Any = 1, *,
+               pattern: PatternLike | None = None, method: str = "bdwp",
+               sr_ste_lambda: float = 2e-4, implementation: str | None = None, **kwargs: Any):
+    super().__init__(in_features, out_features, kernel_size, strides, **kwargs)
+    self._init_sparse(pattern, method, sr_ste_lambda, implementation)
+
+  def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
+    pattern = self._active_pattern()
+    if pattern is None:
+      return super().__call__(inputs)
+    name = type(self).__name__
+    args = conv_layer_args(name, self.kernel_size, self.strides, self.padding,
+                           self.kernel_dilation, self.input_dilation, self.feature_group_count,
+                           mask=self.mask)
+    batch_shape = inputs.shape[:-3]
+    x = inputs.reshape((-1,) + inputs.shape[-3:]) if len(batch_shape) != 1 else inputs
+    kernel = self.kernel[...]
+    dtype = self._compute_dtype(x, kernel)
+    y = nm_conv(jnp.asarray(x, dtype), kernel, pattern, self.method, strides=args.strides,
+                padding=args.padding, sr_ste_lambda=self.sr_ste_lambda,
+                implementation=self.implementation, rhs_dilation=args.kernel_dilation, name=name)
+    if self.bias is not None:
+      y = y + jnp.asarray(self.bias[...], dtype)
+    if len(batch_shape) != 1:
+      y = y.reshape(batch_shape + y.shape[1:])
+    return y
+
+
+def apply_rules(model: nnx.Module, rules: LayerRules, method: str | None = None) -> dict[str, Any]:
+  """Sets the pattern (and optionally the method) of every sparse layer in ``model`` from ``rules``.
+
+  A layer's rule path is its attribute path plus ``/kernel`` (e.g. ``"blocks/0/mlp/kernel"``).
+
+  Returns:
+    ``{path: pattern or None}`` for every sparse layer, in graph order (also logged).
+  """
+  chosen = {}
+  for path, node in nnx.iter_graph(model):
+    if isinstance(node, (NMLinear, NMConv)):
+      key = (path_str(path) + "/kernel").lstrip("/")
+      node.pattern = rules.pattern_for(key)
+      if method is not None:
+        node.method = check_method(method)
+      chosen[key] = node.pattern
+      logging.info("nmsparse layer %s: %s (%s)", key, node.pattern or "dense", node.method)
+  return chosen
