@@ -1,0 +1,86 @@
+"""Vision Transformer for small images: conv patch embedding (``embedding``), learned position
+embeddings, pre-LN encoder blocks (fused-qkv attention + GELU MLP), mean-pooled tokens, linear
+``head``. Every projection is the injected ``dense`` class, so attention and MLP weights can be N:M
+sparse while the embedding and head stay dense under the default rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from nmsparse.models.resnet import ModuleDef
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention with one fused ``qkv`` projection and an ``out`` projection."""
+
+  width: int
+  heads: int
+  dense: ModuleDef
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    if self.width % self.heads:
+      raise ValueError(f"ViT width {self.width} is not divisible by heads={self.heads}.")
+    b, t, _ = x.shape
+    head_dim = self.width // self.heads
+    qkv = self.dense(3 * self.width, name="qkv")(x).reshape(b, t, 3, self.heads, head_dim)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(self.dtype)
+    weights = nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+    y = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, self.width)
+    return self.dense(self.width, name="out")(y)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-LN transformer block: x + attn(LN(x)); x + MLP(LN(x))."""
+
+  width: int
+  heads: int
+  mlp_dim: int
+  dense: ModuleDef
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    y = nn.LayerNorm(dtype=self.dtype, name="ln1")(x)
+    x = x + Attention(self.width, self.heads, self.dense, self.dtype, name="attn")(y)
+    y = nn.LayerNorm(dtype=self.dtype, name="ln2")(x)
+    y = nn.gelu(self.dense(self.mlp_dim, name="mlp1")(y))
+    return x + self.dense(self.width, name="mlp2")(y)
+
+
+class ViT(nn.Module):
+  """ViT with ``patch`` x ``patch`` patches, ``depth`` blocks of ``width`` and ``heads`` heads."""
+
+  num_classes: int
+  patch: int = 4
+  width: int = 384
+  depth: int = 6
+  heads: int = 6
+  mlp_ratio: int = 4
+  dense: ModuleDef = nn.Dense
+  conv: ModuleDef = nn.Conv
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
+    del train  # no dropout or batch statistics
+    x = jnp.asarray(x, self.dtype)
+    p = self.patch
+    x = self.conv(self.width, (p, p), (p, p), padding="VALID", name="embedding")(x)
+    b, h, w, c = x.shape
+    x = x.reshape(b, h * w, c)
+    pos = self.param("pos_embedding", nn.initializers.normal(0.02), (1, h * w, c))
+    x = x + jnp.asarray(pos, self.dtype)
+    for i in range(self.depth):
+      x = EncoderBlock(self.width, self.heads, self.mlp_ratio * self.width, self.dense,
+                       self.dtype, name=f"block{i}")(x)
+    x = nn.LayerNorm(dtype=self.dtype, name="ln_final")(x)
+    x = self.dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(
+        jnp.mean(x, axis=1))
+    return jnp.asarray(x, jnp.float32)
