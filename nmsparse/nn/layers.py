@@ -40,7 +40,7 @@ class _NMMixin:
     return self.dtype if self.dtype is not None else jnp.result_type(inputs, kernel)
 
   def _layer_name(self) -> str:
-    return "/".join(self.path) or type(self).__name__
+    return "/".join(self.path) or self.name or type(self).__name__
 
 
 class NMDense(_NMMixin, nn.Dense):
