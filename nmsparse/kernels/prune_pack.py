@@ -1,0 +1,285 @@
+"""``prune_pack``: one pass over the dense fp32 master weights -> both pruned operands + SR-STE bits.
+
+Backend: a Triton-lowered ``pallas_call`` (``compiler_params`` name Triton explicitly). The kernel is
+an elementwise/bitwise pass over ``[TG, M, TC]`` register tiles with small in-register reshapes
+(column groups) and no matrix units; Triton expresses that directly, while Mosaic GPU wants
+TMA/warpgroup-shaped tiles and would gain nothing for a memory-bound pass. The same code runs in
+the Pallas interpreter on CPU.
+
+A weight ``W [R, O]`` (a dense kernel ``[K, O]``, or an HWIO conv kernel viewed as
+``[kh*kw*C, O]``: ``C % M == 0`` keeps every FF group inside one ``(kh, kw)`` slice) is read once.
+Each program ranks ``|W|`` inside every group of ``M`` rows (FF, ``M_ff``) and, for ``bdwp``/
+``bimask``, inside every group of ``M`` columns (BP), with ``nm_mask``'s tie rule (lower index
+wins). It writes, in the compute dtype:
+
+* ``packed=True``: the FF operand packed along rows and the BP operand packed along columns
+  (:mod:`nmsparse.pack` layout), for the value-serial matmuls;
+* ``packed=False``: the masked dense operands ``W*M_ff`` and ``W*M_bp``, to feed XLA's dense dot
+  or ``lax.conv`` (large batch, convolutions, ``srste``);
+
+plus, in both cases, the per-group keep bitmap of ``M_ff`` (``G x O`` bytes) that the SR-STE term
+``lam * (1 - M_ff) * W`` needs in the backward. Bytes: ``4`` read + ``2*2`` (masked) or
+``~2*2*N/M*(1+bits/16)`` (packed) written per weight, + ``1/M`` for the bitmap.
+
+Shapes the tiles do not divide are zero-padded in the wrapper (a copy; model shapes need none).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from nmsparse.kernels import backend
+from nmsparse.pack import PackedNM, fields_per_byte, pack, pack_keep_bits, position_bits
+from nmsparse.prune.methods import bp_mask, ff_mask
+from nmsparse.types import NMPattern, PatternLike
+
+_POISON_INT = {1: 0xA5, 2: 0x5A}
+
+
+class Pruned(NamedTuple):
+  """``prune_pack``'s outputs: FF and BP operands (``PackedNM`` or masked dense) and M_ff bits."""
+
+  ff: PackedNM | jax.Array
+  bp: PackedNM | jax.Array | None  # None for srste (BP uses the FF mask: reuse ``ff``)
+  ff_keep: jax.Array  # [G, O] per-group bitmap of M_ff (bit r = row g*M + r kept)
+
+
+def _as_2d(w: jax.Array) -> jax.Array:
+  return w.reshape(-1, w.shape[-1])
+
+
+def _check(w: jax.Array, pattern: NMPattern, method: str, packed: bool):
+  if method not in ("srste", "bdwp", "bimask"):
+    raise ValueError(f"prune_pack: method {method!r} has no pruned operands; expected srste, bdwp "
+                     "or bimask.")
+  m = pattern.m
+  if m & (m - 1) or m > 8:
+    raise ValueError(f"prune_pack: the Pallas kernel supports M in (2, 4, 8) (power-of-two "
+                     f"Triton tiles, uint8 keep bits); got pattern {pattern}. Use "
+                     "implementation='xla' for this layer.")
+  rows, cols = _as_2d(w).shape
+  if w.shape[-2] % m:
+    raise ValueError(f"prune_pack: input-channel axis of weight {w.shape} is not divisible by "
+                     f"M={m} (pattern {pattern}).")
+  if method != "srste" and cols % m:
+    raise ValueError(f"prune_pack: output-channel axis of weight {w.shape} is not divisible by "
+                     f"M={m} (pattern {pattern}, method {method}).")
+  if packed and method == "srste":
+    raise ValueError("prune_pack: srste's BP operand is W*M_ff, not N:M along output channels, so "
+                     "it has no packed BP form; use packed=False.")
+  del rows
+
+
+def reference_prune_pack(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *,
+                         dtype=jnp.bfloat16, packed: bool = True, poison: int = 0) -> Pruned:
+  """The jnp reference: ``nm_mask`` masks, :func:`nmsparse.pack.pack`. ``poison`` is ignored."""
+  del poison
+  pattern = NMPattern.parse(pattern)
+  _check(w, pattern, method, packed)
+  w2 = _as_2d(w)
+  m_ff = ff_mask(w2, pattern)
+  m_bp = None if method == "srste" else bp_mask(w2, pattern, method)
+  keep = pack_keep_bits(m_ff, pattern, axis=0)
+  if packed:
+    return Pruned(pack(w2, m_ff, pattern, 0, dtype), pack(w2, m_bp, pattern, 1, dtype), keep)
+  masked = lambda m: jnp.where(m, w2, 0).astype(dtype).reshape(w.shape)
+  return Pruned(masked(m_ff), None if m_bp is None else masked(m_bp), keep)
+
+
+def _rank_prev_next(planes, r):
+  """Rank of plane ``r`` among ``planes`` (one group per element): how many beat it."""
+  a = planes[r]
+  rank = jnp.zeros(a.shape, jnp.int32)
+  for s, b in enumerate(planes):
+    if s != r:
+      beats = (b >= a) if s < r else (b > a)
+      rank += beats.astype(jnp.int32)
+  return rank
+
+
+def _rank_last(a):
+  """Rank along the last axis (one group), ties to the lower index: ``nm_mask``'s rule."""
+  m = a.shape[-1]
+  ai, aj = a[..., :, None], a[..., None, :]
+  earlier = jnp.arange(m)[None, :] < jnp.arange(m)[:, None]  # j < i
+  beats = (aj > ai) | ((aj == ai) & earlier)
+  return jnp.sum(beats.astype(jnp.int32), axis=-1)
+
+
+def _exclusive_count_last(keep):
+  """How many kept entries precede each entry along the last axis."""
+  m = keep.shape[-1]
+  before = jnp.arange(m)[None, :] < jnp.arange(m)[:, None]  # j < i
+  return jnp.sum((keep[..., None, :] & before).astype(jnp.int32), axis=-1)
+
+
+def _pack_fields(pos, bits, axis):
+  """Little-endian bit-pack ``q`` consecutive fields along ``axis`` (already split off)."""
+  q = pos.shape[axis]
+  shape = [1] * pos.ndim
+  shape[axis] = q
+  shifts = (jnp.arange(q, dtype=jnp.int32) * bits).reshape(shape)
+  return jnp.sum(pos << shifts, axis=axis).astype(jnp.uint8)
+
+
+def _kernel(w_ref, *refs, pattern: NMPattern, method: str, packed: bool, dtype, groups: int,
+            col_groups: int, n_out: int):
+  n, m = pattern.n, pattern.m
+  outs = refs[-n_out:]
+  tg, _, tc = w_ref.shape
+  th = tc // m
+  gi, ci = pl.program_id(0), pl.program_id(1)
+  row_ok = (gi * tg + jnp.arange(tg) < groups)[:, None]  # [TG, 1] real FF groups
+  col_ok = (ci * th + jnp.arange(th) < col_groups)[None, :, None]  # [1, TH, 1] real BP groups
+
+  w = [w_ref[:, r, :] for r in range(m)]  # M planes [TG, TC]: row g*M + r of the tile
+  mag = [jnp.abs(p) for p in w]
+  keep_ff = [(_rank_prev_next(mag, r) < n) & row_ok for r in range(m)]
+  keep_bits = functools.reduce(
+      lambda acc, r: acc | (keep_ff[r].astype(jnp.int32) << r), range(m), jnp.zeros((tg, tc),
+                                                                                    jnp.int32))
+
+  keep_bp = []
+  if method != "srste":
+    for r in range(m):
+      src = w[r] if method == "bdwp" else jnp.where(keep_ff[r], w[r], 0.0)
+      k3 = _rank_last(jnp.abs(src).reshape(tg, th, m)) < n
+      if method == "bimask":
+        k3 &= keep_ff[r].reshape(tg, th, m)
+      keep_bp.append(k3 & col_ok)
+
+  zero = jnp.zeros((), dtype)
+  if not packed:
+    ff_ref, *rest = outs
+    for r in range(m):
+      ff_ref[:, r, :] = jnp.where(keep_ff[r], w[r].astype(dtype), zero)
+    if method != "srste":
+      bp_ref = rest[0]
+      for r in range(m):
+        bp_ref[:, r, :] = jnp.where(keep_bp[r].reshape(tg, tc), w[r].astype(dtype), zero)
+    rest[-1][...] = keep_bits.astype(rest[-1].dtype)
+    return
+
+  ffv_ref, ffp_ref, bpv_ref, bpp_ref, kb_ref = outs
+  bits, q = position_bits(m), fields_per_byte(m)
+  # FF: slot j of group g is the j-th kept row (ascending r).
+  slot, count = [], jnp.zeros((tg, tc), jnp.int32)
+  for r in range(m):
+    slot.append(count)
+    count = count + keep_ff[r].astype(jnp.int32)
+  for j in range(n):
+    val = jnp.zeros((tg, tc), dtype)
+    pos = jnp.zeros((tg, tc), jnp.int32)
+    for r in reversed(range(m)):
+      sel = keep_ff[r] & (slot[r] == j)
+      val = jnp.where(sel, w[r].astype(dtype), val)
+      pos = jnp.where(sel, r, pos)
+    ffv_ref[j] = val
+    ffp_ref[j] = _pack_fields(pos.reshape(tg // q, q, tc), bits, 1)
+  # BP: per row, slot j of column group h is the j-th kept column (ascending c).
+  cidx = jnp.arange(m, dtype=jnp.int32)[None, None, :]
+  for r in range(m):
+    w3 = w[r].astype(dtype).reshape(tg, th, m)
+    k3 = keep_bp[r]
+    s3 = _exclusive_count_last(k3)
+    for j in range(n):
+      sel = k3 & (s3 == j)
+      bpv_ref[:, r, j, :] = jnp.sum(jnp.where(sel, w3, zero).astype(jnp.float32),
+                                    axis=-1).astype(dtype)
+      pos = jnp.sum(jnp.where(sel, cidx, 0), axis=-1)  # [TG, TH]
+      bpp_ref[:, r, j, :] = _pack_fields(pos.reshape(tg, th // q, q), bits, 2)
+  kb_ref[...] = keep_bits.astype(kb_ref.dtype)
+
+
+def _tiles(groups: int, cols: int, m: int) -> tuple[int, int]:
+  tc = 128 if cols >= 128 else max(16, pl.next_power_of_2(cols))
+  tg = max(fields_per_byte(m), 4096 // (m * tc))
+  tg = min(tg, max(fields_per_byte(m), pl.next_power_of_2(groups)))
+  return tg, tc
+
+
+def prune_pack(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *, dtype=jnp.bfloat16,
+               packed: bool = True, poison: int = 0) -> Pruned:
+  """Prunes ``w`` for FF and BP in one pass and writes the operands in ``dtype``.
+
+  Args:
+    w: dense master weights, ``[K, O]`` or HWIO ``[kh, kw, C, O]``.
+    pattern: N:M pattern (M in 2, 4, 8).
+    method: ``srste``, ``bdwp`` or ``bimask`` (which BP mask; SPEC §1).
+    dtype: compute dtype of the operands.
+    packed: write packed operands (FF along rows, BP along columns of the ``[R, O]`` view) instead
+      of masked dense ones (shaped like ``w``).
+    poison: test hook; 1 or 2 pre-fill the outputs with NaN / a byte pattern so that any element
+      the kernel fails to write shows.
+
+  Returns:
+    :class:`Pruned`. Packed operands describe the 2-D view ``[R, O]`` (``R = K`` or
+    ``kh*kw*C``).
+  """
+  pattern = NMPattern.parse(pattern)
+  _check(w, pattern, method, packed)
+  n, m = pattern.n, pattern.m
+  w2 = _as_2d(w).astype(jnp.float32)
+  rows, cols = w2.shape
+  groups, col_groups = rows // m, cols // m
+  tg, tc = _tiles(groups, cols, m)
+  gpad, opad = -(-groups // tg) * tg, -(-cols // tc) * tc
+  if (gpad * m, opad) != (rows, cols):
+    w2 = jnp.pad(w2, ((0, gpad * m - rows), (0, opad - cols)))
+  w3 = w2.reshape(gpad, m, opad)
+  q = fields_per_byte(m)
+  kdt = jnp.uint8
+  grid = (gpad // tg, opad // tc)
+  tile = lambda i, c: (i, 0, c)
+  if packed:
+    hpad = opad // m
+    out_shape = (
+        jax.ShapeDtypeStruct((n, gpad, opad), dtype),
+        jax.ShapeDtypeStruct((n, gpad // q, opad), jnp.uint8),
+        jax.ShapeDtypeStruct((gpad, m, n, hpad), dtype),
+        jax.ShapeDtypeStruct((gpad, m, n, hpad // q), jnp.uint8),
+        jax.ShapeDtypeStruct((gpad, opad), kdt),
+    )
+    out_specs = (
+        pl.BlockSpec((n, tg, tc), lambda i, c: (0, i, c)),
+        pl.BlockSpec((n, tg // q, tc), lambda i, c: (0, i, c)),
+        pl.BlockSpec((tg, m, n, tc // m), lambda i, c: (i, 0, 0, c)),
+        pl.BlockSpec((tg, m, n, tc // m // q), lambda i, c: (i, 0, 0, c)),
+        pl.BlockSpec((tg, tc), lambda i, c: (i, c)),
+    )
+  else:
+    dense = jax.ShapeDtypeStruct((gpad, m, opad), dtype)
+    out_shape = (dense,) + ((dense,) if method != "srste" else ()) + (
+        jax.ShapeDtypeStruct((gpad, opad), kdt),)
+    out_specs = (pl.BlockSpec((tg, m, tc), tile),) * (len(out_shape) - 1) + (
+        pl.BlockSpec((tg, tc), lambda i, c: (i, c)),)
+  in_specs = [pl.BlockSpec((tg, m, tc), tile)]
+  args = [w3]
+  aliases = {}
+  if poison:
+    for k, (s, spec) in enumerate(zip(out_shape, out_specs)):
+      fill = jnp.nan if jnp.issubdtype(s.dtype, jnp.floating) else _POISON_INT[poison]
+      args.append(jnp.full(s.shape, fill, s.dtype))
+      in_specs.append(spec)
+      aliases[1 + k] = k
+  kernel = functools.partial(_kernel, pattern=pattern, method=method, packed=packed, dtype=dtype,
+                             groups=groups, col_groups=col_groups, n_out=len(out_shape))
+  outs = pl.pallas_call(kernel, out_shape=out_shape, grid=grid, in_specs=in_specs,
+                        out_specs=out_specs, input_output_aliases=aliases,
+                        name=f"prune_pack_{'packed' if packed else 'masked'}",
+                        **backend.call_kwargs(num_warps=4, num_stages=1))(*args)
+  keep = outs[-1][:groups, :cols]
+  if not packed:
+    unpad = lambda a: a.reshape(gpad * m, opad)[:rows, :cols].reshape(w.shape)
+    return Pruned(unpad(outs[0]), unpad(outs[1]) if method != "srste" else None, keep)
+  ffv, ffp, bpv, bpp, _ = outs
+  gq, hq = -(-groups // q), -(-col_groups // q)
+  ff = PackedNM(ffv[:, :gq * q, :cols], ffp[:, :gq, :cols], pattern, 0, rows)
+  bpv = bpv.reshape(gpad * m, n, hpad)[:rows, :, :hq * q]
+  bpp = bpp.reshape(gpad * m, n, hpad // q)[:rows, :, :hq]
+  return Pruned(ff, PackedNM(bpv, bpp, pattern, 1, cols), keep)
