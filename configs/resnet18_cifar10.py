@@ -1,0 +1,26 @@
+"""ResNet18 (CIFAR stem) on CIFAR-10: SGD nesterov, one-cycle, label smoothing, bf16.
+
+Command:
+  python -m experiments.main --config configs/resnet18_cifar10.py --workdir runs/resnet18 \
+      --config.method=bdwp --config.pattern=2:8 --config.data.data_dir=./data
+Schedule: 20 epochs, batch 512, peak LR 0.4 (warm-up 4 epochs, linear decay).
+The sweep adds srste/bimask 2:8 and the bdwp ratio ablation {1:4, 2:4, 4:8, 1:8} (issue 5).
+Expected test accuracy: not yet measured. Runtime: not yet measured.
+"""
+
+from configs import base
+
+
+def get_config(arg: str | None = None):
+  arg = base.parse_arg(arg)
+  c = base.base_config()
+  c.name = "resnet18_cifar10"
+  c.model = "resnet18"
+  c.model_kwargs.stem = "cifar"
+  c.epochs = 20
+  c.learning_rate = 0.4
+  c.warmup_epochs = 4.0
+  c.sweep = base.METHODS_SWEEP + base.RATIO_SWEEP
+  if arg == "smoke":
+    base.smoke(c, dict(width=8, stem="cifar", stage_sizes=(1, 1)))
+  return c

@@ -1,0 +1,11 @@
+"""Data: array, TFDS, image-folder, digits and synthetic sources; on-device augmentation."""
+
+from nmsparse.data.augment import augment, normalize, random_crop_flip
+from nmsparse.data.sources import (ArrayDataset, DatasetNotFoundError, load_arrays, load_dataset,
+                                   load_image_folder, load_sklearn_digits, load_tfds, synthetic)
+
+__all__ = [
+    "ArrayDataset", "DatasetNotFoundError", "augment", "load_arrays", "load_dataset",
+    "load_image_folder", "load_sklearn_digits", "load_tfds", "normalize", "random_crop_flip",
+    "synthetic",
+]

@@ -1,0 +1,263 @@
+"""The training run: data on the devices, model and state, start-up report (summary, layer rules,
+per-stage FLOPs), epochs of jitted steps, evaluation, checkpoints, metrics and the results JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from nmsparse.data.sources import ArrayDataset, load_dataset
+from nmsparse.prune.methods import ff_mask
+from nmsparse.prune.rules import LayerRules, path_str, sparsity_report
+from nmsparse.train import flops as flops_lib
+from nmsparse.train.checkpoint import Checkpointer
+from nmsparse.train.metrics import MetricWriter, Progress, device_name, git_sha, write_json
+from nmsparse.train.parallel import make_mesh, put_batch_sharded, put_replicated
+from nmsparse.train.setup import build_model, build_rules, compute_dtype, create_state, run_pattern
+from nmsparse.train.state import TrainState
+from nmsparse.train.step import InputSpec, make_eval_step, make_train_step
+
+RESULTS_FILE = "results.json"
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN/inf loss; the message names the step."""
+
+
+def run_name(config: Any) -> str:
+  """``<name>_<method>[_<N>x<M>]_s<seed>``, the stem of the run's results file."""
+  pattern = run_pattern(config)
+  tag = "" if pattern is None else f"_{pattern.n}x{pattern.m}"
+  return f"{config.name}_{config.method}{tag}_s{config.seed}"
+
+
+def model_summary(params: Any) -> None:
+  """Logs parameter counts per top-level module and the total."""
+  total = 0
+  for name, subtree in params.items():
+    count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(subtree))
+    total += count
+    logging.info("  %-32s %12s params", name, f"{count:,}")
+  logging.info("  %-32s %12s params", "total", f"{total:,}")
+
+
+def sparse_kernels(params: Any, rules: LayerRules, method: str) -> dict[str, Any]:
+  """``{path: pattern}`` of the kernels trained sparse (empty for ``dense``)."""
+  if method == "dense":
+    return {}
+  out = {}
+  for key_path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+    path = path_str(key_path)
+    if path.endswith("/kernel") and leaf.ndim >= 2 and rules.pattern_for(path) is not None:
+      out[path] = rules.pattern_for(path)
+  return out
+
+
+def ff_masks(params: Any, kernels: dict[str, Any]) -> dict[str, np.ndarray]:
+  """Current FF masks of the sparse kernels, on the host."""
+  flat = {path_str(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  return {path: np.asarray(jax.jit(ff_mask, static_argnums=1)(flat[path], pattern))
+          for path, pattern in kernels.items()}
+
+
+def epoch_order(key: jax.Array, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
+  """The epoch's shuffled ``[steps, batch]`` index table (remainder dropped); depends only on the
+  seed and the epoch, so a resumed run sees the same batches."""
+  perm = np.asarray(jax.random.permutation(jax.random.fold_in(key, epoch), num_examples))
+  steps = num_examples // batch_size
+  return perm[: steps * batch_size].reshape(steps, batch_size).astype(np.int32)
+
+
+def eval_order(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Indices ``[steps, batch]`` covering the test set (padded with index 0) and a validity mask."""
+  steps = -(-num_examples // batch_size)
+  idx = np.arange(steps * batch_size)
+  return (np.where(idx < num_examples, idx, 0).reshape(steps, batch_size).astype(np.int32),
+          (idx < num_examples).reshape(steps, batch_size))
+
+
+class Run:
+  """Everything one training run holds; :func:`train_and_evaluate` drives it."""
+
+  def __init__(self, config: Any, workdir: str, dataset: ArrayDataset | None = None):
+    self.config, self.workdir = config, workdir
+    os.makedirs(workdir, exist_ok=True)
+    self.mesh = make_mesh(config.get("num_devices") or None)
+    n_dev = self.mesh.size
+    if config.batch_size % n_dev or config.eval_batch_size % n_dev:
+      raise ValueError(f"batch_size={config.batch_size} and eval_batch_size="
+                       f"{config.eval_batch_size} must divide by the {n_dev} devices.")
+    self.data = dataset if dataset is not None else load_dataset(config.data)
+    if self.data.num_classes != config.data.num_classes:
+      raise ValueError(f"Dataset {self.data.name} has {self.data.num_classes} classes, config "
+                       f"data.num_classes={config.data.num_classes}.")
+    self.steps_per_epoch = len(self.data.train_labels) // config.batch_size
+    if self.steps_per_epoch == 0:
+      raise ValueError(f"batch_size={config.batch_size} exceeds the {len(self.data.train_labels)} "
+                       "training examples.")
+    self.total_steps = config.epochs * self.steps_per_epoch
+    mean, std = self.data.channel_stats()
+    self.inputs = InputSpec(tuple(mean.tolist()), tuple(std.tolist()), config.data.crop_padding,
+                            config.data.flip, compute_dtype(config))
+    self.rules = build_rules(config)
+    self.model = build_model(config, self.rules)
+    # RBG keys: deterministic per seed and far cheaper to compile than threefry (initialisers and
+    # augmentation draw many random numbers).
+    self.key = jax.random.key(config.seed, impl="rbg")
+    init_key, self.data_key, self.step_key = jax.random.split(self.key, 3)
+    state, self.schedule = create_state(config, self.model, self.data.image_shape,
+                                        self.steps_per_epoch, init_key)
+    self.state: TrainState = put_replicated(jax.device_get(state), self.mesh)
+    self.train_arrays = put_replicated((self.data.train_images, self.data.train_labels), self.mesh)
+    self.test_arrays = put_replicated((self.data.test_images, self.data.test_labels), self.mesh)
+    eval_idx, eval_valid = eval_order(len(self.data.test_labels), config.eval_batch_size)
+    self.eval_idx = put_batch_sharded(eval_idx, self.mesh, axis=1)
+    self.eval_valid = put_batch_sharded(eval_valid, self.mesh, axis=1)
+    num_classes = config.data.num_classes
+    self.train_step = make_train_step(self.model, self.mesh, self.inputs, num_classes,
+                                      config.label_smoothing)
+    self.eval_step = make_eval_step(self.model, self.mesh, self.inputs, num_classes)
+    self.sparse = sparse_kernels(self.state.params, self.rules, config.method)
+
+  def report_startup(self) -> dict[str, Any]:
+    """Logs model summary, layer rules and per-stage FLOPs; returns the FLOPs table."""
+    c = self.config
+    logging.info("Run %s: model %s, data %s (train %d, test %d, %s), method %s, pattern %s, "
+                 "%d epochs x %d steps, batch %d on %s", run_name(c), c.model, self.data.name,
+                 len(self.data.train_labels), len(self.data.test_labels), self.data.image_shape,
+                 c.method, run_pattern(c), c.epochs, self.steps_per_epoch, c.batch_size,
+                 device_name())
+    logging.info("Model summary (%s):", c.model)
+    model_summary(self.state.params)
+    # Shapes only: the report checks every rule against its kernel and logs the nominal sparsity
+    # without computing masks eagerly, layer by layer.
+    sparsity_report(jax.eval_shape(lambda p: p, self.state.params), self.rules, c.method, log=True)
+    example = jax.ShapeDtypeStruct((1,) + self.data.image_shape, jnp.float32)
+    layers = flops_lib.layer_flops(self.model, self.state.variables(), example, self.rules)
+    stages = flops_lib.stage_flops(layers, c.method)
+    flops_lib.log_stage_flops(stages, c.method, c.batch_size)
+    return stages
+
+  def evaluate(self) -> dict[str, float]:
+    sums = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    for i in range(self.eval_idx.shape[0]):
+      out = self.eval_step(self.state, *self.test_arrays, self.eval_idx, self.eval_valid,
+                           jnp.int32(i))
+      sums = {k: sums[k] + v for k, v in out.items()}
+    sums = jax.device_get(sums)
+    return {"test_loss": float(sums["loss"] / sums["count"]),
+            "test_accuracy": float(sums["correct"] / sums["count"])}
+
+
+def _check_finite(losses: list[tuple[int, jax.Array]]) -> None:
+  values = np.asarray(jax.device_get([v for _, v in losses]))
+  bad = np.flatnonzero(~np.isfinite(values))
+  if bad.size:
+    step, value = losses[bad[0]][0], values[bad[0]]
+    raise NonFiniteLossError(f"Non-finite training loss {value} at step {step} (epoch-local batch "
+                             "as scheduled); stopping. Lower the learning rate or check the data.")
+
+
+def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | None = None,
+                       stop_after_step: int | None = None) -> dict[str, Any] | None:
+  """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and returns the
+  results dict that is also written to ``workdir/results.json`` (and ``config.results_dir``).
+
+  Args:
+    config: a run config (see ``configs/``).
+    workdir: checkpoints, ``metrics.jsonl``, TensorBoard events and ``results.json`` go here.
+    dataset: use this dataset instead of loading ``config.data`` (tests).
+    stop_after_step: return ``None`` right after this step without a final checkpoint, as a
+      preempted job would (tests of resumption).
+  """
+  start = time.time()
+  run = Run(config, workdir, dataset)
+  stages = run.report_startup()
+  ckpt = Checkpointer(workdir, config.keep_checkpoints)
+  run.state = ckpt.restore_latest(run.state)
+  step = int(jax.device_get(run.state.step))
+  first_epoch = step // run.steps_per_epoch
+  writer = MetricWriter(workdir, config.get("tensorboard", True))
+  history = writer.history(before_epoch=first_epoch)
+  previous_wall = history[-1]["wall_time_s"] if history else 0.0
+  progress = Progress(run.total_steps, step, config.get("progress_bar", True))
+  masks = ff_masks(run.state.params, run.sparse) if config.track_mask_flips else {}
+  log_every = max(1, config.log_every_steps)
+  try:
+    for epoch in range(first_epoch, config.epochs):
+      order = put_batch_sharded(epoch_order(run.data_key, epoch, len(run.data.train_labels),
+                                            config.batch_size), run.mesh, axis=1)
+      epoch_start, window_start, window_step = time.time(), time.time(), step
+      sums, losses = {"loss": 0.0, "accuracy": 0.0}, []
+      steps_done = 0
+      for i in range(step - epoch * run.steps_per_epoch, run.steps_per_epoch):
+        run.state, metrics = run.train_step(run.state, *run.train_arrays, order, jnp.int32(i),
+                                            run.step_key)
+        step += 1
+        steps_done += 1
+        sums = {k: sums[k] + metrics[k] for k in sums}
+        losses.append((step, metrics["loss"]))
+        if step % log_every == 0 or i == run.steps_per_epoch - 1:
+          _check_finite(losses)
+          losses = []
+          now = time.time()
+          ips = (step - window_step) * config.batch_size / max(now - window_start, 1e-9)
+          window_start, window_step = now, step
+          progress.update(step, float(metrics["loss"]), float(metrics["accuracy"]), ips)
+        if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+          ckpt.save(run.state)
+        if stop_after_step is not None and step >= stop_after_step:
+          ckpt.close()
+          return None
+      train_time = time.time() - epoch_start
+      record = {"epoch": epoch + 1, "step": step,
+                "train_loss": float(sums["loss"]) / steps_done,
+                "train_accuracy": float(sums["accuracy"]) / steps_done,
+                "learning_rate": float(run.schedule(step - 1)),
+                "epoch_time_s": train_time,
+                "images_per_s": steps_done * config.batch_size / max(train_time, 1e-9)}
+      if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
+        record.update(run.evaluate())
+      if masks:
+        new_masks = ff_masks(run.state.params, run.sparse)
+        flips = {p: int(np.sum(new_masks[p] != masks[p])) for p in masks}
+        record["mask_flips"] = flips
+        record["mask_flip_fraction"] = sum(flips.values()) / sum(m.size for m in masks.values())
+        logging.info("epoch %d FF mask flips since last epoch: %s", epoch + 1,
+                     ", ".join(f"{p}={n}" for p, n in flips.items()))
+        masks = new_masks
+      record["wall_time_s"] = previous_wall + time.time() - start
+      logging.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if k != "mask_flips"})
+      writer.write(record)
+      history.append(record)
+    ckpt.save(run.state)
+  finally:
+    progress.close()
+    writer.close()
+  ckpt.close()
+  final = run.evaluate()
+  pattern = run_pattern(config)
+  results = {
+      "model": config.model, "dataset": run.data.name, "method": config.method,
+      "pattern": None if pattern is None else str(pattern), "seed": config.seed,
+      "epochs": config.epochs, "test_accuracy": final["test_accuracy"],
+      "test_loss": final["test_loss"], "device": device_name(), "git_sha": git_sha(),
+      "jax_version": jax.__version__, "wall_time_s": previous_wall + time.time() - start,
+      "steps": step, "batch_size": config.batch_size, "implementation": config.implementation,
+      "gemm_flops_per_example": stages, "history": history, "name": run_name(config),
+      "config": json.loads(config.to_json_best_effort()),
+  }
+  if jax.process_index() == 0:
+    write_json(os.path.join(workdir, RESULTS_FILE), results)
+    if config.results_dir:
+      write_json(os.path.join(config.results_dir, run_name(config) + ".json"), results)
+  logging.info("Finished %s: test accuracy %.4f (%d epochs, %.1f s)", run_name(config),
+               final["test_accuracy"], config.epochs, results["wall_time_s"])
+  return results

@@ -1,0 +1,113 @@
+"""Run outputs: per-epoch JSONL, TensorBoard events (tensorboardX when importable), a progress bar
+(tqdm when importable, else log lines) and the results JSON of SPEC §3."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Any
+
+import jax
+from absl import logging
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricWriter:
+  """Appends one JSON object per epoch to ``workdir/metrics.jsonl`` and scalars to TensorBoard."""
+
+  def __init__(self, workdir: str, enable_tensorboard: bool = True):
+    self.path = os.path.join(workdir, METRICS_FILE)
+    self.tb = None
+    if enable_tensorboard and jax.process_index() == 0:
+      try:
+        from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+        self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+      except ImportError:
+        logging.info("tensorboardX is not installed: TensorBoard events skipped (JSONL only).")
+
+  def history(self, before_epoch: int) -> list[dict[str, Any]]:
+    """Epoch records already on disk for epochs ``< before_epoch``; later ones (from after the
+    checkpoint a resumed run restarts from) are dropped from the file."""
+    if not os.path.exists(self.path):
+      return []
+    with open(self.path) as f:
+      records = [json.loads(line) for line in f if line.strip()]
+    kept = [r for r in records if r["epoch"] < before_epoch]
+    if len(kept) != len(records):
+      self._rewrite(kept)
+    return kept
+
+  def _rewrite(self, records: list[dict[str, Any]]) -> None:
+    with open(self.path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in records)
+
+  def write(self, record: dict[str, Any]) -> None:
+    if jax.process_index() != 0:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    if self.tb is not None:
+      for key, value in record.items():
+        if isinstance(value, (int, float)) and key != "epoch":
+          self.tb.add_scalar(key, value, record["epoch"])
+      self.tb.flush()
+
+  def close(self) -> None:
+    if self.tb is not None:
+      self.tb.close()
+
+
+class Progress:
+  """A tqdm bar over the run's steps when tqdm is importable and enabled, else periodic log lines."""
+
+  def __init__(self, total: int, initial: int, enabled: bool):
+    self.bar = None
+    if enabled:
+      try:
+        from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+        self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+      except ImportError:
+        logging.info("tqdm is not installed: progress goes to the log instead.")
+    self.step = initial
+    self.total = total
+
+  def update(self, step: int, loss: float, accuracy: float, images_per_s: float) -> None:
+    if self.bar is not None:
+      self.bar.update(step - self.step)
+      self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{accuracy:.3f}", img_s=f"{images_per_s:.0f}")
+    else:
+      logging.info("step %d/%d  loss %.4f  acc %.3f  %.0f images/s", step, self.total, loss,
+                   accuracy, images_per_s)
+    self.step = step
+
+  def close(self) -> None:
+    if self.bar is not None:
+      self.bar.close()
+
+
+def git_sha() -> str:
+  """The checked-out commit (``+dirty`` if the tree has changes), or ``"unknown"``."""
+  try:
+    sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                         timeout=10).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return sha + ("+dirty" if dirty else "")
+  except (OSError, subprocess.SubprocessError):
+    return "unknown"
+
+
+def device_name() -> str:
+  """e.g. ``"NVIDIA H100 80GB HBM3 x4"`` or ``"cpu x1"``."""
+  devices = jax.devices()
+  return f"{devices[0].device_kind} x{len(devices)}"
+
+
+def write_json(path: str, obj: Any) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1)
+  os.replace(tmp, path)

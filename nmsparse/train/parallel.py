@@ -1,0 +1,65 @@
+"""Data parallelism: a 1-D ``data`` mesh over the local devices, ``shard_map`` across JAX versions,
+and optional multi-host initialisation."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+try:  # jax >= 0.6 exports shard_map at the top level; older releases only in experimental.
+  from jax import shard_map as _shard_map
+except ImportError:  # pragma: no cover - depends on the installed jax
+  from jax.experimental.shard_map import shard_map as _shard_map
+
+_CHECK_KWARG = "check_vma" if "check_vma" in inspect.signature(_shard_map).parameters else "check_rep"
+
+AXIS = "data"
+
+
+def shard_map(f: Callable[..., Any], mesh: Mesh, in_specs: Any, out_specs: Any) -> Callable[..., Any]:
+  """``shard_map`` without replication checks (custom sparse primitives carry no such rules)."""
+  return _shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, **{_CHECK_KWARG: False})
+
+
+def make_mesh(num_devices: int | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A ``("data",)`` mesh over the first ``num_devices`` devices (all by default)."""
+  devices = list(devices if devices is not None else jax.devices())
+  if num_devices:
+    if num_devices > len(devices):
+      raise ValueError(f"Asked for {num_devices} devices but only {len(devices)} are visible.")
+    devices = devices[:num_devices]
+  return Mesh(np.asarray(devices), (AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def put_replicated(tree: Any, mesh: Mesh) -> Any:
+  """Places host arrays (identical on every process) on every device of ``mesh``."""
+  sharding = replicated(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]),
+      tree)
+
+
+def put_batch_sharded(array: np.ndarray, mesh: Mesh, axis: int = 0) -> jax.Array:
+  """Places a host array sharded along ``axis`` over the ``data`` mesh axis."""
+  spec = [None] * np.ndim(array)
+  spec[axis] = AXIS
+  sharding = NamedSharding(mesh, P(*spec))
+  return jax.make_array_from_callback(np.shape(array), sharding, lambda idx: np.asarray(array)[idx])
+
+
+def maybe_initialize_distributed(enabled: bool) -> None:
+  """``jax.distributed.initialize()`` (multi-host; coordinates from the environment) when asked."""
+  if enabled:
+    jax.distributed.initialize()
+    logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
+                 jax.process_index(), jax.process_count(), jax.local_device_count(),
+                 jax.device_count())

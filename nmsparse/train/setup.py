@@ -1,0 +1,75 @@
+"""From a run config to the pieces of a run: layer rules, the model with injected sparse layers, the
+optimizer and an initialised train state."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from nmsparse.models import create_model
+from nmsparse.nn import NMConv, NMDense
+from nmsparse.optim import create_optimizer
+from nmsparse.prune.rules import LayerRules
+from nmsparse.train.state import TrainState
+from nmsparse.types import NMPattern, check_method
+
+DENSE, DEFAULT = "dense", "default"
+
+
+def run_pattern(config: Any) -> NMPattern | None:
+  """The run's pattern: ``None`` for ``method="dense"``, else ``config.pattern`` parsed."""
+  check_method(config.method)
+  if config.method == "dense":
+    return None
+  if not config.pattern:
+    raise ValueError(f"method={config.method!r} needs config.pattern (e.g. '2:8').")
+  return NMPattern.parse(config.pattern)
+
+
+def build_rules(config: Any) -> LayerRules:
+  """``config.rules``: ordered ``(regex, "dense" | "default" | "N:M")``; ``default`` = the run's
+  pattern (dense for ``method="dense"``)."""
+  pattern = run_pattern(config)
+  rules = []
+  for regex, value in config.rules:
+    if value == DENSE:
+      rules.append((regex, None))
+    elif value == DEFAULT:
+      rules.append((regex, pattern))
+    else:
+      rules.append((regex, None if pattern is None else NMPattern.parse(value)))
+  return LayerRules.create(rules)
+
+
+def compute_dtype(config: Any) -> Any:
+  return {"bfloat16": jnp.bfloat16, "float32": jnp.float32, "float16": jnp.float16}[config.dtype]
+
+
+def build_model(config: Any, rules: LayerRules) -> nn.Module:
+  """``config.model`` with ``config.model_kwargs``; dense and conv layers are the nmsparse layers
+  carrying the rules, method, lambda, implementation and compute dtype (params stay fp32)."""
+  layer_args = dict(pattern=rules, method=config.method, sr_ste_lambda=config.sr_ste_lambda,
+                    implementation=config.implementation, dtype=compute_dtype(config),
+                    param_dtype=jnp.float32)
+  return create_model(config.model, num_classes=config.data.num_classes,
+                      dense=functools.partial(NMDense, **layer_args),
+                      conv=functools.partial(NMConv, **layer_args), dtype=compute_dtype(config),
+                      **config.model_kwargs.to_dict())
+
+
+def create_state(config: Any, model: nn.Module, image_shape: tuple[int, ...],
+                 steps_per_epoch: int, key: jax.Array) -> tuple[TrainState, Any]:
+  """Initialises parameters (fp32) and the optimizer; returns the state and the LR schedule."""
+  tx, schedule = create_optimizer(config, steps_per_epoch)
+
+  @jax.jit
+  def init(key):
+    variables = model.init(key, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables.get("batch_stats", {}))
+
+  return init(key), schedule

@@ -1,0 +1,114 @@
+"""Jitted train and eval steps: on-device batch gather + augmentation, a plain ``value_and_grad`` +
+optimizer update per device under ``shard_map``, gradients and BatchNorm statistics averaged with
+``lax.pmean`` over the ``data`` axis. The sparsity lives inside the layers' ops.
+
+The whole (uint8) dataset is replicated on every device; each step receives only integer indices
+(sharded over devices), so no images cross the host-device link during training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+from jax.sharding import Mesh, PartitionSpec as P
+
+from nmsparse.data.augment import augment, normalize
+from nmsparse.train.parallel import AXIS, shard_map
+from nmsparse.train.state import TrainState
+
+Metrics = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+  """How raw uint8 images become model inputs."""
+
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  pad: int
+  flip: bool
+  dtype: Any
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
+                  label_smoothing: float) -> jax.Array:
+  """Per-example softmax cross-entropy with label smoothing (fp32)."""
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, num_classes), label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+def update(state: TrainState, model: nn.Module, images: jax.Array, labels: jax.Array,
+           num_classes: int, label_smoothing: float) -> tuple[TrainState, Metrics]:
+  """One device's step: loss, gradients averaged over ``data``, optimizer update."""
+
+  def loss_fn(params):
+    logits, new_vars = model.apply(state.variables(params), images, train=True,
+                                   mutable=["batch_stats"])
+    loss = cross_entropy(logits, labels, num_classes, label_smoothing).mean()
+    return loss, (logits, new_vars.get("batch_stats", state.batch_stats))
+
+  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  grads = lax.pmean(grads, AXIS)
+  batch_stats = lax.pmean(batch_stats, AXIS)
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+  return state, lax.pmean(metrics, AXIS)
+
+
+def make_train_step(model: nn.Module, mesh: Mesh, inputs: InputSpec, num_classes: int,
+                    label_smoothing: float) -> Callable[..., tuple[TrainState, Metrics]]:
+  """``step(state, images, labels, order, i, key)``: trains on ``images[order[i]]``.
+
+  ``images``/``labels`` are the replicated training set, ``order`` the epoch's ``[steps, batch]``
+  index table sharded over devices along the batch axis, ``i`` the step within the epoch and
+  ``key`` the run's base PRNG key; augmentation draws from ``fold_in(key, state.step, device)``.
+  """
+  mean, std = jnp.asarray(inputs.mean), jnp.asarray(inputs.std)
+
+  def per_device(state, images, labels, order, i, key):
+    idx = order[i]
+    key = jax.random.fold_in(jax.random.fold_in(key, state.step), lax.axis_index(AXIS))
+    x = augment(key, images[idx], mean, std, pad=inputs.pad, flip=inputs.flip,
+                dtype=inputs.dtype)
+    return update(state, model, x, labels[idx], num_classes, label_smoothing)
+
+  step = shard_map(per_device, mesh, in_specs=(P(), P(), P(), P(None, AXIS), P(), P()),
+                   out_specs=(P(), P()))
+  return jax.jit(step, donate_argnums=(0,))
+
+
+def make_batch_train_step(model: nn.Module, mesh: Mesh, num_classes: int,
+                          label_smoothing: float) -> Callable[..., tuple[TrainState, Metrics]]:
+  """``step(state, x, y)`` on an already prepared, batch-sharded input (no data loading at all);
+  for measuring what the input pipeline costs."""
+  step = shard_map(functools.partial(update, model=model, num_classes=num_classes,
+                                     label_smoothing=label_smoothing),
+                   mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=(P(), P()))
+  return jax.jit(lambda state, x, y: step(state, images=x, labels=y), donate_argnums=(0,))
+
+
+def make_eval_step(model: nn.Module, mesh: Mesh, inputs: InputSpec,
+                   num_classes: int) -> Callable[..., Metrics]:
+  """``eval(state, images, labels, order, valid, i)``: summed loss, correct count and count over
+  the valid entries of batch ``order[i]``."""
+  mean, std = jnp.asarray(inputs.mean), jnp.asarray(inputs.std)
+
+  def per_device(state, images, labels, order, valid, i):
+    idx, ok = order[i], valid[i].astype(jnp.float32)
+    x = normalize(images[idx], mean, std, inputs.dtype)
+    logits = model.apply(state.variables(), x, train=False)
+    y = labels[idx]
+    sums = {"loss": jnp.sum(cross_entropy(logits, y, num_classes, 0.0) * ok),
+            "correct": jnp.sum((jnp.argmax(logits, -1) == y) * ok), "count": jnp.sum(ok)}
+    return lax.psum(sums, AXIS)
+
+  step = shard_map(per_device, mesh, in_specs=(P(), P(), P(), P(None, AXIS), P(None, AXIS), P()),
+                   out_specs=P())
+  return jax.jit(step)
