@@ -1,0 +1,188 @@
+"""Expands configs' ``sweep`` grids (methods x patterns x seeds) into runs and trains them: in this
+process one after another (``--gpus 0``), or as subprocesses, one per GPU (``--gpus N``, each with
+its own ``CUDA_VISIBLE_DEVICES``). Finished runs (``results.json`` present) are skipped, so a sweep
+can be restarted; unfinished ones resume from their checkpoints.
+
+  python -m experiments.sweep --config configs/quickstart.py --workdir_root /tmp/qs
+  python -m experiments.sweep --config configs/resnet9_cifar10.py --config configs/vit_cifar10.py \
+      --workdir_root runs --results_dir results/runs --gpus 4 --set data.data_dir=./data
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+from absl import app, flags, logging
+
+FLAGS = flags.FLAGS
+flags.DEFINE_multi_string("config", None, "Config file(s), optionally with ':arg' (repeatable).")
+flags.DEFINE_string("workdir_root", None, "Each run's workdir is <root>/<name>/<method>[_NxM]/seed<s>.")
+flags.DEFINE_string("results_dir", "", "Also copy every results JSON here (e.g. results/runs).")
+flags.DEFINE_integer("gpus", 0, "0: run in this process, one after another; N: N subprocesses, one "
+                     "per GPU (CUDA_VISIBLE_DEVICES=i).")
+flags.DEFINE_multi_string("set", [], "key=value override for every run, e.g. epochs=5 or "
+                          "data.data_dir=./data (repeatable).")
+flags.DEFINE_string("filter", "", "Only runs whose name contains this substring.")
+flags.DEFINE_bool("dry_run", False, "Print the runs and exit.")
+flags.mark_flags_as_required(["config", "workdir_root"])
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """One run of a sweep: the config file (with arg), its settings and where it goes."""
+
+  config_path: str
+  name: str
+  method: str
+  pattern: str | None
+  seed: int
+  workdir: str
+
+  def overrides(self) -> dict[str, Any]:
+    out = {"method": self.method, "seed": self.seed}
+    if self.pattern is not None:
+      out["pattern"] = self.pattern
+    return out
+
+
+def load_config(config_path: str) -> Any:
+  """``get_config(arg)`` of ``path[:arg]`` (the same syntax as ``--config`` of experiments.main)."""
+  path, _, arg = config_path.partition(":")
+  spec = importlib.util.spec_from_file_location(f"_sweep_config_{abs(hash(path))}", path)
+  if spec is None or spec.loader is None:
+    raise FileNotFoundError(f"Config file {path!r} not found.")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def parse_value(text: str) -> Any:
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
+  """Sets dotted keys (``data.data_dir``) on a copy of ``config``."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for key, value in overrides.items():
+      *parents, leaf = key.split(".")
+      node = config
+      for parent in parents:
+        node = node[parent]
+      if leaf not in node:
+        raise KeyError(f"Override {key!r}: the config has no field {leaf!r}.")
+      node[leaf] = value
+  return config
+
+
+def expand(config_path: str, workdir_root: str, sets: dict[str, Any]) -> list[RunSpec]:
+  """The config's sweep grids as runs (dense runs carry no pattern; duplicates dropped)."""
+  config = apply_overrides(load_config(config_path), sets)
+  runs, seen = [], set()
+  for grid in config.sweep:
+    for method in grid["methods"]:
+      for pattern in ([None] if method == "dense" else grid["patterns"]):
+        for seed in grid["seeds"]:
+          if (method, pattern, seed) in seen:
+            continue
+          seen.add((method, pattern, seed))
+          tag = method if pattern is None else f"{method}_{pattern.replace(':', 'x')}"
+          runs.append(RunSpec(config_path, config.name, method, pattern, int(seed),
+                              os.path.join(workdir_root, config.name, tag, f"seed{seed}")))
+  return runs
+
+
+def run_in_process(spec: RunSpec, sets: dict[str, Any], results_dir: str) -> dict[str, Any]:
+  """Trains one run in this process."""
+  from nmsparse.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
+  config = apply_overrides(load_config(spec.config_path),
+                           {**sets, **spec.overrides(), "results_dir": results_dir})
+  return train_and_evaluate(config, spec.workdir)
+
+
+def command(spec: RunSpec, sets: dict[str, str], results_dir: str) -> list[str]:
+  """The ``experiments.main`` command line of one run (``sets`` as typed on the command line)."""
+  flags_ = {**sets, **spec.overrides(), "results_dir": results_dir}
+  return ([sys.executable, "-m", "experiments.main", f"--config={spec.config_path}",
+           f"--workdir={spec.workdir}"] + [f"--config.{k}={v}" for k, v in flags_.items()])
+
+
+def run_on_gpus(runs: list[RunSpec], gpus: int, sets: dict[str, str], results_dir: str) -> None:
+  """Runs subprocesses, at most one per GPU; each logs to ``<workdir>/log.txt``."""
+  pending, active = list(runs), {}
+  while pending or active:
+    for gpu in range(gpus):
+      if gpu not in active and pending:
+        spec = pending.pop(0)
+        os.makedirs(spec.workdir, exist_ok=True)
+        log = open(os.path.join(spec.workdir, "log.txt"), "a")
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
+        logging.info("GPU %d: %s", gpu, " ".join(command(spec, sets, results_dir)))
+        active[gpu] = (spec, log, subprocess.Popen(command(spec, sets, results_dir), env=env,
+                                                   stdout=log, stderr=subprocess.STDOUT))
+    time.sleep(1.0)
+    for gpu, (spec, log, proc) in list(active.items()):
+      if proc.poll() is not None:
+        log.close()
+        del active[gpu]
+        status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+        logging.info("GPU %d: %s %s %s seed %d %s; log %s", gpu, spec.name, spec.method,
+                     spec.pattern, spec.seed, status, os.path.join(spec.workdir, "log.txt"))
+
+
+def summarize(runs: list[RunSpec]) -> str:
+  """A plain-text table of the runs' test accuracies and the gap to dense of the same config."""
+  rows, dense = [], {}
+  for spec in runs:
+    path = os.path.join(spec.workdir, "results.json")
+    acc = None
+    if os.path.exists(path):
+      with open(path) as f:
+        acc = json.load(f)["test_accuracy"]
+    if spec.method == "dense" and acc is not None:
+      dense.setdefault(spec.name, []).append(acc)
+    rows.append((spec, acc))
+  lines = [f"{'config':<28} {'method':<8} {'pattern':<8} {'seed':>4} {'test acc':>9} {'gap':>7}"]
+  for spec, acc in rows:
+    ref = dense.get(spec.name)
+    gap = "" if acc is None or not ref else f"{100 * (acc - sum(ref) / len(ref)):+.2f}"
+    text = "missing" if acc is None else f"{acc:.4f}"
+    lines.append(f"{spec.name:<28} {spec.method:<8} {str(spec.pattern or '-'):<8} {spec.seed:>4} "
+                 f"{text:>9} {gap:>7}")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  raw_sets = dict(kv.split("=", 1) for kv in FLAGS.set)  # as typed, for subprocess flags
+  sets = {k: parse_value(v) for k, v in raw_sets.items()}
+  runs = [r for path in FLAGS.config for r in expand(path, FLAGS.workdir_root, sets)
+          if FLAGS.filter in f"{r.name}_{r.method}_{r.pattern}_s{r.seed}"]
+  todo = [r for r in runs if not os.path.exists(os.path.join(r.workdir, "results.json"))]
+  logging.info("Sweep: %d runs, %d to do", len(runs), len(todo))
+  for r in runs:
+    print(f"{r.name} {r.method} {r.pattern or '-'} seed {r.seed} -> {r.workdir}"
+          f"{'' if r in todo else ' (done)'}")
+  if FLAGS.dry_run:
+    return
+  if FLAGS.gpus > 0:
+    run_on_gpus(todo, FLAGS.gpus, raw_sets, FLAGS.results_dir)
+  else:
+    for spec in todo:
+      run_in_process(spec, sets, FLAGS.results_dir)
+  print(summarize(runs))
+
+
+if __name__ == "__main__":
+  app.run(main)
