@@ -10,9 +10,7 @@ can be restarted; unfinished ones resume from their checkpoints.
 
 from __future__ import annotations
 
-import ast
 import dataclasses
-import importlib.util
 import json
 import os
 import subprocess
@@ -21,6 +19,8 @@ import time
 from typing import Any
 
 from absl import app, flags, logging
+
+from experiments.config_io import apply_overrides, load_config, parse_value
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("config", None, "Config file(s), optionally with ':arg' (repeatable).")
@@ -51,39 +51,6 @@ class RunSpec:
     if self.pattern is not None:
       out["pattern"] = self.pattern
     return out
-
-
-def load_config(config_path: str) -> Any:
-  """``get_config(arg)`` of ``path[:arg]`` (the same syntax as ``--config`` of experiments.main)."""
-  path, _, arg = config_path.partition(":")
-  spec = importlib.util.spec_from_file_location(f"_sweep_config_{abs(hash(path))}", path)
-  if spec is None or spec.loader is None:
-    raise FileNotFoundError(f"Config file {path!r} not found.")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
-def parse_value(text: str) -> Any:
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
-def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
-  """Sets dotted keys (``data.data_dir``) on a copy of ``config``."""
-  config = config.copy_and_resolve_references()
-  with config.unlocked():
-    for key, value in overrides.items():
-      *parents, leaf = key.split(".")
-      node = config
-      for parent in parents:
-        node = node[parent]
-      if leaf not in node:
-        raise KeyError(f"Override {key!r}: the config has no field {leaf!r}.")
-      node[leaf] = value
-  return config
 
 
 def expand(config_path: str, workdir_root: str, sets: dict[str, Any]) -> list[RunSpec]:

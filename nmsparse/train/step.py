@@ -9,7 +9,6 @@ The whole (uint8) dataset is replicated on every device; each step receives only
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -88,10 +87,11 @@ def make_batch_train_step(model: nn.Module, mesh: Mesh, num_classes: int,
                           label_smoothing: float) -> Callable[..., tuple[TrainState, Metrics]]:
   """``step(state, x, y)`` on an already prepared, batch-sharded input (no data loading at all);
   for measuring what the input pipeline costs."""
-  step = shard_map(functools.partial(update, model=model, num_classes=num_classes,
-                                     label_smoothing=label_smoothing),
-                   mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=(P(), P()))
-  return jax.jit(lambda state, x, y: step(state, images=x, labels=y), donate_argnums=(0,))
+  def per_device(state, images, labels):
+    return update(state, model, images, labels, num_classes, label_smoothing)
+
+  step = shard_map(per_device, mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=(P(), P()))
+  return jax.jit(step, donate_argnums=(0,))
 
 
 def make_eval_step(model: nn.Module, mesh: Mesh, inputs: InputSpec,
