@@ -36,12 +36,18 @@ def layer_flops(model: nn.Module, variables: Any, example: jax.ShapeDtypeStruct,
   For a dense layer that is ``2 * K * O`` per token; for a conv, ``2 * H' * W' * kh * kw * C * O``.
   The first kernel call (the one on the input images) has no BP product.
   """
-  records = []
+  records, active = [], []
 
   def interceptor(next_fun, args, kwargs, context):
-    out = next_fun(*args, **kwargs)
     module = context.module
-    if context.method_name == "__call__" and "kernel" in module.variables.get("params", {}):
+    if context.method_name != "__call__" or module.path in active:
+      return next_fun(*args, **kwargs)  # e.g. NMDense calling nn.Dense.__call__ for a dense layer
+    active.append(module.path)
+    try:
+      out = next_fun(*args, **kwargs)
+    finally:
+      active.pop()
+    if "kernel" in module.variables.get("params", {}):
       kernel = module.variables["params"]["kernel"]
       per_example = np.prod(out.shape[1:]) / out.shape[-1]
       path = "/".join(module.path) + "/kernel"

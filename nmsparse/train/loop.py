@@ -185,7 +185,7 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
   step = int(jax.device_get(run.state.step))
   first_epoch = step // run.steps_per_epoch
   writer = MetricWriter(workdir, config.get("tensorboard", True))
-  history = writer.history(before_epoch=first_epoch)
+  history = writer.history(completed_epochs=first_epoch)
   previous_wall = history[-1]["wall_time_s"] if history else 0.0
   progress = Progress(run.total_steps, step, config.get("progress_bar", True))
   masks = ff_masks(run.state.params, run.sparse) if config.track_mask_flips else {}

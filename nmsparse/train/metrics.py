@@ -27,14 +27,14 @@ class MetricWriter:
       except ImportError:
         logging.info("tensorboardX is not installed: TensorBoard events skipped (JSONL only).")
 
-  def history(self, before_epoch: int) -> list[dict[str, Any]]:
-    """Epoch records already on disk for epochs ``< before_epoch``; later ones (from after the
-    checkpoint a resumed run restarts from) are dropped from the file."""
+  def history(self, completed_epochs: int) -> list[dict[str, Any]]:
+    """Records already on disk for the first ``completed_epochs`` epochs (``epoch`` counts from 1);
+    later ones (written after the checkpoint a resumed run restarts from) are dropped from the file."""
     if not os.path.exists(self.path):
       return []
     with open(self.path) as f:
       records = [json.loads(line) for line in f if line.strip()]
-    kept = [r for r in records if r["epoch"] < before_epoch]
+    kept = [r for r in records if r["epoch"] <= completed_epochs]
     if len(kept) != len(records):
       self._rewrite(kept)
     return kept

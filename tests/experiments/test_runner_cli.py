@@ -1,0 +1,105 @@
+"""The quickstart, sweep expansion and subprocess mode, and the report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import report, sweep
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def env():
+  return {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def test_quickstart_bdwp_within_two_points_of_dense(tmp_path):
+  proc = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config",
+                         "configs/quickstart.py", "--workdir_root", str(tmp_path)], cwd=ROOT,
+                        env=env(), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  acc = {}
+  for method, tag in (("dense", "dense"), ("bdwp", "bdwp_2x4")):
+    with open(tmp_path / "quickstart_digits" / tag / "seed0" / "results.json") as f:
+      result = json.load(f)
+    assert result["dataset"] == "digits" and result["method"] == method
+    acc[method] = result["test_accuracy"]
+  assert acc["dense"] > 0.9, acc
+  assert acc["bdwp"] >= acc["dense"] - 0.02, acc
+  assert "quickstart_digits" in proc.stdout and f"{acc['bdwp']:.4f}" in proc.stdout
+
+
+def test_issue5_sweep_expansion():
+  runs = sweep.expand(os.path.join(ROOT, "configs", "resnet18_cifar10.py"), "/w", {})
+  got = sorted((r.method, r.pattern, r.seed) for r in runs)
+  assert got == sorted([("dense", None, 0), ("dense", None, 1), ("bdwp", "2:8", 0),
+                        ("bdwp", "2:8", 1), ("srste", "2:8", 0), ("bimask", "2:8", 0),
+                        ("bdwp", "1:4", 0), ("bdwp", "2:4", 0), ("bdwp", "4:8", 0),
+                        ("bdwp", "1:8", 0)])
+  assert len({r.workdir for r in runs}) == len(runs)
+  total = sum(len(sweep.expand(os.path.join(ROOT, "configs", f"{m}_cifar10.py"), "/w", {}))
+              for m in ("resnet9", "vgg19", "resnet18", "resnet50", "vit"))
+  assert total == 28
+
+
+def test_overrides_reach_subprocess_flags():
+  spec = sweep.expand(os.path.join(ROOT, "configs", "vit_cifar10.py"), "/w", {})[1]
+  cmd = sweep.command(spec, {"epochs": "3"}, "results/runs")
+  assert "--config.epochs=3" in cmd and f"--config.method={spec.method}" in cmd
+  with pytest.raises(KeyError, match="no field"):
+    sweep.apply_overrides(sweep.load_config(os.path.join(ROOT, "configs", "vit_cifar10.py")),
+                          {"epoch": 3})
+
+
+def test_one_subprocess_per_gpu(tmp_path):
+  runs = sweep.expand(os.path.join(ROOT, "configs", "quickstart.py:smoke"), str(tmp_path), {})
+  cwd = os.getcwd()
+  os.chdir(ROOT)
+  try:
+    sweep.run_on_gpus(runs, 2, {}, str(tmp_path / "results"))
+  finally:
+    os.chdir(cwd)
+  assert sorted(os.listdir(tmp_path / "results")) == ["quickstart_digits_smoke_bdwp_2x4_s0.json",
+                                                      "quickstart_digits_smoke_dense_s0.json"]
+  assert "bdwp" in sweep.summarize(runs)
+
+
+def fixture_result(name, model, method, pattern, seed, acc):
+  history = [{"epoch": e, "train_accuracy": acc * e / 3, "test_accuracy": acc * e / 3}
+             for e in (1, 2, 3)]
+  return {"model": model, "dataset": "cifar10", "method": method, "pattern": pattern,
+          "seed": seed, "epochs": 3, "test_accuracy": acc, "device": "fixture", "git_sha": "x",
+          "jax_version": "0", "wall_time_s": 1.0, "history": history, "config": {"name": name}}
+
+
+def test_report_renders_table_and_plots(tmp_path):
+  runs = tmp_path / "runs"
+  os.makedirs(runs / "nested")
+  fixtures = [fixture_result("r18", "resnet18", "dense", None, 0, 0.90),
+              fixture_result("r18", "resnet18", "dense", None, 1, 0.92),
+              fixture_result("r18", "resnet18", "bdwp", "2:8", 0, 0.89),
+              fixture_result("r18", "resnet18", "bdwp", "2:8", 1, 0.90),
+              fixture_result("r18", "resnet18", "bdwp", "2:4", 0, 0.915)]
+  for i, r in enumerate(fixtures[:4]):
+    with open(runs / f"{i}.json", "w") as f:
+      json.dump(r, f)
+  with open(runs / "nested" / "list.json", "w") as f:
+    json.dump([fixtures[4]], f)
+  with open(runs / "not_a_run.json", "w") as f:
+    json.dump({"hello": 1}, f)
+  written = report.write_report(str(runs), str(tmp_path / "out"))
+  md = open(tmp_path / "out" / "accuracy.md").read()
+  bdwp28 = [l for l in md.splitlines() if "| bdwp | 2:8 |" in l]
+  assert len(bdwp28) == 1
+  assert f"{np.mean([89.0, 90.0]):.2f} ± {np.std([89.0, 90.0], ddof=1):.2f}" in bdwp28[0]
+  assert "| -1.50 |" in bdwp28[0]  # 89.5 - 91.0
+  assert "| +0.50 |" in [l for l in md.splitlines() if "| 2:4 |" in l][0]
+  pngs = [p for p in written if p.endswith(".png")]
+  assert len(pngs) == 2
+  for p in pngs:
+    with open(p, "rb") as f:
+      assert f.read(8) == b"\x89PNG\r\n\x1a\n"
