@@ -27,7 +27,8 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
-  """Sets dotted keys (``data.data_dir``) on a copy of ``config``."""
+  """Sets dotted keys (``data.data_dir``) on a copy of ``config``; only ``model_kwargs.*`` may add a
+  field, any other unknown key is a ``KeyError``."""
   config = config.copy_and_resolve_references()
   with config.unlocked():
     for key, value in overrides.items():
@@ -35,7 +36,7 @@ def apply_overrides(config: Any, overrides: dict[str, Any]) -> Any:
       node = config
       for parent in parents:
         node = node[parent]
-      if leaf not in node:
+      if leaf not in node and parents != ["model_kwargs"]:  # model fields may be new
         raise KeyError(f"Override {key!r}: the config has no field {leaf!r}.")
       node[leaf] = value
   return config
