@@ -26,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.config_io import apply_overrides, load_config, parse_value  # noqa: E402
 from nmsparse.data.augment import augment  # noqa: E402
+from nmsparse.ops.registry import resolve_implementation  # noqa: E402
 from nmsparse.train.loop import Run, epoch_order  # noqa: E402
 from nmsparse.train.metrics import device_name, write_json  # noqa: E402
 from nmsparse.train.parallel import put_batch_sharded  # noqa: E402
@@ -79,7 +80,7 @@ def measure(config, num_devices: int) -> dict:
                                            FLAGS.warmup, FLAGS.steps)
   return {"config": config.name, "model": config.model, "method": config.method,
           "pattern": None if config.method == "dense" else config.pattern,
-          "implementation": config.implementation, "dtype": config.dtype,
+          "implementation": resolve_implementation(config.implementation), "dtype": config.dtype,
           "num_devices": num_devices, "global_batch": config.batch_size,
           "device": device_name(), "data_source": config.data.source,
           "step_ms_with_data": with_data, "step_ms_without_data": without_data,

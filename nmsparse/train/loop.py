@@ -14,11 +14,13 @@ import numpy as np
 from absl import logging
 
 from nmsparse.data.sources import ArrayDataset, load_dataset
+from nmsparse.ops.registry import resolve_implementation
 from nmsparse.prune.methods import ff_mask
 from nmsparse.prune.rules import LayerRules, path_str, sparsity_report
 from nmsparse.train import flops as flops_lib
 from nmsparse.train.checkpoint import Checkpointer
-from nmsparse.train.metrics import MetricWriter, Progress, device_name, git_sha, write_json
+from nmsparse.train.metrics import (MetricWriter, Progress, device_name, git_sha,
+                                    quiet_library_logs, write_json)
 from nmsparse.train.parallel import make_mesh, put_batch_sharded, put_replicated
 from nmsparse.train.setup import build_model, build_rules, compute_dtype, create_state, run_pattern
 from nmsparse.train.state import TrainState
@@ -178,6 +180,7 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
       preempted job would (tests of resumption).
   """
   start = time.time()
+  quiet_library_logs()
   run = Run(config, workdir, dataset)
   stages = run.report_startup()
   ckpt = Checkpointer(workdir, config.keep_checkpoints)
@@ -250,7 +253,8 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
       "epochs": config.epochs, "test_accuracy": final["test_accuracy"],
       "test_loss": final["test_loss"], "device": device_name(), "git_sha": git_sha(),
       "jax_version": jax.__version__, "wall_time_s": previous_wall + time.time() - start,
-      "steps": step, "batch_size": config.batch_size, "implementation": config.implementation,
+      "steps": step, "batch_size": config.batch_size,
+      "implementation": resolve_implementation(config.implementation),
       "gemm_flops_per_example": stages, "history": history, "name": run_name(config),
       "config": json.loads(config.to_json_best_effort()),
   }

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging as py_logging
 import os
 import subprocess
 from typing import Any
@@ -12,6 +13,22 @@ import jax
 from absl import logging
 
 METRICS_FILE = "metrics.jsonl"
+LIBRARY_PATHS = ("/orbax/", "/jax/_src/")
+
+
+class _LibraryInfoFilter(py_logging.Filter):
+  """Drops INFO lines logged through absl by orbax and jax internals (warnings pass)."""
+
+  def filter(self, record: py_logging.LogRecord) -> bool:
+    return record.levelno >= py_logging.WARNING or not any(
+        p in record.pathname for p in LIBRARY_PATHS)
+
+
+def quiet_library_logs() -> None:
+  """Keeps the run's own INFO log readable (idempotent)."""
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _LibraryInfoFilter) for f in handler.filters):
+    handler.addFilter(_LibraryInfoFilter())
 
 
 class MetricWriter:
