@@ -62,11 +62,13 @@ def sparse_kernels(params: Any, rules: LayerRules, method: str) -> dict[str, Any
   return out
 
 
-def ff_masks(params: Any, kernels: dict[str, Any]) -> dict[str, np.ndarray]:
-  """Current FF masks of the sparse kernels, on the host."""
+_ff_mask = jax.jit(ff_mask, static_argnums=1)
+
+
+def ff_masks(params: Any, kernels: dict[str, Any]) -> dict[str, jax.Array]:
+  """Current FF masks of the sparse kernels (on the device)."""
   flat = {path_str(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
-  return {path: np.asarray(jax.jit(ff_mask, static_argnums=1)(flat[path], pattern))
-          for path, pattern in kernels.items()}
+  return {path: _ff_mask(flat[path], pattern) for path, pattern in kernels.items()}
 
 
 def epoch_order(key: jax.Array, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
@@ -230,7 +232,8 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
         record.update(run.evaluate())
       if masks:
         new_masks = ff_masks(run.state.params, run.sparse)
-        flips = {p: int(np.sum(new_masks[p] != masks[p])) for p in masks}
+        flips = jax.device_get({p: jnp.sum(new_masks[p] != masks[p]) for p in masks})
+        flips = {p: int(n) for p, n in flips.items()}
         record["mask_flips"] = flips
         record["mask_flip_fraction"] = sum(flips.values()) / sum(m.size for m in masks.values())
         logging.info("epoch %d FF mask flips since last epoch: %s", epoch + 1,

@@ -91,3 +91,19 @@ def test_normalised_output():
                 dtype=jnp.bfloat16)
   assert out.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(out, np.float32), 2.0)
+
+
+def test_tfds_source_is_a_clear_error_without_tfds_or_data(tmp_path):
+  cfg = ml_collections.ConfigDict(dict(source="tfds", name="cifar10", data_dir=str(tmp_path),
+                                       num_classes=10, image_size=32, test_split="test"))
+  with pytest.raises(DatasetNotFoundError, match="cifar10"):
+    load_dataset(cfg)
+
+
+def test_synthetic_only_when_asked():
+  cfg = ml_collections.ConfigDict(dict(source="synthetic", name="x", num_classes=3, image_size=4,
+                                       channels=1, synthetic_train=5, synthetic_test=2))
+  ds = load_dataset(cfg)
+  assert ds.name == "synthetic" and ds.train_images.shape == (5, 4, 4, 1)
+  with pytest.raises(ValueError, match="Unknown data.source"):
+    load_dataset(ml_collections.ConfigDict(dict(source="cifar", name="x")))
