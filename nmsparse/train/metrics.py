@@ -7,6 +7,7 @@ import json
 import logging as py_logging
 import os
 import subprocess
+import sys
 from typing import Any
 
 import jax
@@ -77,11 +78,12 @@ class MetricWriter:
 
 
 class Progress:
-  """A tqdm bar over the run's steps when tqdm is importable and enabled, else periodic log lines."""
+  """A tqdm bar over the run's steps when enabled, tqdm is importable and stderr is a terminal;
+  else periodic log lines (readable in the log files of sweep subprocesses)."""
 
   def __init__(self, total: int, initial: int, enabled: bool):
     self.bar = None
-    if enabled:
+    if enabled and sys.stderr.isatty():
       try:
         from tqdm import tqdm  # pylint: disable=g-import-not-at-top
         self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
