@@ -203,6 +203,153 @@ def _tiles(groups: int, cols: int, m: int) -> tuple[int, int]:
   return tg, tc
 
 
+def _planes_kernel(*refs, pattern: NMPattern, method: str, packed: bool, dtype, groups: int,
+                   col_groups: int, n_out: int):
+  """srste/bdwp: both rankings elementwise over planes of two strided views of one tile."""
+  n, m = pattern.n, pattern.m
+  bits, q = position_bits(m), fields_per_byte(m)
+  a_ref, *rest = refs[:-n_out]
+  outs = refs[-n_out:]
+  tgq, _, _, tc = a_ref.shape  # A view [Gq, q, M, O]: plane (t, r) = rows (g*q + t)*M + r
+  gi, ci = pl.program_id(0), pl.program_id(1)
+  zero = jnp.zeros((), dtype)
+  g0 = (gi * tgq + jnp.arange(tgq)) * q
+  a = [[a_ref[:, t, r, :] for r in range(m)] for t in range(q)]
+  keep_ff = []
+  for t in range(q):
+    mag = [jnp.abs(p) for p in a[t]]
+    ok = (g0 + t < groups)[:, None]
+    keep_ff.append([(_rank_prev_next(mag, r) < n) & ok for r in range(m)])
+  if packed:
+    ffv_ref, ffp_ref, bpv_ref, bpp_ref, kb_ref = outs
+  else:
+    ff_ref, kb_ref = outs[0], outs[-1]
+  for t in range(q):
+    bitmap = jnp.zeros((tgq, tc), jnp.int32)
+    for r in range(m):
+      bitmap = bitmap | (keep_ff[t][r].astype(jnp.int32) << r)
+      if not packed:
+        ff_ref[:, t, r, :] = jnp.where(keep_ff[t][r], a[t][r].astype(dtype), zero)
+    kb_ref[:, t, :] = bitmap.astype(kb_ref.dtype)
+  if packed:
+    for j, (val, pos) in enumerate(_slots(a, keep_ff, n, dtype)):
+      ffp = jnp.zeros((tgq, tc), jnp.int32)
+      for t in range(q):
+        ffv_ref[j, :, t, :] = val[t]
+        ffp = ffp | (pos[t] << (bits * t))
+      ffp_ref[j] = ffp.astype(jnp.uint8)
+  if method == "srste":
+    return
+  b_ref = rest[0]
+  tr, thq, _, _ = b_ref.shape  # B view [R, Hq, q, M]: plane (u, c) = cols (h*q + u)*M + c
+  h0 = (ci * thq + jnp.arange(thq)) * q
+  b = [[b_ref[:, :, u, c] for c in range(m)] for u in range(q)]
+  keep_bp = []
+  for u in range(q):
+    mag = [jnp.abs(p) for p in b[u]]
+    ok = (h0 + u < col_groups)[None, :]
+    keep_bp.append([(_rank_prev_next(mag, c) < n) & ok for c in range(m)])
+  if not packed:
+    bp_ref = outs[1]
+    for u in range(q):
+      for c in range(m):
+        bp_ref[:, :, u, c] = jnp.where(keep_bp[u][c], b[u][c].astype(dtype), zero)
+    return
+  for j, (val, pos) in enumerate(_slots(b, keep_bp, n, dtype)):
+    bpp = jnp.zeros((tr, thq), jnp.int32)
+    for u in range(q):
+      bpv_ref[:, j, :, u] = val[u]
+      bpp = bpp | (pos[u] << (bits * u))
+    bpp_ref[:, j, :] = bpp.astype(jnp.uint8)
+
+
+def _slots(planes, keep, n: int, dtype):
+  """Per slot ``j``: (values, positions) planes, for each field, of the j-th kept entry."""
+  out = [([], []) for _ in range(n)]
+  for field_planes, field_keep in zip(planes, keep):
+    count = jnp.zeros(field_planes[0].shape, jnp.int32)
+    slot = []
+    for k in field_keep:
+      slot.append(count)
+      count = count + k.astype(jnp.int32)
+    for j in range(n):
+      val = jnp.zeros(field_planes[0].shape, dtype)
+      pos = jnp.zeros(field_planes[0].shape, jnp.int32)
+      for r in reversed(range(len(field_planes))):
+        sel = field_keep[r] & (slot[r] == j)
+        val = jnp.where(sel, field_planes[r].astype(dtype), val)
+        pos = jnp.where(sel, r, pos)
+      out[j][0].append(val)
+      out[j][1].append(pos)
+  return out
+
+
+def _prune_planes(w: jax.Array, pattern: NMPattern, method: str, dtype, packed: bool,
+                  poison: int) -> Pruned:
+  n, m = pattern.n, pattern.m
+  q = fields_per_byte(m)  # q * m == 16 for every supported M
+  w2 = _as_2d(w).astype(jnp.float32)
+  rows, cols = w2.shape
+  groups, col_groups = rows // m, cols // m
+  thq = 8 if cols >= 128 else pl.next_power_of_2(-(-cols // 16))
+  tgq = max(1, min(16 // thq, pl.next_power_of_2(-(-groups // q))))
+  tr, tc = tgq * q * m, thq * q * m
+  rpad, opad = -(-rows // tr) * tr, -(-cols // tc) * tc
+  if (rpad, opad) != (rows, cols):
+    w2 = jnp.pad(w2, ((0, rpad - rows), (0, opad - cols)))
+  gqp, hqp = rpad // (q * m), opad // (q * m)
+  grid = (rpad // tr, opad // tc)
+  a_spec = pl.BlockSpec((tgq, q, m, tc), lambda i, c: (i, 0, 0, c))
+  b_spec = pl.BlockSpec((tr, thq, q, m), lambda i, c: (i, c, 0, 0))
+  kb = (jax.ShapeDtypeStruct((gqp, q, opad), jnp.uint8),
+        pl.BlockSpec((tgq, q, tc), lambda i, c: (i, 0, c)))
+  if packed:
+    outs = [
+        (jax.ShapeDtypeStruct((n, gqp, q, opad), dtype),
+         pl.BlockSpec((n, tgq, q, tc), lambda i, c: (0, i, 0, c))),
+        (jax.ShapeDtypeStruct((n, gqp, opad), jnp.uint8),
+         pl.BlockSpec((n, tgq, tc), lambda i, c: (0, i, c))),
+        (jax.ShapeDtypeStruct((rpad, n, hqp, q), dtype),
+         pl.BlockSpec((tr, n, thq, q), lambda i, c: (i, 0, c, 0))),
+        (jax.ShapeDtypeStruct((rpad, n, hqp), jnp.uint8),
+         pl.BlockSpec((tr, n, thq), lambda i, c: (i, 0, c))),
+        kb]
+  else:
+    outs = [(jax.ShapeDtypeStruct((gqp, q, m, opad), dtype), a_spec)]
+    if method != "srste":
+      outs.append((jax.ShapeDtypeStruct((rpad, hqp, q, m), dtype), b_spec))
+    outs.append(kb)
+  args = [w2.reshape(gqp, q, m, opad)]
+  in_specs = [a_spec]
+  if method != "srste":
+    args.append(w2.reshape(rpad, hqp, q, m))
+    in_specs.append(b_spec)
+  aliases = {}
+  if poison:
+    for k, (s, spec) in enumerate(outs):
+      fill = jnp.nan if jnp.issubdtype(s.dtype, jnp.floating) else _POISON_INT[poison]
+      aliases[len(args)] = k
+      args.append(jnp.full(s.shape, fill, s.dtype))
+      in_specs.append(spec)
+  kernel = functools.partial(_planes_kernel, pattern=pattern, method=method, packed=packed,
+                             dtype=dtype, groups=groups, col_groups=col_groups, n_out=len(outs))
+  res = pl.pallas_call(kernel, out_shape=[o[0] for o in outs], grid=grid, in_specs=in_specs,
+                       out_specs=[o[1] for o in outs], input_output_aliases=aliases,
+                       name=f"prune_pack_{'packed' if packed else 'masked'}_{n}of{m}",
+                       **backend.call_kwargs(num_warps=4, num_stages=1))(*args)
+  keep = res[-1].reshape(gqp * q, opad)[:groups, :cols]
+  if not packed:
+    unpad = lambda a: a.reshape(rpad, opad)[:rows, :cols].reshape(w.shape)
+    return Pruned(unpad(res[0]), None if method == "srste" else unpad(res[1]), keep)
+  ffv, ffp, bpv, bpp, _ = res
+  gq, hq = -(-groups // q), -(-col_groups // q)
+  ff = PackedNM(ffv.reshape(n, gqp * q, opad)[:, :gq * q, :cols], ffp[:, :gq, :cols], pattern, 0,
+                rows)
+  bp = PackedNM(bpv.reshape(rpad, n, hqp * q)[:rows, :, :hq * q], bpp[:rows, :, :hq], pattern, 1,
+                cols)
+  return Pruned(ff, bp, keep)
+
+
 def prune_pack(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *, dtype=jnp.bfloat16,
                packed: bool = True, poison: int = 0) -> Pruned:
   """Prunes ``w`` for FF and BP in one pass and writes the operands in ``dtype``.
@@ -221,6 +368,16 @@ def prune_pack(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *, dtyp
     :class:`Pruned`. Packed operands describe the 2-D view ``[R, O]`` (``R = K`` or
     ``kh*kw*C``).
   """
+  pattern = NMPattern.parse(pattern)
+  _check(w, pattern, method, packed)
+  if method == "bimask":  # its BP ranking needs M_ff in the column view: the reshape variant
+    return _prune_reshape(w, pattern, method, dtype=dtype, packed=packed, poison=poison)
+  return _prune_planes(w, pattern, method, dtype, packed, poison)
+
+
+def _prune_reshape(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *, dtype=jnp.bfloat16,
+               packed: bool = True, poison: int = 0) -> Pruned:
+  """The in-register-reshape variant (any method; used for bimask)."""
   pattern = NMPattern.parse(pattern)
   _check(w, pattern, method, packed)
   n, m = pattern.n, pattern.m
