@@ -7,13 +7,14 @@ GPU's warpgroup MMA wants 64-row tiles and TMA-described shared-memory layouts t
 operand does not come in. The same code runs in the Pallas interpreter on CPU.
 
 Only packed operands are read: per group of ``M`` weights, ``N`` values and ``N`` bit-packed
-positions (:mod:`nmsparse.pack`). The activation is reordered in the wrapper (one small XLA copy,
-cheap at the small batches this kernel is for) into ``xr[t, r, b, i] = x[b, (i*q + t)*M + r]``, so
-that the operand never has to be re-interleaved: for each byte row ``i`` and field ``t`` the kernel
-rebuilds the ``M`` planes ``D_r[i, o] = sum_j [pos_j == r] * v_j`` (``N`` selects each) and adds
-``xr[t, r] @ D_r``. Per group of ``M`` it moves ``N*(itemsize + bits/8)`` bytes instead of ``M *
-itemsize``. The reduction is split over programs when the output alone gives too few of them (small
-batch), and the partial sums are added in the wrapper.
+positions (:mod:`nmsparse.pack`). One reduction step covers ``rows`` byte rows of the positions,
+i.e. ``rows * q * M = 16 * rows`` reduction elements (``q * M == 16`` for every supported M): the
+kernel loads the ``N`` value tiles and position bytes, expands them in registers into the dense
+``[16*rows, bo]`` tile (``N`` selects per element, ``value where field == offset``) in natural
+order, and issues one tensor-core dot against the matching contiguous slice of the activation.
+Per group of ``M`` it moves ``N*(itemsize + bits/8)`` bytes instead of ``M * itemsize``. When the
+output alone gives too few programs, the reduction is split and partial sums are added in the
+wrapper (one extra small XLA op).
 
 Any batch size works (rows are zero-padded to the block); shapes the tiles do not divide are
 zero-padded in the wrapper (a copy of the operand, so callers should use this kernel where they
@@ -42,16 +43,17 @@ class MatmulBlocks:
   ``splits`` programs sharing one output tile's reduction (``None``: heuristic)."""
 
   bb: int = 16
-  bo: int = 128
-  rows: int = 32
+  bo: int = 32
+  rows: int = 16
   splits: int | None = None
   num_warps: int = 4
-  num_stages: int = 2
+  num_stages: int = 3
 
 
 def default_blocks(batch: int, out_cols: int) -> MatmulBlocks:
+  """Small batch: narrow output tiles so that the output alone gives ~one program per SM."""
   bb = 16 if batch <= 16 else 32 if batch <= 32 else 64
-  bo = 128 if out_cols >= 128 else max(16, pl.next_power_of_2(out_cols))
+  bo = 32 if out_cols >= 32 else 16
   return MatmulBlocks(bb=bb, bo=bo)
 
 
@@ -83,46 +85,36 @@ def _check(x: jax.Array, p: PackedNM, axis: int):
                      f"(reduction over axis {axis}, length {red}).")
 
 
-def _reorder(x: jax.Array, p: PackedNM, bb: int, gq_pad: int) -> jax.Array:
-  """``[B, L] -> [q, M, Bp, Gq_pad]`` with ``xr[t, r, b, i] = x[b, (i*q + t)*M + r]``."""
-  m, q = p.pattern.m, fields_per_byte(p.pattern.m)
-  b, length = x.shape
-  bp = -(-b // bb) * bb
-  x = jnp.pad(x, ((0, bp - b), (0, gq_pad * q * m - length)))
-  return x.reshape(bp, gq_pad, q, m).transpose(2, 3, 0, 1)
-
-
 def _kernel(x_ref, v_ref, p_ref, *refs, n: int, m: int, transpose: bool, rows: int, bb: int,
             bt: int, steps: int, precision):
   out_ref = refs[-1]
   bits, q = position_bits(m), fields_per_byte(m)
-  field_mask = (1 << bits) - 1
+  kt = rows * q * m  # reduction elements per step (q * m == 16)
   col, row_blk, split = pl.program_id(0), pl.program_id(1), pl.program_id(2)
-  b0 = row_blk * bb
-  c0 = col * bt
+  b0, c0 = row_blk * bb, col * bt
+  shifts = jnp.arange(q, dtype=jnp.int32) * bits
+  offsets = jnp.arange(m, dtype=jnp.int32)
 
   def step(it, acc):
     i0 = pl.multiple_of((split * steps + it) * rows, rows)
-    if transpose:  # operand [K, N, Gq, q]: tiles [bt (K), rows (byte rows)]
-      pos = [p_ref[pl.ds(c0, bt), j, pl.ds(i0, rows)].astype(jnp.int32) for j in range(n)]
-    else:  # operand [N, Gq, q, O]: tiles [rows, bt (O)]
-      pos = [p_ref[j, pl.ds(i0, rows), pl.ds(c0, bt)].astype(jnp.int32) for j in range(n)]
-    for t in range(q):
-      if transpose:
-        val = [v_ref[pl.ds(c0, bt), j, pl.ds(i0, rows), t] for j in range(n)]
-      else:
-        val = [v_ref[j, pl.ds(i0, rows), t, pl.ds(c0, bt)] for j in range(n)]
-      field = [(pj >> (bits * t)) & field_mask for pj in pos]
-      zero = jnp.zeros((), val[0].dtype)
-      for r in range(m):
-        plane = zero
-        for j in reversed(range(n)):
-          plane = jnp.where(field[j] == r, val[j], plane)
-        xs = x_ref[t, r, pl.ds(b0, bb), pl.ds(i0, rows)]
-        dims = (((1,), (1,)), ((), ())) if transpose else (((1,), (0,)), ((), ()))
-        acc += lax.dot_general(xs, plane, dims, precision=precision,
-                               preferred_element_type=jnp.float32)
-    return acc
+    xs = x_ref[pl.ds(b0, bb), pl.ds(pl.multiple_of(i0 * q * m, kt), kt)]  # [bb, kt], natural order
+    if transpose:  # values [K, N, Gq, q], positions [K, N, Gq]; tile [bt, rows, q, m]
+      tile = jnp.zeros((bt, rows, q, m), v_ref.dtype)
+      for j in reversed(range(n)):  # earlier slots win over value-0 filler slots
+        v = v_ref[pl.ds(c0, bt), j, pl.ds(i0, rows), :]
+        f = (p_ref[pl.ds(c0, bt), j, pl.ds(i0, rows)].astype(jnp.int32)[:, :, None]
+             >> shifts[None, None, :]) & ((1 << bits) - 1)
+        tile = jnp.where(f[..., None] == offsets, v[..., None], tile)
+      return acc + lax.dot_general(xs, tile.reshape(bt, kt), (((1,), (1,)), ((), ())),
+                                   precision=precision, preferred_element_type=jnp.float32)
+    tile = jnp.zeros((rows, q, m, bt), v_ref.dtype)  # values [N, Gq, q, O], positions [N, Gq, O]
+    for j in reversed(range(n)):
+      v = v_ref[j, pl.ds(i0, rows), :, pl.ds(c0, bt)]
+      f = (p_ref[j, pl.ds(i0, rows), pl.ds(c0, bt)].astype(jnp.int32)[:, None, :]
+           >> shifts[None, :, None]) & ((1 << bits) - 1)
+      tile = jnp.where(f[:, :, None, :] == offsets[None, None, :, None], v[:, :, None, :], tile)
+    return acc + lax.dot_general(xs, tile.reshape(kt, bt), (((1,), (0,)), ((), ())),
+                                 precision=precision, preferred_element_type=jnp.float32)
 
   acc = lax.fori_loop(0, steps, step, jnp.zeros((bb, bt), jnp.float32))
   out_ref[...] = acc.astype(out_ref.dtype)
@@ -132,15 +124,16 @@ def _matmul(x: jax.Array, p: PackedNM, transpose: bool, blocks: MatmulBlocks | N
             poison: int) -> jax.Array:
   n, m = p.pattern.n, p.pattern.m
   q = fields_per_byte(m)
-  batch = x.shape[0]
-  red_axis = 1 if transpose else 0
-  out_cols = p.shape[1 - red_axis]
+  batch, red = x.shape
+  out_cols = p.shape[0] if transpose else p.shape[1]
   blocks = blocks or default_blocks(batch, out_cols)
   bb, bt, rows = blocks.bb, blocks.bo, blocks.rows
   gq = p.positions.shape[-1] if transpose else p.positions.shape[1]
   gq_pad = -(-gq // rows) * rows
   cols_pad = -(-out_cols // bt) * bt
-  xr = _reorder(x, p, bb, gq_pad)
+  batch_pad = -(-batch // bb) * bb
+  if (batch_pad, gq_pad * q * m) != (batch, red):  # zero rows / zero reduction tail
+    x = jnp.pad(x, ((0, batch_pad - batch), (0, gq_pad * q * m - red)))
   values, positions = p.values, p.positions
   if transpose:  # [K, N, Gp] -> [K, N, Gq, q]
     values = values.reshape(out_cols, n, gq, q)
@@ -153,18 +146,18 @@ def _matmul(x: jax.Array, p: PackedNM, transpose: bool, blocks: MatmulBlocks | N
       values = jnp.pad(values, ((0, 0), (0, gq_pad - gq), (0, 0), (0, cols_pad - out_cols)))
       positions = jnp.pad(positions, ((0, 0), (0, gq_pad - gq), (0, cols_pad - out_cols)))
   total_steps = gq_pad // rows
-  n_cols, n_rows = cols_pad // bt, xr.shape[2] // bb
+  n_cols, n_rows = cols_pad // bt, batch_pad // bb
   splits = blocks.splits
   if splits is None:
-    want = max(1, 2 * _SMS // (n_cols * n_rows))
+    want = max(1, _SMS // (n_cols * n_rows))
     splits = max(d for d in range(1, total_steps + 1) if total_steps % d == 0 and d <= want)
   if total_steps % splits:
     raise ValueError(f"splits={splits} must divide the {total_steps} reduction steps.")
   out_dtype = x.dtype if splits == 1 else jnp.float32
-  out_shape = jax.ShapeDtypeStruct((splits, xr.shape[2], cols_pad), out_dtype)
+  out_shape = jax.ShapeDtypeStruct((splits, batch_pad, cols_pad), out_dtype)
   out_spec = pl.BlockSpec((None, bb, bt), lambda c, b, s: (s, b, c))
   in_specs = [pl.no_block_spec] * 3
-  args = [xr, values, positions]
+  args = [x, values, positions]
   aliases = {}
   if poison:
     args.append(jnp.full(out_shape.shape, jnp.nan, out_dtype))
@@ -180,8 +173,10 @@ def _matmul(x: jax.Array, p: PackedNM, transpose: bool, blocks: MatmulBlocks | N
       **backend.call_kwargs(blocks.num_warps, blocks.num_stages))(*args)
   if poison:  # checks every element of every split was written; callers see the sum
     return out
-  y = out[0] if splits == 1 else jnp.sum(out, axis=0)
-  return y[:batch, :out_cols].astype(x.dtype)
+  y = out[0] if splits == 1 else jnp.sum(out, axis=0).astype(out_dtype)
+  if (batch_pad, cols_pad) != (batch, out_cols):
+    y = y[:batch, :out_cols]
+  return y.astype(x.dtype)
 
 
 def nm_matmul(x: jax.Array, ff: PackedNM, *, blocks: MatmulBlocks | None = None,
