@@ -38,13 +38,13 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import nmsparse as nms  # noqa: E402
-from nmsparse.kernels import (nm_matmul, nm_matmul_t, prune_pack, reference_nm_matmul,  # noqa: E402
-                              reference_nm_matmul_t)
+from nmsparse.kernels import (MatmulBlocks, nm_matmul, nm_matmul_t, prune_pack,  # noqa: E402
+                              reference_nm_matmul, reference_nm_matmul_t)
 from nmsparse.kernels.shapes import BENCH, CI, Shape  # noqa: E402
 from nmsparse.pack import pack_nm, packed_bytes  # noqa: E402
 
 BF16 = jnp.bfloat16
-SAMPLES = 50
+SAMPLES = int(os.environ.get("BENCH_SAMPLES", 50))
 L2_SPAN = 150e6
 
 
@@ -109,6 +109,7 @@ class Bench:
     self.meta = {"device": self.device, "jax_version": jax.__version__, "git_sha": _git_sha()}
     self.deadline = time.time() + args.budget_s
     self.skipped = []
+    self.sweeps, self.best = [], {}
 
   def add(self, **row):
     row = {**row, **self.meta}
@@ -125,6 +126,37 @@ class Bench:
     return False
 
   # -- small batch: packed products ----------------------------------------------------------
+  SWEEP = ((32, 16, 1, 4, 3), (64, 16, 1, 4, 3), (32, 32, 1, 4, 3), (16, 16, 1, 4, 3),
+           (64, 16, 2, 4, 3), (32, 16, 2, 4, 3), (128, 16, 4, 8, 3), (32, 8, 1, 4, 4))
+
+  def sweep(self, s: Shape, pattern: str, batch: int):
+    """Times the block configs of the packed products; later rows use the fastest per direction."""
+    k, o = s.k, s.o
+    w = _normal(10, (k, o), jnp.float32)
+    for op, fn, act, operand, red_axis in (
+        ("fwd_packed", nm_matmul, _normal(11, (batch, k), BF16), pack_nm(w, pattern, 0, BF16), 0),
+        ("bwd_data_packed", nm_matmul_t, _normal(12, (batch, o), BF16),
+         pack_nm(w, pattern, 1, BF16), 1)):
+      nbytes = packed_bytes((k, o), pattern, red_axis, 2)
+      best = None
+      for bo, rows, splits, warps, stages in self.SWEEP:
+        blocks = MatmulBlocks(bb=16, bo=bo, rows=rows, splits=splits, num_warps=warps,
+                              num_stages=stages)
+        f = lambda a, p, blocks=blocks, fn=fn: fn(a, p, blocks=blocks)
+        copies = lambda i, a=operand: jax.tree.map(lambda t: t + jnp.zeros((), t.dtype), a)
+        try:
+          ms = time_op(f, lambda i: (act, copies(i)), nbytes)
+        except ValueError as e:  # e.g. splits that do not divide this shape's reduction steps
+          print(f"sweep {op} {s.name}: skip {blocks}: {e}", flush=True)
+          continue
+        cfg = dict(bo=bo, rows=rows, splits=splits, num_warps=warps, num_stages=stages)
+        self.sweeps.append({"op": op, "shape": s.name, "pattern": pattern, "batch": batch,
+                            "ms": ms, **cfg, **self.meta})
+        print(f"sweep {op} {s.name} {pattern} b={batch} {cfg}: {ms:.4f} ms", flush=True)
+        if best is None or ms < best[0]:
+          best = (ms, blocks)
+      self.best[(op, pattern)] = best[1]
+
   def packed_products(self, s: Shape, pattern: str, batch: int):
     k, o = s.k, s.o
     w = _normal(10, (k, o), jnp.float32)
@@ -141,11 +173,14 @@ class Bench:
       acts = lambda i, a=act: a + jnp.asarray(i, a.dtype) * 0
       dense_fn = (lambda a, w: jnp.dot(a, w)) if red_axis == 0 else (lambda a, w: jnp.dot(a, w.T))
       dense_ms = time_op(dense_fn, lambda i: (acts(i), wb + jnp.zeros((), BF16)), dense_bytes)
-      ms = time_op(fn, lambda i: (acts(i), copies(i)), sparse_bytes)
-      err = rel_err(fn(act, operand), ref(act, operand))
+      blocks = self.best.get((op, pattern)) if batch <= 16 else None
+      run = lambda a, p, fn=fn, blocks=blocks: fn(a, p, blocks=blocks)
+      ms = time_op(run, lambda i: (acts(i), copies(i)), sparse_bytes)
+      err = rel_err(run(act, operand), ref(act, operand))
       self.add(op=op, shape=s.name, k=k, o=o, pattern=pattern, batch=batch,
                implementation="pallas", dense_ms=dense_ms, ms=ms, rel_err=err,
                dense_weight_bytes=dense_bytes, packed_weight_bytes=sparse_bytes,
+               blocks=None if blocks is None else blocks.__dict__,
                dense_GBps=dense_bytes / (dense_ms * 1e-3) / 1e9,
                packed_GBps=sparse_bytes / (ms * 1e-3) / 1e9)
 
@@ -176,7 +211,7 @@ class Bench:
       ref = outs if ref is None else ref
       err = max(rel_err(a, b) for a, b in zip(outs, ref))
       common = dict(shape=s.name, k=k, o=o, pattern=pattern, batch=batch, implementation=impl,
-                    rel_err_vs_xla=err)
+                    **({"rel_err_vs_xla": err} if impl != impls[0] else {}))
       self.add(op="layer_fwd", dense_ms=dense_fwd_ms, ms=fwd_ms, **common)
       self.add(op="layer_fwd_bwd", dense_ms=dense_fb_ms, ms=fb_ms, **common)
 
@@ -202,26 +237,28 @@ def plan(quick: bool, smoke: bool):
   """(priority-ordered) work items: the issue's targets first."""
   if smoke:  # CPU check of this script: CI shapes, tiny batches
     s = CI[1]
-    return [("packed_products", s, "2:8", 5), ("prune", s, "2:4", (64,)), ("layer", s, "2:8", 5)]
+    return [("sweep", s, "2:8", 5), ("packed_products", s, "2:8", 5), ("prune", s, "2:4", (64,)),
+            ("layer", s, "2:8", 5)]
   big = [s for s in BENCH if s.name.startswith("square")]
   rest = [s for s in BENCH if not s.name.startswith("square")]
   if quick:
     big, rest = [big[0]], [rest[0]]
-  items = []
-  for s in big:
-    for p in ("2:8", "2:4"):
-      items += [("packed_products", s, p, b) for b in (16, 8)]
-      items += [("prune", s, p)]
-      items += [("layer", s, p, b) for b in (4096, 16384, 16)]
-  for s in big:
-    for p in ("1:8", "4:8"):
-      items += [("packed_products", s, p, 16), ("prune", s, p), ("layer", s, p, 4096)]
+  items = [("sweep", big[0], p, 16) for p in ("2:8", "2:4")]
+  items += [("packed_products", s, p, b) for s in big for p in ("2:8", "2:4") for b in (16, 8)]
+  items += [("prune", s, p) for s in big for p in ("2:8", "2:4")]
+  items += [("layer", s, p, 4096) for s in big for p in ("2:8", "2:4")]
+  items += [("layer", s, p, 16384, ("pallas",)) for s in big for p in ("2:8", "2:4")]
+  items += [("layer", big[0], "2:8", 16), ("layer", big[0], "2:4", 16, ("pallas",))]
+  items += [("packed_products", big[0], "2:8", b) for b in (64, 256)]  # where packed stops paying
   for s in rest:
-    for p in ("2:8", "2:4"):
-      items += [("packed_products", s, p, 16), ("prune", s, p), ("layer", s, p, 4096)]
-  for s in big:
-    for p in ("1:8", "4:8"):
-      items += [("packed_products", s, p, 8), ("layer", s, p, 16384)]
+    items += [("packed_products", s, "2:8", 16), ("prune", s, "2:8"),
+              ("layer", s, "2:8", 4096, ("pallas",))]
+  for p in ("1:8", "4:8"):
+    items += [("packed_products", big[0], p, 16), ("prune", big[0], p),
+              ("layer", big[0], p, 4096, ("pallas",))]
+  for s in rest:
+    items += [("packed_products", s, "2:4", 16), ("prune", s, "2:4"),
+              ("layer", s, "2:4", 4096, ("pallas",))]
   return items
 
 
@@ -229,7 +266,7 @@ def write(bench: Bench, out: str, ceil: dict):
   os.makedirs(out, exist_ok=True)
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
   doc = {"meta": {**bench.meta, "date": stamp, "ceilings": ceil, "not_run": bench.skipped},
-         "rows": bench.rows}
+         "rows": bench.rows, "block_sweep": bench.sweeps}
   with open(os.path.join(out, "kernels.json"), "w") as f:
     json.dump(doc, f, indent=1)
   lines = [f"# Kernel benchmark: {bench.device}", "",
@@ -245,6 +282,8 @@ def write(bench: Bench, out: str, ceil: dict):
       note = f"{r['variant']}, {100 * r['fraction_of_gemm']:.1f}% of GEMM"
     elif "packed_GBps" in r:
       note = f"{r['packed_GBps']:.0f} GB/s packed vs {r['dense_GBps']:.0f} GB/s dense"
+      if r.get("blocks"):
+        note += ", blocks bo={bo} rows={rows} splits={splits}".format(**r["blocks"])
     lines.append(f"| {r['op']} | {r['shape']} ({r['k']}x{r['o']}) | {r['pattern']} | "
                  f"{r['batch']} | {r['implementation']} | {r['dense_ms']:.4f} | {r['ms']:.4f} | "
                  f"{r['ratio']:.2f} | {note} |")
@@ -269,7 +308,7 @@ def main():
   ceil = ceilings(args.smoke)
   print(f"device {bench.device}: {ceil}", flush=True)
   for item in plan(args.quick, args.smoke):
-    what = f"{item[0]} {item[1].name} {' '.join(map(str, item[2:]))}"
+    what = f"{item[0]} {item[1].name} {' '.join(str(a) for a in item[2:4])}"
     if bench.out_of_time(what):
       continue
     t0 = time.time()
