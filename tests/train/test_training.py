@@ -113,3 +113,17 @@ def test_data_parallel_on_two_cpu_devices(tmp_path):
   with open(tmp_path / "results.json") as f:
     results = json.load(f)
   assert results["device"].endswith("x2") and results["steps"] == 2
+
+
+def test_runner_reads_the_array_layout(tmp_path):
+  rng = np.random.default_rng(0)
+  os.makedirs(tmp_path / "data" / "cifar10")
+  for split, n in (("train", 16), ("test", 8)):
+    np.save(tmp_path / "data" / "cifar10" / f"{split}_images.npy",
+            rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8))
+    np.save(tmp_path / "data" / "cifar10" / f"{split}_labels.npy",
+            rng.integers(0, 10, n).astype(np.uint8))
+  config = smoke_config("resnet9_cifar10", **{"data.source": "arrays",
+                                              "data.data_dir": str(tmp_path / "data")})
+  results = train_and_evaluate(config, str(tmp_path / "run"))
+  assert results["dataset"] == "cifar10" and results["steps"] == 2
