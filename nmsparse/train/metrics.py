@@ -107,7 +107,12 @@ class Progress:
 
 
 def git_sha() -> str:
-  """The checked-out commit (``+dirty`` if the tree has changes), or ``"unknown"``."""
+  """The checked-out commit (``+dirty`` if the tree has changes), or ``"unknown"``.
+
+  ``NMSPARSE_GIT_SHA`` overrides it, for copies of the tree without ``.git`` (e.g. a GPU machine).
+  """
+  if os.environ.get("NMSPARSE_GIT_SHA"):
+    return os.environ["NMSPARSE_GIT_SHA"]
   try:
     sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                          timeout=10).stdout.strip()
