@@ -8,7 +8,7 @@ Merge the per-model files into ``results/speed.json`` and ``results/speed.md``:
 
 Every variant is timed after warm-up as the median of ``--steps`` device-synchronised steps, with
 and without the input pipeline; the ratio is dense / sparse on the step without data loading (the
-pure training step), and both times are kept.
+pure training step); ``--with_data`` also times the runner's step with the input pipeline.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ flags.DEFINE_list("variants", ["bdwp:2:8:xla", "bdwp:2:8:pallas", "bdwp:2:4:xla"
                                "bdwp:2:4:pallas"], "method:N:M:implementation, after dense.")
 flags.DEFINE_integer("steps", 50, "Timed steps per variant.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first (compilation included).")
+flags.DEFINE_bool("with_data", False, "Also time the step with the input pipeline.")
 flags.DEFINE_string("out", "", "measure: JSON output path.")
 flags.DEFINE_string("inputs", "results/speed/*.json", "merge: glob of per-model files.")
 flags.DEFINE_string("out_dir", "results", "merge: where speed.json and speed.md go.")
@@ -44,13 +45,13 @@ def _parse_variant(text: str) -> tuple[str, str, str]:
   return method, f"{n}:{m}", implementation
 
 
-def measure(config_path: str, sets: dict, variants: list[str], warmup: int,
-            steps: int) -> list[dict]:
+def measure(config_path: str, sets: dict, variants: list[str], warmup: int, steps: int,
+            with_data: bool) -> list[dict]:
   """Dense first, then every sparse variant; one row per sparse variant (SPEC §3 keys)."""
   def timed(**overrides):
     config = apply_overrides(load_config(config_path),
                              {**sets, **overrides, "num_devices": 1, "progress_bar": False})
-    row = measure_step_time(config, warmup, steps)
+    row = measure_step_time(config, warmup, steps, with_data)
     logging.info("%s", row)
     return row
 
@@ -67,9 +68,13 @@ def measure(config_path: str, sets: dict, variants: list[str], warmup: int,
         "ratio": dense["step_ms_without_data"] / sparse["step_ms_without_data"],
         "dense_step_ms_with_data": dense["step_ms_with_data"],
         "sparse_step_ms_with_data": sparse["step_ms_with_data"],
-        "ratio_with_data": dense["step_ms_with_data"] / sparse["step_ms_with_data"],
+        "ratio_with_data": with_data and dense["step_ms_with_data"] / sparse["step_ms_with_data"],
         "steps": steps, "jax_version": jax.__version__, "git_sha": git_sha()})
   return rows
+
+
+def _fmt(value) -> str:
+  return "-" if value is None else f"{value:.3f}"
 
 
 def markdown(rows: list[dict]) -> str:
@@ -82,7 +87,7 @@ def markdown(rows: list[dict]) -> str:
       "ratio is dense step time / sparse step time (median of "
       f"{rows[0]['steps'] if rows else '?'} synchronised steps after warm-up, bf16 compute, fp32 "
       "master weights, the config's training batch). Ratios compare numbers from the same process "
-      "only. `with data` includes the on-device input pipeline.",
+      "only. `with data` (where measured) includes the on-device input pipeline.",
       "",
       "| model | batch | method | pattern | impl | dense ms | sparse ms | ratio | ratio with data |",
       "|---|---:|---|---|---|---:|---:|---:|---:|",
@@ -90,7 +95,7 @@ def markdown(rows: list[dict]) -> str:
   for r in sorted(rows, key=lambda r: (r["model"], r["pattern"], r["implementation"])):
     lines.append(f"| {r['model']} | {r['batch']} | {r['method']} | {r['pattern']} | "
                  f"{r['implementation']} | {r['dense_step_ms']:.2f} | {r['sparse_step_ms']:.2f} | "
-                 f"{r['ratio']:.3f} | {r['ratio_with_data']:.3f} |")
+                 f"{r['ratio']:.3f} | {_fmt(r['ratio_with_data'])} |")
   return "\n".join(lines) + "\n"
 
 
@@ -116,7 +121,7 @@ def main(argv):
   if not FLAGS.config or not FLAGS.out:
     raise app.UsageError("measure needs --config and --out")
   sets = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in FLAGS.set)}
-  rows = measure(FLAGS.config, sets, FLAGS.variants, FLAGS.warmup, FLAGS.steps)
+  rows = measure(FLAGS.config, sets, FLAGS.variants, FLAGS.warmup, FLAGS.steps, FLAGS.with_data)
   write_json(FLAGS.out, rows)
   print(markdown(rows))
 

@@ -37,21 +37,25 @@ def median_step_ms(step: Callable[..., tuple[Any, Any]], state: Any,
   return state, 1e3 * float(np.median(times))
 
 
-def measure_step_time(config: Any, warmup: int, steps: int) -> dict[str, Any]:
+def measure_step_time(config: Any, warmup: int, steps: int,
+                      with_data: bool = True) -> dict[str, Any]:
   """Median train-step ms of ``config`` (its devices, its global batch) with and without data.
 
   "with data" is the runner's step: on-device gather from the resident uint8 training set, random
   crop/flip, normalise, forward/backward, update. "without data" is the same update on one fixed,
-  already prepared batch.
+  already prepared batch. ``with_data=False`` skips the first (one compilation less); its entries
+  are then ``None``.
   """
   run = Run(config, tempfile.mkdtemp(prefix="step_time_"))
   n = len(run.data.train_labels)
   order = put_batch_sharded(epoch_order(run.data_key, 0, n, config.batch_size), run.mesh, axis=1)
   num_batches = order.shape[0]
-  run.state, with_data = median_step_ms(
-      run.train_step, run.state,
-      lambda i: (*run.train_arrays, order, jnp.int32(i % num_batches), run.step_key),
-      warmup, steps)
+  with_data_ms = None
+  if with_data:
+    run.state, with_data_ms = median_step_ms(
+        run.train_step, run.state,
+        lambda i: (*run.train_arrays, order, jnp.int32(i % num_batches), run.step_key),
+        warmup, steps)
   idx = np.asarray(order[0])
   x = augment(run.step_key, jnp.asarray(run.data.train_images[idx]), jnp.asarray(run.inputs.mean),
               jnp.asarray(run.inputs.std), pad=run.inputs.pad, flip=run.inputs.flip,
@@ -66,7 +70,7 @@ def measure_step_time(config: Any, warmup: int, steps: int) -> dict[str, Any]:
           "implementation": resolve_implementation(config.implementation), "dtype": config.dtype,
           "num_devices": run.mesh.size, "global_batch": config.batch_size,
           "device": device_name(), "data_source": config.data.source,
-          "step_ms_with_data": with_data, "step_ms_without_data": without_data,
-          "images_per_s_with_data": config.batch_size / with_data * 1e3,
+          "step_ms_with_data": with_data_ms, "step_ms_without_data": without_data,
+          "images_per_s_with_data": with_data_ms and config.batch_size / with_data_ms * 1e3,
           "images_per_s_without_data": config.batch_size / without_data * 1e3,
           "steps": steps}

@@ -12,7 +12,7 @@ def test_speed_measure_and_merge(tmp_path):
   per_model = tmp_path / "speed" / "resnet9.json"
   cmd = [sys.executable, "scripts/speed.py", "measure", "--config",
          "configs/resnet9_cifar10.py:smoke", "--set", "data.source=synthetic", "--steps", "2",
-         "--warmup", "1", "--variants", "bdwp:2:8:xla", "--out", str(per_model)]
+         "--warmup", "1", "--variants", "bdwp:2:8:xla", "--with_data", "--out", str(per_model)]
   subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
   subprocess.run([sys.executable, "scripts/speed.py", "merge", "--inputs",
                   str(tmp_path / "speed" / "*.json"), "--out_dir", str(tmp_path)],
