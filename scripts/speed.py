@@ -68,7 +68,8 @@ def measure(config_path: str, sets: dict, variants: list[str], warmup: int, step
         "ratio": dense["step_ms_without_data"] / sparse["step_ms_without_data"],
         "dense_step_ms_with_data": dense["step_ms_with_data"],
         "sparse_step_ms_with_data": sparse["step_ms_with_data"],
-        "ratio_with_data": with_data and dense["step_ms_with_data"] / sparse["step_ms_with_data"],
+        "ratio_with_data": (dense["step_ms_with_data"] / sparse["step_ms_with_data"]
+                            if with_data else None),
         "steps": steps, "jax_version": jax.__version__, "git_sha": git_sha()})
   return rows
 

@@ -71,6 +71,7 @@ def measure_step_time(config: Any, warmup: int, steps: int,
           "num_devices": run.mesh.size, "global_batch": config.batch_size,
           "device": device_name(), "data_source": config.data.source,
           "step_ms_with_data": with_data_ms, "step_ms_without_data": without_data,
-          "images_per_s_with_data": with_data_ms and config.batch_size / with_data_ms * 1e3,
+          "images_per_s_with_data": (config.batch_size / with_data_ms * 1e3
+                                     if with_data_ms is not None else None),
           "images_per_s_without_data": config.batch_size / without_data * 1e3,
           "steps": steps}
