@@ -34,13 +34,14 @@ from jax.experimental import pallas as pl
 from nmsparse.kernels import backend
 from nmsparse.pack import PackedNM, fields_per_byte, position_bits, unpack
 
-_SMS = 132  # H100 SXM multiprocessors: the split heuristic aims at two programs per SM
+_SMS = 132  # H100 SXM multiprocessors: the split heuristic targets a multiple of this
 
 
 @dataclasses.dataclass(frozen=True)
 class MatmulBlocks:
   """Tile sizes: ``bb`` batch rows, ``bo`` output columns, ``rows`` packed byte rows per step,
-  ``splits`` programs sharing one output tile's reduction (``None``: heuristic)."""
+  ``splits`` programs sharing one output tile's reduction (``None``: enough splits to reach
+  about ``programs`` programs)."""
 
   bb: int = 16
   bo: int = 32
@@ -48,13 +49,22 @@ class MatmulBlocks:
   splits: int | None = None
   num_warps: int = 4
   num_stages: int = 3
+  programs: int = 2 * _SMS
 
 
-def default_blocks(batch: int, out_cols: int) -> MatmulBlocks:
-  """Small batch: narrow output tiles so that the output alone gives ~one program per SM."""
+def default_blocks(batch: int, out_cols: int, transpose: bool = False) -> MatmulBlocks:
+  """Defaults from the block sweep on an H100 (``benchmarks/``, 4096x4096, batch 16).
+
+  Forward: ``bo=128``, 8 warps, the reduction split to ~one program per SM (splits=4 at O=4096;
+  0.0236 ms for 2:8, 0.0196 ms for 2:4, best of 8 configs). Backward-data: ``bo=32``, 4 warps, ~two
+  programs per SM (splits=2 at K=4096; 0.0257 ms for 2:8). Configs within ~5% of the best were
+  common: treat these as a reasonable point, not a tuned optimum.
+  """
   bb = 16 if batch <= 16 else 32 if batch <= 32 else 64
-  bo = 32 if out_cols >= 32 else 16
-  return MatmulBlocks(bb=bb, bo=bo)
+  if transpose:
+    return MatmulBlocks(bb=bb, bo=32 if out_cols >= 32 else 16, num_warps=4, programs=2 * _SMS)
+  bo = 128 if out_cols >= 128 else max(16, pl.next_power_of_2(out_cols))
+  return MatmulBlocks(bb=bb, bo=bo, num_warps=8, programs=_SMS)
 
 
 def reference_nm_matmul(x: jax.Array, ff: PackedNM, *, blocks: MatmulBlocks | None = None,
@@ -126,7 +136,7 @@ def _matmul(x: jax.Array, p: PackedNM, transpose: bool, blocks: MatmulBlocks | N
   q = fields_per_byte(m)
   batch, red = x.shape
   out_cols = p.shape[0] if transpose else p.shape[1]
-  blocks = blocks or default_blocks(batch, out_cols)
+  blocks = blocks or default_blocks(batch, out_cols, transpose)
   bb, bt, rows = blocks.bb, blocks.bo, blocks.rows
   gq = p.positions.shape[-1] if transpose else p.positions.shape[1]
   gq_pad = -(-gq // rows) * rows
@@ -149,7 +159,7 @@ def _matmul(x: jax.Array, p: PackedNM, transpose: bool, blocks: MatmulBlocks | N
   n_cols, n_rows = cols_pad // bt, batch_pad // bb
   splits = blocks.splits
   if splits is None:
-    want = max(1, _SMS // (n_cols * n_rows))
+    want = max(1, blocks.programs // (n_cols * n_rows))
     splits = max(d for d in range(1, total_steps + 1) if total_steps % d == 0 and d <= want)
   if total_steps % splits:
     raise ValueError(f"splits={splits} must divide the {total_steps} reduction steps.")

@@ -21,6 +21,18 @@ plus, in both cases, the per-group keep bitmap of ``M_ff`` (``G x O`` bytes) tha
 ``lam * (1 - M_ff) * W`` needs in the backward. Bytes: ``4`` read + ``2*2`` (masked) or
 ``~2*2*N/M*(1+bits/16)`` (packed) written per weight, + ``1/M`` for the bitmap.
 
+Two variants, chosen per output kind from H100 measurements (``benchmarks/``):
+
+* *reshape* (masked outputs, and bimask): ``[TG, M, TC]`` tiles; FF ranks across the ``M`` row
+  planes, BP ranks inside an in-register ``[TG, TC/M, M]`` reshape of each plane. 4096x4096 fp32
+  -> two masked bf16 operands: 0.081 ms for 2:4, 0.160 ms for 2:8 (run 1). bimask needs ``M_ff``
+  before its column ranking, which this layout has at hand.
+* *planes* (packed bdwp): the same tile read through two strided views, ``[Gq, q, M, O]`` for FF
+  and ``[R, Hq, q, M]`` for BP, so that both rankings, the slot selection and the bit-packing of
+  the positions are elementwise over ``16`` planes each, with no reshapes. 4096x4096 packed: 0.116
+  ms for both 2:4 and 2:8 (run 2), against 0.213 / 1.183 ms for the reshape variant (run 1). Its
+  masked outputs were slower (0.22-0.24 ms: strided 2-byte stores of the BP view), hence the split.
+
 Shapes the tiles do not divide are zero-padded in the wrapper (a copy; model shapes need none).
 """
 
@@ -203,16 +215,14 @@ def _tiles(groups: int, cols: int, m: int) -> tuple[int, int]:
   return tg, tc
 
 
-def _planes_kernel(*refs, pattern: NMPattern, method: str, packed: bool, dtype, groups: int,
-                   col_groups: int, n_out: int):
-  """srste/bdwp: both rankings elementwise over planes of two strided views of one tile."""
+def _planes_kernel(a_ref, b_ref, ffv_ref, ffp_ref, bpv_ref, bpp_ref, kb_ref, *,
+                   pattern: NMPattern, dtype, groups: int, col_groups: int):
+  """Packed bdwp: both rankings elementwise over planes of two strided views of one tile."""
   n, m = pattern.n, pattern.m
   bits, q = position_bits(m), fields_per_byte(m)
-  a_ref, *rest = refs[:-n_out]
-  outs = refs[-n_out:]
   tgq, _, _, tc = a_ref.shape  # A view [Gq, q, M, O]: plane (t, r) = rows (g*q + t)*M + r
+  tr, thq, _, _ = b_ref.shape  # B view [R, Hq, q, M]: plane (u, c) = cols (h*q + u)*M + c
   gi, ci = pl.program_id(0), pl.program_id(1)
-  zero = jnp.zeros((), dtype)
   g0 = (gi * tgq + jnp.arange(tgq)) * q
   a = [[a_ref[:, t, r, :] for r in range(m)] for t in range(q)]
   keep_ff = []
@@ -220,28 +230,16 @@ def _planes_kernel(*refs, pattern: NMPattern, method: str, packed: bool, dtype, 
     mag = [jnp.abs(p) for p in a[t]]
     ok = (g0 + t < groups)[:, None]
     keep_ff.append([(_rank_prev_next(mag, r) < n) & ok for r in range(m)])
-  if packed:
-    ffv_ref, ffp_ref, bpv_ref, bpp_ref, kb_ref = outs
-  else:
-    ff_ref, kb_ref = outs[0], outs[-1]
-  for t in range(q):
     bitmap = jnp.zeros((tgq, tc), jnp.int32)
     for r in range(m):
       bitmap = bitmap | (keep_ff[t][r].astype(jnp.int32) << r)
-      if not packed:
-        ff_ref[:, t, r, :] = jnp.where(keep_ff[t][r], a[t][r].astype(dtype), zero)
     kb_ref[:, t, :] = bitmap.astype(kb_ref.dtype)
-  if packed:
-    for j, (val, pos) in enumerate(_slots(a, keep_ff, n, dtype)):
-      ffp = jnp.zeros((tgq, tc), jnp.int32)
-      for t in range(q):
-        ffv_ref[j, :, t, :] = val[t]
-        ffp = ffp | (pos[t] << (bits * t))
-      ffp_ref[j] = ffp.astype(jnp.uint8)
-  if method == "srste":
-    return
-  b_ref = rest[0]
-  tr, thq, _, _ = b_ref.shape  # B view [R, Hq, q, M]: plane (u, c) = cols (h*q + u)*M + c
+  for j, (val, pos) in enumerate(_slots(a, keep_ff, n, dtype)):
+    ffp = jnp.zeros((tgq, tc), jnp.int32)
+    for t in range(q):
+      ffv_ref[j, :, t, :] = val[t]
+      ffp = ffp | (pos[t] << (bits * t))
+    ffp_ref[j] = ffp.astype(jnp.uint8)
   h0 = (ci * thq + jnp.arange(thq)) * q
   b = [[b_ref[:, :, u, c] for c in range(m)] for u in range(q)]
   keep_bp = []
@@ -249,12 +247,6 @@ def _planes_kernel(*refs, pattern: NMPattern, method: str, packed: bool, dtype, 
     mag = [jnp.abs(p) for p in b[u]]
     ok = (h0 + u < col_groups)[None, :]
     keep_bp.append([(_rank_prev_next(mag, c) < n) & ok for c in range(m)])
-  if not packed:
-    bp_ref = outs[1]
-    for u in range(q):
-      for c in range(m):
-        bp_ref[:, :, u, c] = jnp.where(keep_bp[u][c], b[u][c].astype(dtype), zero)
-    return
   for j, (val, pos) in enumerate(_slots(b, keep_bp, n, dtype)):
     bpp = jnp.zeros((tr, thq), jnp.int32)
     for u in range(q):
@@ -284,8 +276,8 @@ def _slots(planes, keep, n: int, dtype):
   return out
 
 
-def _prune_planes(w: jax.Array, pattern: NMPattern, method: str, dtype, packed: bool,
-                  poison: int) -> Pruned:
+def _prune_planes(w: jax.Array, pattern: NMPattern, dtype, poison: int) -> Pruned:
+  """The plane-wise variant: packed bdwp operands."""
   n, m = pattern.n, pattern.m
   q = fields_per_byte(m)  # q * m == 16 for every supported M
   w2 = _as_2d(w).astype(jnp.float32)
@@ -303,27 +295,18 @@ def _prune_planes(w: jax.Array, pattern: NMPattern, method: str, dtype, packed: 
   b_spec = pl.BlockSpec((tr, thq, q, m), lambda i, c: (i, c, 0, 0))
   kb = (jax.ShapeDtypeStruct((gqp, q, opad), jnp.uint8),
         pl.BlockSpec((tgq, q, tc), lambda i, c: (i, 0, c)))
-  if packed:
-    outs = [
-        (jax.ShapeDtypeStruct((n, gqp, q, opad), dtype),
-         pl.BlockSpec((n, tgq, q, tc), lambda i, c: (0, i, 0, c))),
-        (jax.ShapeDtypeStruct((n, gqp, opad), jnp.uint8),
-         pl.BlockSpec((n, tgq, tc), lambda i, c: (0, i, c))),
-        (jax.ShapeDtypeStruct((rpad, n, hqp, q), dtype),
-         pl.BlockSpec((tr, n, thq, q), lambda i, c: (i, 0, c, 0))),
-        (jax.ShapeDtypeStruct((rpad, n, hqp), jnp.uint8),
-         pl.BlockSpec((tr, n, thq), lambda i, c: (i, 0, c))),
-        kb]
-  else:
-    outs = [(jax.ShapeDtypeStruct((gqp, q, m, opad), dtype), a_spec)]
-    if method != "srste":
-      outs.append((jax.ShapeDtypeStruct((rpad, hqp, q, m), dtype), b_spec))
-    outs.append(kb)
-  args = [w2.reshape(gqp, q, m, opad)]
-  in_specs = [a_spec]
-  if method != "srste":
-    args.append(w2.reshape(rpad, hqp, q, m))
-    in_specs.append(b_spec)
+  outs = [
+      (jax.ShapeDtypeStruct((n, gqp, q, opad), dtype),
+       pl.BlockSpec((n, tgq, q, tc), lambda i, c: (0, i, 0, c))),
+      (jax.ShapeDtypeStruct((n, gqp, opad), jnp.uint8),
+       pl.BlockSpec((n, tgq, tc), lambda i, c: (0, i, c))),
+      (jax.ShapeDtypeStruct((rpad, n, hqp, q), dtype),
+       pl.BlockSpec((tr, n, thq, q), lambda i, c: (i, 0, c, 0))),
+      (jax.ShapeDtypeStruct((rpad, n, hqp), jnp.uint8),
+       pl.BlockSpec((tr, n, thq), lambda i, c: (i, 0, c))),
+      kb]
+  args = [w2.reshape(gqp, q, m, opad), w2.reshape(rpad, hqp, q, m)]
+  in_specs = [a_spec, b_spec]
   aliases = {}
   if poison:
     for k, (s, spec) in enumerate(outs):
@@ -331,16 +314,15 @@ def _prune_planes(w: jax.Array, pattern: NMPattern, method: str, dtype, packed: 
       aliases[len(args)] = k
       args.append(jnp.full(s.shape, fill, s.dtype))
       in_specs.append(spec)
-  kernel = functools.partial(_planes_kernel, pattern=pattern, method=method, packed=packed,
-                             dtype=dtype, groups=groups, col_groups=col_groups, n_out=len(outs))
+  def kernel(*refs):  # inputs (A view, B view, poison buffers), then the outputs
+    _planes_kernel(*refs[:2], *refs[-len(outs):], pattern=pattern, dtype=dtype, groups=groups,
+                   col_groups=col_groups)
+
   res = pl.pallas_call(kernel, out_shape=[o[0] for o in outs], grid=grid, in_specs=in_specs,
                        out_specs=[o[1] for o in outs], input_output_aliases=aliases,
-                       name=f"prune_pack_{'packed' if packed else 'masked'}_{n}of{m}",
+                       name=f"prune_pack_packed_{n}of{m}",
                        **backend.call_kwargs(num_warps=4, num_stages=1))(*args)
   keep = res[-1].reshape(gqp * q, opad)[:groups, :cols]
-  if not packed:
-    unpad = lambda a: a.reshape(rpad, opad)[:rows, :cols].reshape(w.shape)
-    return Pruned(unpad(res[0]), None if method == "srste" else unpad(res[1]), keep)
   ffv, ffp, bpv, bpp, _ = res
   gq, hq = -(-groups // q), -(-col_groups // q)
   ff = PackedNM(ffv.reshape(n, gqp * q, opad)[:, :gq * q, :cols], ffp[:, :gq, :cols], pattern, 0,
@@ -370,9 +352,9 @@ def prune_pack(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *, dtyp
   """
   pattern = NMPattern.parse(pattern)
   _check(w, pattern, method, packed)
-  if method == "bimask":  # its BP ranking needs M_ff in the column view: the reshape variant
-    return _prune_reshape(w, pattern, method, dtype=dtype, packed=packed, poison=poison)
-  return _prune_planes(w, pattern, method, dtype, packed, poison)
+  if packed and method == "bdwp":
+    return _prune_planes(w, pattern, dtype, poison)
+  return _prune_reshape(w, pattern, method, dtype=dtype, packed=packed, poison=poison)
 
 
 def _prune_reshape(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *, dtype=jnp.bfloat16,

@@ -9,18 +9,18 @@ it writes, and what consumes it, follows this dispatch rule:
   operands are *packed* (:mod:`nmsparse.pack`); ``y = nm_matmul(x, W_ff)`` and, in the backward,
   ``dx = nm_matmul_t(dy, W_bp)`` read only ``N/M`` of the values plus bit-packed positions. These
   products are memory-bound, so fewer weight bytes is the whole gain. ``aux`` = packed BP operand
-  and the keep bitmap.
+  (0.31-0.56 of the bf16 weight) and the keep bitmap.
 * **dense, large batch, and ``srste``** (whose BP operand ``W*M_ff`` is not N:M along the BP
   reduction axis): the operands are written *masked and dense* in the compute dtype and feed XLA's
-  dense dot (cuBLAS). At large batch the products are compute-bound; a decompress-in-kernel MMA
-  does the same FLOPs as cuBLAS with a slower main loop, so it cannot win there. ``aux`` = masked
-  BP operand and the keep bitmap.
+  dense dot (cuBLAS). At large batch the products are compute-bound and a decompress-in-kernel
+  MMA does the same FLOPs as cuBLAS with a slower main loop (without sparse tensor cores there is
+  no FLOP saving to collect). ``aux`` = masked BP operand and the keep bitmap.
 * **conv**: masked operands feeding ``lax.conv`` (one prune pass instead of two mask passes).
 
 The weight gradient is always XLA's dense dot/conv, plus ``lam * (1 - M_ff) * W`` from the bitmap.
-``PACKED_MAX_BATCH`` comes from ``scripts/bench_kernels.py`` (``benchmarks/``): the packed
-forward wins clearly at batch 8-16 and loses at 4096; the crossover lies between, and 64 is a
-conservative choice inside the memory-bound regime. Patterns need ``M in (2, 4, 8)``; other
+``PACKED_MAX_BATCH = 16`` comes from ``benchmarks/`` (H100, 4096x4096, 2:8): the packed forward
+ran 1.01-1.06x dense ``jnp.dot`` at batch 8-16 and 0.81x at 64, 0.29x at 256 (its tensor-core
+tiles are 16 rows and the decode is redone per batch tile). Patterns need ``M in (2, 4, 8)``; other
 patterns raise ``ValueError`` (use ``implementation="xla"``), never a silent fallback.
 """
 
@@ -34,7 +34,7 @@ from nmsparse.ops.config import ConvDims, NMConfig
 from nmsparse.pack import PackedNM, unpack_keep_bits
 from nmsparse.prune.methods import sr_ste_decay
 
-PACKED_MAX_BATCH = 64
+PACKED_MAX_BATCH = 16
 
 
 def use_packed(batch: int, cfg: NMConfig) -> bool:

@@ -1,11 +1,21 @@
 """The shared op suite on ``implementation="pallas"`` (Pallas interpreter on CPU, compiled on GPU).
 
 Dense cases at batch 5 (and 15 under vmap) take the packed value-serial path for bdwp/bimask and the
-masked path for srste; conv cases take the fused prune pass. Patterns and dtypes are trimmed to keep
+masked path for srste; conv cases take the fused prune pass; the last test covers the masked path
+that larger batches take. Patterns and dtypes are trimmed to keep
 the CPU interpreter inside CI's budget; tests/kernels covers every pattern at the kernel level.
 """
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nmsparse.ops import nm_dense
+from nmsparse.ops.dense import make_config
+from nmsparse.ops.pallas import PACKED_MAX_BATCH, use_packed
 from nmsparse.testing.op_suite import OpSuite
+from nmsparse.testing.tolerance import assert_close
 
 
 class TestPallas(OpSuite):
@@ -15,6 +25,24 @@ class TestPallas(OpSuite):
 
   @classmethod
   def cases(cls):
-    """bdwp in full; srste and bimask (other masks, same kernels) on one pattern and dtype."""
+    """bdwp 2:8 in both dtypes; other methods and 2:4 (same kernels, other masks) in bf16."""
     return [c for c in super().cases()
-            if c.method == "bdwp" or (c.pattern == "2:8" and c.dtype == "bfloat16")]
+            if c.dtype == "bfloat16" or (c.method == "bdwp" and c.pattern == "2:8")]
+
+
+@pytest.mark.parametrize("method", ["bdwp", "bimask"])
+def test_large_batch_takes_masked_path_and_matches_xla(method):
+  """Above PACKED_MAX_BATCH rows the operands are masked dense; same function as xla."""
+  rows = PACKED_MAX_BATCH + 3
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.standard_normal((rows, 16)), jnp.bfloat16)
+  w = jnp.asarray(rng.standard_normal((16, 24)), jnp.float32)
+  dy = jnp.asarray(rng.standard_normal((rows, 24)), jnp.bfloat16)
+  cfg = make_config(w.shape, "2:8", method, 0.1, "pallas", None)
+  assert not use_packed(rows, cfg) and use_packed(PACKED_MAX_BATCH, cfg)
+  outs = {}
+  for impl in ("xla", "pallas"):
+    y, pull = jax.vjp(lambda x, w, impl=impl: nm_dense(x, w, "2:8", method, 0.1, impl), x, w)
+    outs[impl] = (y, *pull(dy))
+  for got, want, red in zip(outs["pallas"], outs["xla"], (16, 24, rows)):
+    assert_close(got, np.asarray(want.astype(jnp.float32)), want.dtype, red)
