@@ -1,9 +1,9 @@
 """``prune_pack``: one pass over the dense fp32 master weights -> both pruned operands + SR-STE bits.
 
 Backend: a Triton-lowered ``pallas_call`` (``compiler_params`` name Triton explicitly). The kernel is
-an elementwise/bitwise pass over ``[TG, M, TC]`` register tiles with small in-register reshapes
-(column groups) and no matrix units; Triton expresses that directly, while Mosaic GPU wants
-TMA/warpgroup-shaped tiles and would gain nothing for a memory-bound pass. The same code runs in
+an elementwise/bitwise pass over register tiles (strided views, a few in-register reshapes) with no
+matrix units; Triton expresses that directly, while Mosaic GPU wants TMA/warpgroup-shaped tiles
+and would gain nothing for a pass whose cost is loads, compares and selects. The same code runs in
 the Pallas interpreter on CPU.
 
 A weight ``W [R, O]`` (a dense kernel ``[K, O]``, or an HWIO conv kernel viewed as
@@ -74,7 +74,7 @@ def _check(w: jax.Array, pattern: NMPattern, method: str, packed: bool):
     raise ValueError(f"prune_pack: the Pallas kernel supports M in (2, 4, 8) (power-of-two "
                      f"Triton tiles, uint8 keep bits); got pattern {pattern}. Use "
                      "implementation='xla' for this layer.")
-  rows, cols = _as_2d(w).shape
+  cols = w.shape[-1]
   if w.shape[-2] % m:
     raise ValueError(f"prune_pack: input-channel axis of weight {w.shape} is not divisible by "
                      f"M={m} (pattern {pattern}).")
@@ -84,7 +84,6 @@ def _check(w: jax.Array, pattern: NMPattern, method: str, packed: bool):
   if packed and method == "srste":
     raise ValueError("prune_pack: srste's BP operand is W*M_ff, not N:M along output channels, so "
                      "it has no packed BP form; use packed=False.")
-  del rows
 
 
 def reference_prune_pack(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *,
@@ -139,8 +138,8 @@ def _pack_fields(pos, bits, axis):
   return jnp.sum(pos << shifts, axis=axis).astype(jnp.uint8)
 
 
-def _kernel(w_ref, *refs, pattern: NMPattern, method: str, packed: bool, dtype, groups: int,
-            col_groups: int, n_out: int):
+def _reshape_kernel(w_ref, *refs, pattern: NMPattern, method: str, packed: bool, dtype,
+                    groups: int, col_groups: int, n_out: int):
   n, m = pattern.n, pattern.m
   outs = refs[-n_out:]
   tg, _, tc = w_ref.shape
@@ -357,11 +356,9 @@ def prune_pack(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *, dtyp
   return _prune_reshape(w, pattern, method, dtype=dtype, packed=packed, poison=poison)
 
 
-def _prune_reshape(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *, dtype=jnp.bfloat16,
-               packed: bool = True, poison: int = 0) -> Pruned:
-  """The in-register-reshape variant (any method; used for bimask)."""
-  pattern = NMPattern.parse(pattern)
-  _check(w, pattern, method, packed)
+def _prune_reshape(w: jax.Array, pattern: NMPattern, method: str, *, dtype, packed: bool,
+                   poison: int) -> Pruned:
+  """The reshape variant: any method and output kind (used for masked outputs and bimask)."""
   n, m = pattern.n, pattern.m
   w2 = _as_2d(w).astype(jnp.float32)
   rows, cols = w2.shape
@@ -406,8 +403,9 @@ def _prune_reshape(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *, 
       args.append(jnp.full(s.shape, fill, s.dtype))
       in_specs.append(spec)
       aliases[1 + k] = k
-  kernel = functools.partial(_kernel, pattern=pattern, method=method, packed=packed, dtype=dtype,
-                             groups=groups, col_groups=col_groups, n_out=len(out_shape))
+  kernel = functools.partial(_reshape_kernel, pattern=pattern, method=method, packed=packed,
+                             dtype=dtype, groups=groups, col_groups=col_groups,
+                             n_out=len(out_shape))
   outs = pl.pallas_call(kernel, out_shape=out_shape, grid=grid, in_specs=in_specs,
                         out_specs=out_specs, input_output_aliases=aliases,
                         name=f"prune_pack_{'packed' if packed else 'masked'}",
