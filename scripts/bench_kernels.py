@@ -1,4 +1,4 @@
-"""Kernel benchmark: dense jnp vs BDWP (xla, pallas) on the named bench shapes, one GPU, one process.
+"""Kernel benchmark: dense jnp vs BDWP (xla, pallas) on the named bench shapes, one GPU/process.
 
     python scripts/bench_kernels.py --out benchmarks/            # full run (GPU)
     python scripts/bench_kernels.py --quick --out /tmp/b         # a few shapes, to try it out

@@ -53,7 +53,7 @@ def _triton_params_class():
 
 
 def triton_params(num_warps: int = 4, num_stages: int = 2):
-  """Triton compiler parameters (the class name differs across JAX versions); None if interpreting."""
+  """Triton compiler parameters (class name differs across JAX versions); None if interpreting."""
   if interpret():
     return None
   return _triton_params_class()(num_warps=num_warps, num_stages=num_stages)

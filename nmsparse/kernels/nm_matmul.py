@@ -1,4 +1,4 @@
-"""Value-serial N:M matmuls on packed operands: ``y = x @ unpack(W_ff)``, ``dx = dy @ unpack(W_bp)^T``.
+"""Value-serial N:M matmuls on packed operands: ``x @ unpack(W_ff)`` and ``dy @ unpack(W_bp)^T``.
 
 Backend: a Triton-lowered ``pallas_call`` (``compiler_params`` name Triton explicitly). The kernel
 decodes bit fields and selects values per element in registers, then feeds ``16 x R x 128`` tiles

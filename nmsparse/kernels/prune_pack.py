@@ -1,8 +1,8 @@
-"""``prune_pack``: one pass over the dense fp32 master weights -> both pruned operands + SR-STE bits.
+"""``prune_pack``: one pass over the dense fp32 master weights -> both pruned operands + keep bits.
 
-Backend: a Triton-lowered ``pallas_call`` (``compiler_params`` name Triton explicitly). The kernel is
-an elementwise/bitwise pass over register tiles (strided views, a few in-register reshapes) with no
-matrix units; Triton expresses that directly, while Mosaic GPU wants TMA/warpgroup-shaped tiles
+Backend: a Triton-lowered ``pallas_call`` (``compiler_params`` name Triton explicitly). The kernel
+is an elementwise/bitwise pass over register tiles (strided views, a few in-register reshapes)
+with no matrix units; Triton expresses that directly, while Mosaic GPU wants TMA/warpgroup-shaped tiles
 and would gain nothing for a pass whose cost is loads, compares and selects. The same code runs in
 the Pallas interpreter on CPU.
 

@@ -1,4 +1,4 @@
-"""The ``"pallas"`` implementation: one fused prune pass per step, value-serial matmuls at small batch.
+"""The ``"pallas"`` implementation: one fused prune pass per step, packed matmuls at small batch.
 
 Same four functions as :mod:`nmsparse.ops.xla` (see its docstring for the contract). Every forward
 runs :func:`nmsparse.kernels.prune_pack` once: it reads the dense fp32 master weight once and writes

@@ -63,7 +63,8 @@ def _shape(name):
   return next(s for s in CI if s.name == name)
 
 
-@pytest.mark.parametrize("mode, pattern, dtype, method, packed, shape", _modes(PRUNE_FULL, PRUNE_CI))
+@pytest.mark.parametrize("mode, pattern, dtype, method, packed, shape",
+                         _modes(PRUNE_FULL, PRUNE_CI))
 def test_prune_pack(mode, pattern, dtype, method, packed, shape):
   w_shape = _shape(shape).weight_shape
   w = jnp.asarray(_rng(pattern, dtype, method, packed, shape).standard_normal(w_shape), jnp.float32)
