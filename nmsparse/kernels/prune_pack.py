@@ -2,9 +2,9 @@
 
 Backend: a Triton-lowered ``pallas_call`` (``compiler_params`` name Triton explicitly). The kernel
 is an elementwise/bitwise pass over register tiles (strided views, a few in-register reshapes)
-with no matrix units; Triton expresses that directly, while Mosaic GPU wants TMA/warpgroup-shaped tiles
-and would gain nothing for a pass whose cost is loads, compares and selects. The same code runs in
-the Pallas interpreter on CPU.
+with no matrix units; Triton expresses that directly, while Mosaic GPU wants TMA/warpgroup-shaped
+tiles and would gain nothing for a pass whose cost is loads, compares and selects. The same code
+runs in the Pallas interpreter on CPU.
 
 A weight ``W [R, O]`` (a dense kernel ``[K, O]``, or an HWIO conv kernel viewed as
 ``[kh*kw*C, O]``: ``C % M == 0`` keeps every FF group inside one ``(kh, kw)`` slice) is read once.
