@@ -2,6 +2,11 @@
 
     python scripts/bench_kernels.py --out benchmarks/            # full run (GPU)
     python scripts/bench_kernels.py --quick --out /tmp/b         # a few shapes, to try it out
+    bash scripts/gpu_kernels.sh 240 90                           # one device call: tests + bench
+
+Items run in priority order (the issue's targets first) until ``--budget_s`` is spent; the rest is
+listed under ``not_run``. A block-config sweep of the packed products (4096^2, batch 16) comes
+first; the ``fwd_packed``/``bwd_data_packed`` rows at batch <= 16 use its fastest config and name it.
 
 Rows (SPEC §3 keys: op, shape, pattern, batch, implementation, device, dense_ms, ms, ratio =
 dense_ms / ms, jax_version, git_sha; plus extras):
@@ -16,8 +21,8 @@ dense_ms / ms, jax_version, git_sha; plus extras):
 Timing: jit, 3 warm-up calls, then the median over 50 samples; each sample enqueues ``calls``
 back-to-back jitted calls, each running the op on ``rotate`` different input sets (so weights are
 not L2-resident where they fit ``rotate`` times in 150 MB), and blocks on the last; ms = sample time
-/ (calls * rotate). Ceilings (copy bandwidth, bf16 GEMM rate) are measured first. Every sparse row
-also records its max relative error against the jnp reference.
+/ (calls * rotate). Ceilings (copy bandwidth, bf16 GEMM rate) are measured first. Packed-product
+rows record their relative error against the jnp reference, pallas layer rows against xla.
 """
 
 from __future__ import annotations
