@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from nmsparse.types import NMPattern, PatternLike
 
@@ -26,18 +27,21 @@ def check_groupable(shape: tuple[int, ...], axis: int, pattern: NMPattern, what:
         f"or choose an M that divides {shape[axis]}.")
 
 
-def group_keep(magnitude: jax.Array, n: int) -> jax.Array:
-  """Keep-mask for the last axis (one group): the ``n`` largest entries, ties to the lower index.
+def group_keep(magnitude: jax.Array, n: int, axis: int = -1) -> jax.Array:
+  """Keep-mask for one group lying along ``axis``: its ``n`` largest entries, ties to the lower index.
 
   The rank of entry ``i`` is the number of entries that beat it: strictly larger, or equal and
-  earlier. Exactly ``n`` entries have rank ``< n``. O(M^2) compares, no sort, so XLA fuses it.
+  earlier. Exactly ``n`` entries have rank ``< n``. The ``M`` comparisons are unrolled elementwise
+  ops over the array as it lies (no sort, no transpose, no ``M x M`` intermediate), so XLA fuses
+  them into one pass over the weights.
   """
-  a = magnitude[..., :, None]  # entry i
-  b = magnitude[..., None, :]  # entry j
-  m = magnitude.shape[-1]
-  earlier = jnp.arange(m)[None, :] < jnp.arange(m)[:, None]  # j < i
-  beats = (b > a) | ((b == a) & earlier)
-  rank = jnp.sum(beats, axis=-1)
+  axis = axis % magnitude.ndim
+  m = magnitude.shape[axis]
+  index = lax.broadcasted_iota(jnp.int32, magnitude.shape, axis)
+  rank = jnp.zeros(magnitude.shape, jnp.int32)
+  for j in range(m):
+    other = lax.slice_in_dim(magnitude, j, j + 1, axis=axis)
+    rank += jnp.where(index > j, other >= magnitude, other > magnitude).astype(jnp.int32)
   return rank < n
 
 
@@ -66,7 +70,7 @@ def nm_mask(w: jax.Array, pattern: PatternLike, axis: int = 0) -> jax.Array:
   check_groupable(w.shape, axis, pattern)
   if pattern.n == pattern.m:
     return jnp.ones(w.shape, bool)
-  moved = jnp.moveaxis(jnp.abs(w), axis, -1)
-  grouped = moved.reshape(moved.shape[:-1] + (moved.shape[-1] // pattern.m, pattern.m))
-  keep = group_keep(grouped, pattern.n).reshape(moved.shape)
-  return jnp.moveaxis(keep, -1, axis)
+  shape = w.shape
+  grouped = jnp.abs(w).reshape(shape[:axis] + (shape[axis] // pattern.m, pattern.m) +
+                               shape[axis + 1:])
+  return group_keep(grouped, pattern.n, axis=axis + 1).reshape(shape)
