@@ -23,6 +23,9 @@ REQUIRED = ("model", "dataset", "method", "pattern", "seed", "epochs", "test_acc
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output folder for accuracy.md and the plots.")
+flags.DEFINE_multi_string("not_run", [], "'config=reason' for a table cell that was not run "
+                          "(listed under the table, e.g. 'resnet18_cifar100=no CIFAR-100 data').")
+flags.DEFINE_string("summary", "bdwp:2:8", "method:N:M whose gap to dense is summarised.")
 
 
 def load_results(runs_dir: str) -> list[dict[str, Any]]:
@@ -86,6 +89,34 @@ def markdown_table(groups: dict[Group, list[dict[str, Any]]]) -> str:
   return "\n".join(lines)
 
 
+def _mean_acc(runs: list[dict[str, Any]]) -> float:
+  return 100 * float(np.mean([r["test_accuracy"] for r in runs]))
+
+
+def summary(groups: dict[Group, list[dict[str, Any]]], method: str, pattern: str) -> str:
+  """Gap of ``method pattern`` to dense per config, its mean and worst, and its gap to srste."""
+  rows = []
+  for name in sorted({k[0] for k in groups}):
+    sparse, dense = groups.get((name, method, pattern)), groups.get((name, "dense", None))
+    if sparse and dense:
+      srste = groups.get((name, "srste", pattern))
+      rows.append((name, _mean_acc(sparse) - _mean_acc(dense), len(sparse), len(dense),
+                   None if not srste or method == "srste" else _mean_acc(sparse) - _mean_acc(srste)))
+  if not rows:
+    return f"No config has both dense and {method} {pattern} runs."
+  gaps = [r[1] for r in rows]
+  worst = min(rows, key=lambda r: r[1])
+  lines = [f"## Summary: {method} {pattern} vs dense", "",
+           f"Mean gap over {len(rows)} configs: **{np.mean(gaps):+.2f} pts**; worst: {worst[0]} "
+           f"{worst[1]:+.2f} pts. (Per config: mean over the seeds that ran.)", "",
+           f"| config | gap to dense (pts) | {method} seeds | dense seeds | {method} minus srste (pts) |",
+           "|---|---:|---:|---:|---:|"]
+  for name, gap, n_sparse, n_dense, vs_srste in rows:
+    lines.append(f"| {name} | {gap:+.2f} | {n_sparse} | {n_dense} | "
+                 f"{'–' if vs_srste is None else f'{vs_srste:+.2f}'} |")
+  return "\n".join(lines)
+
+
 def plot_ratio(groups: dict[Group, list[dict[str, Any]]], path: str) -> None:
   """Test accuracy against kept fraction N/M (dense at 1.0), one line per config and method."""
   import matplotlib  # pylint: disable=g-import-not-at-top
@@ -136,8 +167,13 @@ def plot_curves(runs: list[dict[str, Any]], title: str, path: str) -> None:
   plt.close(fig)
 
 
-def write_report(runs_dir: str, out: str) -> list[str]:
-  """Writes the table and the plots; returns the written paths."""
+def write_report(runs_dir: str, out: str, not_run: Iterable[str] = (),
+                 summarize: str = "bdwp:2:8") -> list[str]:
+  """Writes the table and the plots; returns the written paths.
+
+  ``not_run`` holds ``"config=reason"`` lines listed under the table; ``summarize`` is the
+  ``method:N:M`` whose gap to dense gets a summary section.
+  """
   results = load_results(runs_dir)
   if not results:
     raise ValueError(f"No run results (*.json with keys {', '.join(REQUIRED)}) under {runs_dir}.")
@@ -154,7 +190,14 @@ def write_report(runs_dir: str, out: str) -> list[str]:
     plot_curves(runs, name, os.path.join(out, plots[-1]))
   md = [f"# Accuracy ({len(results)} runs from `{runs_dir}`)", "",
         "Mean ± sample std over seeds; gap = mean minus the dense mean of the same config.", "",
-        markdown_table(groups), "", "![accuracy vs N:M ratio](accuracy_vs_ratio.png)", ""]
+        markdown_table(groups), ""]
+  not_run = list(not_run)
+  if not_run:
+    md += ["Not run:", ""] + [f"- {line.partition('=')[0]}: {line.partition('=')[2]}"
+                              for line in not_run] + [""]
+  method, _, pattern = summarize.partition(":")
+  md += [summary(groups, method, pattern), "", "![accuracy vs N:M ratio](accuracy_vs_ratio.png)",
+         ""]
   md += [f"![{p}]({p})" for p in plots]
   written.append(os.path.join(out, "accuracy.md"))
   with open(written[-1], "w") as f:
@@ -166,7 +209,7 @@ def write_report(runs_dir: str, out: str) -> list[str]:
 def main(argv):
   if len(argv) != 2 or not FLAGS.out:
     raise app.UsageError("usage: python -m experiments.report RUNS_DIR --out DIR")
-  for path in write_report(argv[1], FLAGS.out):
+  for path in write_report(argv[1], FLAGS.out, FLAGS.not_run, FLAGS.summary):
     print(path)
 
 

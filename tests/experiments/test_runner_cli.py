@@ -103,3 +103,21 @@ def test_report_renders_table_and_plots(tmp_path):
   for p in pngs:
     with open(p, "rb") as f:
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_summary_and_not_run(tmp_path):
+  runs = tmp_path / "runs"
+  os.makedirs(runs)
+  fixtures = [fixture_result("a", "resnet18", "dense", None, 0, 0.90),
+              fixture_result("a", "resnet18", "bdwp", "2:8", 0, 0.88),
+              fixture_result("a", "resnet18", "srste", "2:8", 0, 0.87),
+              fixture_result("b", "vgg19", "dense", None, 0, 0.80),
+              fixture_result("b", "vgg19", "bdwp", "2:8", 0, 0.81)]
+  for i, r in enumerate(fixtures):
+    with open(runs / f"{i}.json", "w") as f:
+      json.dump(r, f)
+  report.write_report(str(runs), str(tmp_path / "out"), not_run=["c_cifar100=no data here"])
+  md = open(tmp_path / "out" / "accuracy.md").read()
+  assert "- c_cifar100: no data here" in md
+  assert "Mean gap over 2 configs: **-0.50 pts**; worst: a -2.00 pts" in md  # (-2 + 1) / 2
+  assert "| a | -2.00 | 1 | 1 | +1.00 |" in md and "| b | +1.00 | 1 | 1 | – |" in md
