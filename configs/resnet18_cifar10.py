@@ -5,7 +5,10 @@ Command:
       --config.method=bdwp --config.pattern=2:8 --config.data.data_dir=./data
 Schedule: 20 epochs, batch 512, peak LR 0.4 (warm-up 4 epochs, linear decay).
 The sweep adds srste/bimask 2:8 and the bdwp ratio ablation {1:4, 2:4, 4:8, 1:8} (issue 5).
-Expected test accuracy: not yet measured. Runtime: not yet measured.
+Expected test accuracy (measured, results/runs, one NVIDIA H100 80GB HBM3 each): dense 92.31 ±
+0.11 %, bdwp 2:8 91.75 ± 0.22 % (2 seeds); seed 0 only: srste 2:8 91.88, bimask 2:8 91.47, bdwp
+1:4 91.38, 2:4 91.99, 4:8 92.00, 1:8 90.82 %.
+Runtime (wall_time_s of those runs): dense 56-57 s, sparse 64-73 s per run.
 """
 
 from configs import base

@@ -4,7 +4,9 @@ Command:
   python -m experiments.main --config configs/resnet50_cifar10.py --workdir runs/resnet50 \
       --config.method=bdwp --config.pattern=2:8 --config.data.data_dir=./data
 Schedule: 15 epochs, batch 512, peak LR 0.4 (warm-up 3 epochs, linear decay).
-Expected test accuracy: not yet measured. Runtime: not yet measured.
+Expected test accuracy (measured, results/runs, 2 seeds, one NVIDIA H100 80GB HBM3 each):
+dense 90.46 ± 0.27 %, bdwp 2:8 89.94 ± 0.61 %.
+Runtime (wall_time_s of those runs): dense 114-123 s, bdwp 2:8 134-139 s per run.
 """
 
 from configs import base

@@ -4,10 +4,9 @@ Command:
   python -m experiments.main --config configs/resnet9_cifar10.py --workdir runs/resnet9 \
       --config.method=bdwp --config.pattern=2:8 --config.data.data_dir=./data
 Schedule: 18 epochs, batch 512, peak LR 0.4 (warm-up 4 epochs, linear decay).
-Expected test accuracy: not yet measured.
-Runtime: measured train step at batch 512, bf16, one NVIDIA H100 80GB HBM3, synthetic data with the
-on-device input pipeline (scripts/step_time.py, median of 30 steps): dense 5.16 ms, bdwp 2:8 (pallas)
-5.27 ms, i.e. about 0.5 s per epoch; the whole 18-epoch run is not yet measured.
+Expected test accuracy (measured, results/runs, 2 seeds, one NVIDIA H100 80GB HBM3 each):
+dense 93.45 ± 0.04 %, bdwp 2:8 93.08 ± 0.01 %.
+Runtime (wall_time_s of those runs): dense 40-42 s, bdwp 2:8 50-51 s per run.
 """
 
 from configs import base

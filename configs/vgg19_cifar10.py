@@ -4,7 +4,9 @@ Command:
   python -m experiments.main --config configs/vgg19_cifar10.py --workdir runs/vgg19 \
       --config.method=bdwp --config.pattern=2:8 --config.data.data_dir=./data
 Schedule: 25 epochs, batch 512, peak LR 0.2 (warm-up 5 epochs, linear decay).
-Expected test accuracy: not yet measured. Runtime: not yet measured.
+Expected test accuracy (measured, results/runs, 2 seeds, one NVIDIA H100 80GB HBM3 each):
+dense 91.17 ± 0.24 %, bdwp 2:8 91.10 ± 0.23 %.
+Runtime (wall_time_s of those runs): dense 53-54 s, bdwp 2:8 65-69 s per run.
 """
 
 from configs import base

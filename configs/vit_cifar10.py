@@ -7,7 +7,9 @@ Command:
 Schedule: 35 epochs, batch 512, peak LR 1e-3 (warm-up 5 epochs), weight decay 0.05, clip 1.0.
 Depth 6 (not ViT-S's 12) keeps the issue-5 sweep inside its GPU budget; --config.model_kwargs.depth=12
 gives the full ViT-S/4. The sweep adds srste/bimask 2:8 (issue 5).
-Expected test accuracy: not yet measured. Runtime: not yet measured.
+Expected test accuracy (measured, results/runs, one NVIDIA H100 80GB HBM3 each): dense 80.37 ±
+0.50 %, bdwp 2:8 82.44 ± 0.33 % (2 seeds); seed 0 only: srste 2:8 81.90, bimask 2:8 81.64 %.
+Runtime (wall_time_s of those runs): dense 74 s, sparse 77-88 s per run.
 """
 
 from configs import base
