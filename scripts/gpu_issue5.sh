@@ -6,17 +6,21 @@
 #       the data is unpacked.
 #   call 2 (carry .data/cifar10/part-b, .data/unpack.py): bash scripts/gpu_issue5.sh unpack-and-wait 540
 #   later calls: bash scripts/gpu_issue5.sh wait 560
-# Every call packs what exists so far into $OUT/results.tgz (results/ and the logs' tails).
+# Every call packs what exists so far into $OUT/results.tgz (results and the logs' tails).
+# Results are written under /tmp/issue5/results, outside the repository: each device call re-copies
+# the working tree and drops files the local checkout lacks, which once deleted results written
+# into the repository's results/ between two calls.
 set -uo pipefail
 state=/tmp/issue5
-mkdir -p "$state"
+results=$state/results
+mkdir -p "$results/speed" "$results/runs"
 
 pack() {
   mkdir -p "$state/tails"
   for f in "$state"/*.log; do [ -f "$f" ] && tail -c 20000 "$f" > "$state/tails/$(basename "$f")"; done
-  tar czf "$OUT/results.tgz" results "$state/tails" 2>/dev/null
-  echo "--- status $(date +%T): $(ls results/runs 2>/dev/null | wc -l) run results, speed files:" \
-       "$(ls results/speed 2>/dev/null | tr '\n' ' ')"
+  tar czf "$OUT/results.tgz" -C "$state" results tails 2>/dev/null
+  echo "--- status $(date +%T): $(ls "$results/runs" | wc -l) run results, speed files:" \
+       "$(ls "$results/speed" | tr '\n' ' ')"
   [ -f "$state/done" ] && echo "PIPELINE DONE"
   nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
   tail -n 5 "$state/sweep.log" 2>/dev/null
@@ -30,19 +34,19 @@ wait_for() {  # wait up to $1 seconds for the pipeline, then pack
 
 pipeline() {
   source scripts/gpu_env.sh
-  mkdir -p results/speed
   speed() {
     CUDA_VISIBLE_DEVICES=$1 python3 scripts/speed.py measure --config "configs/$2_cifar10.py" \
-      --set data.source=synthetic --set data.synthetic_train=8192 --out "results/speed/$2.json" > "$state/speed_$2.log" 2>&1
+      --set data.source=synthetic --set data.synthetic_train=8192 --out "$results/speed/$2.json" > "$state/speed_$2.log" 2>&1
   }
   (speed 0 vit; speed 0 resnet9) & (speed 1 resnet50) & (speed 2 resnet18) & (speed 3 vgg19) &
   wait
-  python3 scripts/speed.py merge --inputs 'results/speed/*.json' --out_dir results \
+  python3 scripts/speed.py merge --inputs "$results/speed/*.json" --out_dir "$results" \
     > "$state/speed_merge.log" 2>&1
   python3 scripts/step_time.py --config configs/resnet18_cifar10.py --num_devices 1,2,4 \
-    --set data.source=synthetic --set data.synthetic_train=8192 --out results/dp_resnet18.json > "$state/dp.log" 2>&1
+    --set data.source=synthetic --set data.synthetic_train=8192 --out "$results/dp_resnet18.json" > "$state/dp.log" 2>&1
   while [ ! -f "$state/unpacked" ]; do sleep 2; done
-  bash scripts/cifar10_table.sh 4 .data/unpacked /tmp/runs > "$state/sweep.log" 2>&1
+  RESULTS_DIR="$results/runs" bash scripts/cifar10_table.sh 4 .data/unpacked /tmp/runs \
+    > "$state/sweep.log" 2>&1
   touch "$state/done"
 }
 
