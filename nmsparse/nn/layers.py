@@ -39,6 +39,13 @@ class _NMMixin:
   def _compute_dtype(self, inputs, kernel) -> Any:
     return self.dtype if self.dtype is not None else jnp.result_type(inputs, kernel)
 
+  def _add_bias(self, y: jnp.ndarray, dtype: Any) -> jnp.ndarray:
+    """The stock ``bias`` parameter (when ``use_bias``), added in the compute dtype."""
+    if not self.use_bias:
+      return y
+    bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+    return y + jnp.asarray(bias, dtype)
+
   def _layer_name(self) -> str:
     return "/".join(self.path) or self.name or type(self).__name__
 
@@ -66,9 +73,7 @@ class NMDense(_NMMixin, nn.Dense):
     dtype = self._compute_dtype(inputs, kernel)
     y = nm_dense(jnp.asarray(inputs, dtype), kernel, pattern, self.method, self.sr_ste_lambda,
                  self.implementation, name=self._layer_name())
-    if self.use_bias:
-      bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-      y = y + jnp.asarray(bias, dtype)
+    y = self._add_bias(y, dtype)
     return y
 
 
@@ -102,9 +107,7 @@ class NMConv(_NMMixin, nn.Conv):
     y = nm_conv(jnp.asarray(x, dtype), kernel, pattern, self.method,
                 strides=args.strides, padding=args.padding, sr_ste_lambda=self.sr_ste_lambda,
                 implementation=self.implementation, rhs_dilation=args.kernel_dilation, name=name)
-    if self.use_bias:
-      bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-      y = y + jnp.asarray(bias, dtype)
+    y = self._add_bias(y, dtype)
     if len(batch_shape) != 1:
       y = y.reshape(batch_shape + y.shape[1:])
     return y
