@@ -27,6 +27,16 @@ def check_groupable(shape: tuple[int, ...], axis: int, pattern: NMPattern, what:
         f"or choose an M that divides {shape[axis]}.")
 
 
+def magnitude_key(w: jax.Array) -> jax.Array:
+  """An integer that orders like ``|w|``: the IEEE bits with the sign cleared.
+
+  Comparing these integers is exact on every backend, where comparing floats is not: XLA flushes
+  subnormals to zero on CPU and GPU, which would make a subnormal weight tie with a zero one.
+  """
+  int_dtype = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}[jnp.dtype(w.dtype).itemsize]
+  return lax.bitcast_convert_type(w, int_dtype) & jnp.iinfo(int_dtype).max
+
+
 def group_keep(magnitude: jax.Array, n: int, axis: int = -1) -> jax.Array:
   """Keep-mask for one group lying along ``axis``: its ``n`` largest entries, ties to the lower index.
 
@@ -56,7 +66,8 @@ def nm_mask(w: jax.Array, pattern: PatternLike, axis: int = 0) -> jax.Array:
 
   Returns:
     A bool array of ``w``'s shape with exactly ``N`` ``True`` per group. Ties go to the lower
-    index, so the mask is a deterministic function of ``w``.
+    index, so the mask is a deterministic function of ``w``. Magnitudes compare exactly, subnormals
+    included (see :func:`magnitude_key`); NaN counts as larger than any number.
 
   Raises:
     ValueError: if ``w`` is not floating point, ``axis`` is out of range, or ``w.shape[axis]``
@@ -71,6 +82,6 @@ def nm_mask(w: jax.Array, pattern: PatternLike, axis: int = 0) -> jax.Array:
   if pattern.n == pattern.m:
     return jnp.ones(w.shape, bool)
   shape = w.shape
-  grouped = jnp.abs(w).reshape(shape[:axis] + (shape[axis] // pattern.m, pattern.m) +
-                               shape[axis + 1:])
+  grouped = magnitude_key(w).reshape(shape[:axis] + (shape[axis] // pattern.m, pattern.m) +
+                                     shape[axis + 1:])
   return group_keep(grouped, pattern.n, axis=axis + 1).reshape(shape)
