@@ -13,7 +13,7 @@ import numpy as np
 from nmsparse.data.augment import augment
 from nmsparse.ops.registry import resolve_implementation
 from nmsparse.train.loop import Run, epoch_order
-from nmsparse.train.metrics import device_name
+from nmsparse.train.metrics import device_name, git_sha
 from nmsparse.train.parallel import put_batch_sharded
 from nmsparse.train.step import make_batch_train_step
 
@@ -74,4 +74,4 @@ def measure_step_time(config: Any, warmup: int, steps: int,
           "images_per_s_with_data": (config.batch_size / with_data_ms * 1e3
                                      if with_data_ms is not None else None),
           "images_per_s_without_data": config.batch_size / without_data * 1e3,
-          "steps": steps}
+          "steps": steps, "jax_version": jax.__version__, "git_sha": git_sha()}
