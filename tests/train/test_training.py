@@ -127,3 +127,13 @@ def test_runner_reads_the_array_layout(tmp_path):
                                               "data.data_dir": str(tmp_path / "data")})
   results = train_and_evaluate(config, str(tmp_path / "run"))
   assert results["dataset"] == "cifar10" and results["steps"] == 2
+
+
+def test_tensorboard_events_written(tmp_path):
+  pytest.importorskip("tensorboardX", reason="TensorBoard events need tensorboardX (test extra)")
+  config = smoke_config("resnet9_cifar10", tensorboard=True)
+  train_and_evaluate(config, str(tmp_path / "run"))
+  events = os.listdir(tmp_path / "run" / "tensorboard")
+  assert any(name.startswith("events.out.tfevents") for name in events), events
+  with open(tmp_path / "run" / "metrics.jsonl") as f:
+    assert json.loads(f.readline())["epoch"] == 1
