@@ -132,7 +132,10 @@ def plot_ratio(groups: dict[Group, list[dict[str, Any]]], path: str) -> None:
       xs = [density(k[2]) for k in keys] + ([1.0] if dense else [])
       ys = [100 * np.mean([r["test_accuracy"] for r in groups[k]]) for k in keys]
       ys += [100 * np.mean([r["test_accuracy"] for r in dense])] if dense else []
-      ax.plot(xs, ys, marker="o", label=f"{name} {method}")
+      line, = ax.plot(xs, ys, marker="o", label=f"{name} {method}")
+      for key, x, y in zip(keys, xs, ys):
+        ax.annotate(key[2], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6,
+                    color=line.get_color())
   ax.set_xlabel("kept fraction N/M (1.0 = dense)")
   ax.set_ylabel("test accuracy (%)")
   ax.set_title("Accuracy vs N:M ratio")
