@@ -10,7 +10,9 @@ A weight ``W [R, O]`` (a dense kernel ``[K, O]``, or an HWIO conv kernel viewed 
 ``[kh*kw*C, O]``: ``C % M == 0`` keeps every FF group inside one ``(kh, kw)`` slice) is read once.
 Each program ranks ``|W|`` inside every group of ``M`` rows (FF, ``M_ff``) and, for ``bdwp``/
 ``bimask``, inside every group of ``M`` columns (BP), with ``nm_mask``'s tie rule (lower index
-wins). It writes, in the compute dtype:
+wins). Like ``nm_mask`` it compares integer magnitude keys (the fp32 bits with the sign cleared),
+not floats: float compares flush subnormals to zero on the GPU, integer compares are exact, so the
+kernel's masks equal ``nm_mask``'s bit for bit. It writes, in the compute dtype:
 
 * ``packed=True``: the FF operand packed along rows and the BP operand packed along columns
   (:mod:`nmsparse.pack` layout), for the value-serial matmuls;
@@ -43,6 +45,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.experimental import pallas as pl
 
 from nmsparse.kernels import backend
@@ -102,6 +105,11 @@ def reference_prune_pack(w: jax.Array, pattern: PatternLike, method: str = "bdwp
   return Pruned(masked(m_ff), None if m_bp is None else masked(m_bp), keep)
 
 
+def _key(x):
+  """``|x|`` of float32 ``x`` as an int32 that orders exactly (see ``nm_mask``'s magnitude_key)."""
+  return lax.bitcast_convert_type(x, jnp.int32) & jnp.int32(0x7FFFFFFF)
+
+
 def _rank_prev_next(planes, r):
   """Rank of plane ``r`` among ``planes`` (one group per element): how many beat it."""
   a = planes[r]
@@ -149,7 +157,7 @@ def _reshape_kernel(w_ref, *refs, pattern: NMPattern, method: str, packed: bool,
   col_ok = (ci * th + jnp.arange(th) < col_groups)[None, :, None]  # [1, TH, 1] real BP groups
 
   w = [w_ref[:, r, :] for r in range(m)]  # M planes [TG, TC]: row g*M + r of the tile
-  mag = [jnp.abs(p) for p in w]
+  mag = [_key(p) for p in w]
   keep_ff = [(_rank_prev_next(mag, r) < n) & row_ok for r in range(m)]
   keep_bits = functools.reduce(
       lambda acc, r: acc | (keep_ff[r].astype(jnp.int32) << r), range(m), jnp.zeros((tg, tc),
@@ -159,7 +167,7 @@ def _reshape_kernel(w_ref, *refs, pattern: NMPattern, method: str, packed: bool,
   if method != "srste":
     for r in range(m):
       src = w[r] if method == "bdwp" else jnp.where(keep_ff[r], w[r], 0.0)
-      k3 = _rank_last(jnp.abs(src).reshape(tg, th, m)) < n
+      k3 = _rank_last(_key(src).reshape(tg, th, m)) < n
       if method == "bimask":
         k3 &= keep_ff[r].reshape(tg, th, m)
       keep_bp.append(k3 & col_ok)
@@ -226,7 +234,7 @@ def _planes_kernel(a_ref, b_ref, ffv_ref, ffp_ref, bpv_ref, bpp_ref, kb_ref, *,
   a = [[a_ref[:, t, r, :] for r in range(m)] for t in range(q)]
   keep_ff = []
   for t in range(q):
-    mag = [jnp.abs(p) for p in a[t]]
+    mag = [_key(p) for p in a[t]]
     ok = (g0 + t < groups)[:, None]
     keep_ff.append([(_rank_prev_next(mag, r) < n) & ok for r in range(m)])
     bitmap = jnp.zeros((tgq, tc), jnp.int32)
@@ -243,7 +251,7 @@ def _planes_kernel(a_ref, b_ref, ffv_ref, ffp_ref, bpv_ref, bpp_ref, kb_ref, *,
   b = [[b_ref[:, :, u, c] for c in range(m)] for u in range(q)]
   keep_bp = []
   for u in range(q):
-    mag = [jnp.abs(p) for p in b[u]]
+    mag = [_key(p) for p in b[u]]
     ok = (h0 + u < col_groups)[None, :]
     keep_bp.append([(_rank_prev_next(mag, c) < n) & ok for c in range(m)])
   for j, (val, pos) in enumerate(_slots(b, keep_bp, n, dtype)):

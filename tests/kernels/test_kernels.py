@@ -79,6 +79,28 @@ def test_prune_pack(mode, pattern, dtype, method, packed, shape):
                                     np.asarray(r.astype(jnp.float32)), err_msg=f"poison={poison}")
 
 
+SUBNORMAL_CASES = [("2:8", "bdwp", True), ("2:4", "bimask", True), ("1:4", "bdwp", False),
+                   ("2:8", "srste", False)]
+
+
+@pytest.mark.parametrize("mode, pattern, method, packed", _modes(SUBNORMAL_CASES, SUBNORMAL_CASES))
+def test_prune_pack_ranks_subnormals_exactly(mode, pattern, method, packed):
+  # Float compares flush subnormals to zero on CPU and GPU; the kernel ranks integer magnitude
+  # keys, so a subnormal beats a zero (and a smaller subnormal) exactly as nm_mask says.
+  rng = _rng("subnormal", pattern, method, packed)
+  choices = np.array([0.0, -0.0, 1e-45, -3e-45, 2.5e-41, -1.1e-38, 1.0], np.float32)
+  w = jnp.asarray(rng.choice(choices, size=(32, 48)))
+  want = reference_prune_pack(w, pattern, method, dtype=jnp.float32, packed=packed)
+  with force_interpret(mode == "interpret"):
+    got = prune_pack(w, pattern, method, dtype=jnp.float32, packed=packed)
+  tiny = np.finfo(np.float32).tiny
+  for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    g, r = np.asarray(g), np.asarray(r)
+    if g.dtype == np.float32:  # kept values: either side may flush a subnormal value (FTZ adds)
+      g, r = (np.where(np.abs(a) < tiny, 0.0, a) for a in (g, r))
+    np.testing.assert_array_equal(g, r)  # positions and keep bits: exact
+
+
 def test_prune_pack_rejects_unsupported():
   w = jnp.ones((12, 12))
   with pytest.raises(ValueError, match="M in \\(2, 4, 8\\)"):
