@@ -1,12 +1,17 @@
 """Kernel benchmark: dense jnp vs BDWP (xla, pallas) on the named bench shapes, one GPU/process.
 
-    python scripts/bench_kernels.py --out benchmarks/            # full run (GPU)
-    python scripts/bench_kernels.py --quick --out /tmp/b         # a few shapes, to try it out
-    bash scripts/gpu_kernels.sh 240 90                           # one device call: tests + bench
+    python scripts/bench_kernels.py --grid --out /tmp/b              # the issue's full grid (GPU)
+    python scripts/bench_kernels.py --grid --shapes square_4096 --patterns 2:8 --out /tmp/b
+    python scripts/bench_kernels.py --smoke --out /tmp/b             # checks the script on CPU
 
-Items run in priority order (the issue's targets first) until ``--budget_s`` is spent; the rest is
-listed under ``not_run``. A block-config sweep of the packed products (4096^2, batch 16) comes
-first; the ``fwd_packed``/``bwd_data_packed`` rows at batch <= 16 use its fastest config and name it.
+``--grid`` runs, for every named bench shape and pattern (2:8, 2:4, 1:8, 4:8), the shipped kernels
+with their default blocks: packed products at batch 8 and 16, the BDWP layer (xla and pallas,
+forward and forward+backward) at batch 8, 16, 4096 and 16384, and prune_pack against one GEMM of
+the layer at 4096 and 16384. Dense baselines are timed once per shape and batch in the same
+process. Items run in order until ``--budget_s`` is spent; the rest is listed under ``not_run``.
+``--sweep`` first times block configs of the packed products (4096^2 and 8192^2, batch 16) into
+``block_sweep``; without ``--grid`` the older priority plan runs, whose packed rows use the sweep's
+fastest config and name it.
 
 Rows (SPEC §3 keys: op, shape, pattern, batch, implementation, device, dense_ms, ms, ratio =
 dense_ms / ms, jax_version, git_sha; plus extras):
@@ -115,6 +120,13 @@ class Bench:
     self.deadline = time.time() + args.budget_s
     self.skipped = []
     self.sweeps, self.best = [], {}
+    self._dense = {}  # dense baselines depend on (op, shape, batch) only: timed once per process
+
+  def dense_ms(self, key: tuple, fn, make_set, nbytes: float) -> float:
+    """``time_op`` of a dense baseline, once per ``key`` (shared by every pattern's rows)."""
+    if key not in self._dense:
+      self._dense[key] = time_op(fn, make_set, nbytes)
+    return self._dense[key]
 
   def add(self, **row):
     row = {**row, **self.meta}
@@ -131,8 +143,13 @@ class Bench:
     return False
 
   # -- small batch: packed products ----------------------------------------------------------
-  SWEEP = ((32, 16, 1, 4, 3), (64, 16, 1, 4, 3), (32, 32, 1, 4, 3), (16, 16, 1, 4, 3),
-           (64, 16, 2, 4, 3), (32, 16, 2, 4, 3), (128, 16, 4, 8, 3), (32, 8, 1, 4, 4))
+  # (bo, rows, splits, warps, stages); splits None = enough for ``programs`` programs (last entry)
+  SWEEP = ((32, 16, 1, 4, 3, 264), (64, 16, 1, 4, 3, 264), (32, 32, 1, 4, 3, 264),
+           (64, 16, 2, 4, 3, 264), (128, 16, 4, 8, 3, 132), (32, 8, 1, 4, 4, 264),
+           (128, 16, None, 8, 3, 264), (128, 16, None, 8, 3, 528), (128, 8, None, 8, 4, 132),
+           (128, 8, None, 4, 4, 264), (256, 16, None, 8, 3, 132), (256, 8, None, 8, 3, 264),
+           (64, 8, None, 4, 4, 528), (128, 32, None, 8, 2, 132), (128, 16, None, 4, 3, 132),
+           (128, 16, None, 8, 4, 132), (128, 16, None, 8, 2, 132), (64, 32, None, 4, 3, 264))
 
   def sweep(self, s: Shape, pattern: str, batch: int):
     """Times the block configs of the packed products; later rows use the fastest per direction."""
@@ -144,9 +161,9 @@ class Bench:
          pack_nm(w, pattern, 1, BF16), 1)):
       nbytes = packed_bytes((k, o), pattern, red_axis, 2)
       best = None
-      for bo, rows, splits, warps, stages in self.SWEEP:
+      for bo, rows, splits, warps, stages, programs in self.SWEEP:
         blocks = MatmulBlocks(bb=16, bo=bo, rows=rows, splits=splits, num_warps=warps,
-                              num_stages=stages)
+                              num_stages=stages, programs=programs)
         f = lambda a, p, blocks=blocks, fn=fn: fn(a, p, blocks=blocks)
         copies = lambda i, a=operand: jax.tree.map(lambda t: t + jnp.zeros((), t.dtype), a)
         try:
@@ -154,7 +171,8 @@ class Bench:
         except ValueError as e:  # e.g. splits that do not divide this shape's reduction steps
           print(f"sweep {op} {s.name}: skip {blocks}: {e}", flush=True)
           continue
-        cfg = dict(bo=bo, rows=rows, splits=splits, num_warps=warps, num_stages=stages)
+        cfg = dict(bo=bo, rows=rows, splits=splits, num_warps=warps, num_stages=stages,
+                   programs=programs)
         self.sweeps.append({"op": op, "shape": s.name, "pattern": pattern, "batch": batch,
                             "ms": ms, **cfg, **self.meta})
         print(f"sweep {op} {s.name} {pattern} b={batch} {cfg}: {ms:.4f} ms", flush=True)
@@ -162,7 +180,7 @@ class Bench:
           best = (ms, blocks)
       self.best[(op, pattern)] = best[1]
 
-  def packed_products(self, s: Shape, pattern: str, batch: int):
+  def packed_products(self, s: Shape, pattern: str, batch: int, tuned: bool = True):
     k, o = s.k, s.o
     w = _normal(10, (k, o), jnp.float32)
     wb = w.astype(BF16)
@@ -177,8 +195,9 @@ class Bench:
       copies = lambda i, a=operand: jax.tree.map(lambda t: t + jnp.zeros((), t.dtype), a)
       acts = lambda i, a=act: a + jnp.asarray(i, a.dtype) * 0
       dense_fn = (lambda a, w: jnp.dot(a, w)) if red_axis == 0 else (lambda a, w: jnp.dot(a, w.T))
-      dense_ms = time_op(dense_fn, lambda i: (acts(i), wb + jnp.zeros((), BF16)), dense_bytes)
-      blocks = self.best.get((op, pattern)) if batch <= 16 else None
+      dense_ms = self.dense_ms((op, s.name, batch), dense_fn,
+                               lambda i: (acts(i), wb + jnp.zeros((), BF16)), dense_bytes)
+      blocks = self.best.get((op, pattern)) if tuned and batch <= 16 else None
       run = lambda a, p, fn=fn, blocks=blocks: fn(a, p, blocks=blocks)
       ms = time_op(run, lambda i: (acts(i), copies(i)), sparse_bytes)
       err = rel_err(run(act, operand), ref(act, operand))
@@ -205,8 +224,9 @@ class Bench:
       return run
 
     dense = lambda x, w: jnp.dot(x, w.astype(BF16))
-    dense_fwd_ms = time_op(lambda x, w, dy: dense(x, w), make, set_bytes)
-    dense_fb_ms = time_op(fwd_bwd(dense), make, set_bytes)
+    dense_fwd_ms = self.dense_ms(("layer_fwd", s.name, batch), lambda x, w, dy: dense(x, w), make,
+                                 set_bytes)
+    dense_fb_ms = self.dense_ms(("layer_fwd_bwd", s.name, batch), fwd_bwd(dense), make, set_bytes)
     ref = None
     for impl in impls:
       layer = lambda x, w, impl=impl: nms.nm_dense(x, w, pattern, "bdwp", implementation=impl)
@@ -220,6 +240,17 @@ class Bench:
       self.add(op="layer_fwd", dense_ms=dense_fwd_ms, ms=fwd_ms, **common)
       self.add(op="layer_fwd_bwd", dense_ms=dense_fb_ms, ms=fb_ms, **common)
 
+  # -- the issue's grid: one (shape, pattern) cell ---------------------------------------------
+  def cell(self, s: Shape, pattern: str):
+    """Every grid row of one shape and pattern, with the shipped kernels and blocks: packed
+    products at batch 8 and 16, the layer (xla and pallas, fwd and fwd+bwd) at 8, 16, 4096 and
+    16384, and prune_pack against one GEMM at 4096 and 16384."""
+    for batch in (8, 16):
+      self.packed_products(s, pattern, batch, tuned=False)
+    for batch in (8, 16, 4096, 16384):
+      self.layer(s, pattern, batch)
+    self.prune(s, pattern)
+
   # -- prune_pack vs one dense GEMM --------------------------------------------------------------
   def prune(self, s: Shape, pattern: str, batches=(4096, 16384)):
     w = _normal(30, s.weight_shape, jnp.float32)
@@ -231,39 +262,45 @@ class Bench:
     wb = w.reshape(k, o).astype(BF16)
     for batch in batches:
       x = _normal(31, (batch, k), BF16)
-      gemm_ms = time_op(lambda x, w: x @ w, lambda i: (x, wb), 2 * batch * k, max_rotate=1)
+      gemm_ms = self._dense.get(("gemm", s.name, batch))
+      if gemm_ms is None:
+        gemm_ms = self._dense[("gemm", s.name, batch)] = time_op(
+            lambda x, w: x @ w, lambda i: (x, wb), 2 * batch * k, max_rotate=1)
       for packed, ms in results.items():
         self.add(op="prune_pack", variant="packed" if packed else "masked", shape=s.name, k=k,
                  o=o, pattern=pattern, batch=batch, implementation="pallas", dense_ms=gemm_ms,
                  ms=ms, fraction_of_gemm=ms / gemm_ms, read_GBps=4 * k * o / (ms * 1e-3) / 1e9)
 
 
-def plan(quick: bool, smoke: bool):
-  """(priority-ordered) work items: the issue's targets first."""
-  if smoke:  # CPU check of this script: CI shapes, tiny batches
+GRID_PATTERNS = ("2:8", "2:4", "1:8", "4:8")
+
+
+def plan(args) -> list[tuple]:
+  """Work items in order. ``--grid``: the issue's full grid (``cell`` per shape and pattern) over
+  ``--shapes``; otherwise the earlier priority plan (targets first). ``--sweep`` adds the block
+  sweep of the packed products (4096^2 and 8192^2, batch 16) first; it never changes grid rows,
+  which always use the shipped defaults."""
+  if args.smoke:  # CPU check of this script: CI shapes, tiny batches
     s = CI[1]
     return [("sweep", s, "2:8", 5), ("packed_products", s, "2:8", 5), ("prune", s, "2:4", (64,)),
-            ("layer", s, "2:8", 5)]
-  big = [s for s in BENCH if s.name.startswith("square")]
-  rest = [s for s in BENCH if not s.name.startswith("square")]
-  if quick:
-    big, rest = [big[0]], [rest[0]]
-  items = [("sweep", big[0], p, 16) for p in ("2:8", "2:4")]
+            ("layer", s, "2:8", 5), ("packed_products", s, "2:8", 5, False)]
+  shapes = [s for s in BENCH if not args.shapes or s.name in args.shapes.split(",")]
+  patterns = args.patterns.split(",")
+  items = []
+  if args.sweep:
+    items += [("sweep", s, p, 16) for s in BENCH if s.name.startswith("square")
+              for p in ("2:8", "2:4")]
+  if args.grid:
+    return items + [("cell", s, p) for s in shapes for p in patterns]
+  big = [s for s in shapes if s.name.startswith("square")]
+  rest = [s for s in shapes if not s.name.startswith("square")]
   items += [("packed_products", s, p, b) for s in big for p in ("2:8", "2:4") for b in (16, 8)]
   items += [("prune", s, p) for s in big for p in ("2:8", "2:4")]
   items += [("layer", s, p, 4096) for s in big for p in ("2:8", "2:4")]
   items += [("layer", s, p, 16384, ("pallas",)) for s in big for p in ("2:8", "2:4")]
-  items += [("layer", big[0], "2:8", 16), ("layer", big[0], "2:4", 16, ("pallas",))]
-  items += [("packed_products", big[0], "2:8", b) for b in (64, 256)]  # where packed stops paying
   for s in rest:
     items += [("packed_products", s, "2:8", 16), ("prune", s, "2:8"),
               ("layer", s, "2:8", 4096, ("pallas",))]
-  for p in ("1:8", "4:8"):
-    items += [("packed_products", big[0], p, 16), ("prune", big[0], p),
-              ("layer", big[0], p, 4096, ("pallas",))]
-  for s in rest:
-    items += [("packed_products", s, "2:4", 16), ("prune", s, "2:4"),
-              ("layer", s, "2:4", 4096, ("pallas",))]
   return items
 
 
@@ -302,7 +339,11 @@ def write(bench: Bench, out: str, ceil: dict):
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--out", default="benchmarks")
-  parser.add_argument("--quick", action="store_true", help="one square and one model shape")
+  parser.add_argument("--grid", action="store_true",
+                      help="the issue's full grid: every shape x pattern x batch (see cell)")
+  parser.add_argument("--shapes", default="", help="comma-separated bench shape names (all)")
+  parser.add_argument("--patterns", default=",".join(GRID_PATTERNS), help="grid patterns")
+  parser.add_argument("--sweep", action="store_true", help="block sweep of the packed products")
   parser.add_argument("--smoke", action="store_true", help="CI shapes: checks the script on CPU")
   parser.add_argument("--budget_s", type=float, default=420.0,
                       help="stop starting new items after this many seconds")
@@ -312,7 +353,7 @@ def main():
   bench = Bench(args)
   ceil = ceilings(args.smoke)
   print(f"device {bench.device}: {ceil}", flush=True)
-  for item in plan(args.quick, args.smoke):
+  for item in plan(args):
     what = f"{item[0]} {item[1].name} {' '.join(str(a) for a in item[2:4])}"
     if bench.out_of_time(what):
       continue

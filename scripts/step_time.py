@@ -31,6 +31,9 @@ flags.DEFINE_integer("steps", 50, "Timed steps per measurement.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first (compilation included).")
 flags.DEFINE_bool("fixed_global_batch", False, "Keep config.batch_size as the global batch.")
 flags.DEFINE_string("out", "", "Write the measurements as JSON here.")
+flags.DEFINE_bool("without_data", True, "Also time the step on a fixed prepared batch.")
+flags.DEFINE_bool("probes", False, "Also time the step without the gradient all-reduce and the "
+                  "all-reduce alone (data-parallel diagnosis).")
 flags.mark_flag_as_required("config")
 
 
@@ -40,7 +43,10 @@ def measure(config, num_devices: int) -> dict:
     config.num_devices = num_devices
     if not FLAGS.fixed_global_batch:
       config.batch_size *= num_devices
-  return measure_step_time(config, FLAGS.warmup, FLAGS.steps)
+  row = measure_step_time(config, FLAGS.warmup, FLAGS.steps, without_data=FLAGS.without_data,
+                          probes=FLAGS.probes)
+  row["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+  return row
 
 
 def main(argv):
@@ -51,15 +57,21 @@ def main(argv):
     config = apply_overrides(load_config(FLAGS.config), {**sets, "progress_bar": False})
     rows.append(measure(config, k))
     logging.info("%s", rows[-1])
-  base = rows[0]["images_per_s_with_data"] / rows[0]["num_devices"]
-  print(f"{'devices':>7} {'batch':>6} {'ms/step data':>13} {'ms/step no data':>16} "
-        f"{'img/s':>9} {'scaling':>8}   ({rows[0]['device']}, {rows[0]['config']} "
-        f"{rows[0]['method']} {rows[0]['pattern']})")
+  first = rows[0]
+  fmt = lambda v, spec: "-" if v is None else format(v, spec)
+  print(f"{'devices':>7} {'batch':>6} {'ms synced':>10} {'ms piped':>9} {'ms no data':>11} "
+        f"{'no-sync ms':>11} {'allreduce':>10} {'img/s piped':>12} {'scaling':>8} {'piped':>6}"
+        f"   ({first['device']}, {first['config']} {first['method']} {first['pattern']})")
   for r in rows:
-    r["scaling_vs_first"] = r["images_per_s_with_data"] / (base * rows[0]["num_devices"])
-    print(f"{r['num_devices']:>7} {r['global_batch']:>6} {r['step_ms_with_data']:>13.2f} "
-          f"{r['step_ms_without_data']:>16.2f} {r['images_per_s_with_data']:>9.0f} "
-          f"{r['scaling_vs_first']:>7.2f}x")
+    r["scaling_vs_first"] = r["images_per_s_with_data"] / first["images_per_s_with_data"]
+    r["pipelined_scaling_vs_first"] = (r["pipelined_images_per_s_with_data"]
+                                       / first["pipelined_images_per_s_with_data"])
+    print(f"{r['num_devices']:>7} {r['global_batch']:>6} {fmt(r['step_ms_with_data'], '10.2f')} "
+          f"{fmt(r['pipelined_step_ms_with_data'], '9.2f')} "
+          f"{fmt(r['step_ms_without_data'], '11.2f')} {fmt(r.get('no_sync_step_ms'), '11.2f')} "
+          f"{fmt(r.get('allreduce_ms'), '10.3f')} "
+          f"{r['pipelined_images_per_s_with_data']:>12.0f} {r['scaling_vs_first']:>7.2f}x "
+          f"{r['pipelined_scaling_vs_first']:>5.2f}x")
   if FLAGS.out:
     write_json(FLAGS.out, rows)
 

@@ -44,8 +44,13 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
 
 
 def update(state: TrainState, model: nn.Module, images: jax.Array, labels: jax.Array,
-           num_classes: int, label_smoothing: float) -> tuple[TrainState, Metrics]:
-  """One device's step: loss, gradients averaged over ``data``, optimizer update."""
+           num_classes: int, label_smoothing: float,
+           grad_sync: bool = True) -> tuple[TrainState, Metrics]:
+  """One device's step: loss, gradients averaged over ``data``, optimizer update.
+
+  ``grad_sync=False`` skips the gradient and BatchNorm all-reduces (each device then trains its
+  own replica): only for measuring what the all-reduce costs, never for training.
+  """
 
   def loss_fn(params):
     logits, new_vars = model.apply(state.variables(params), images, train=True,
@@ -54,20 +59,23 @@ def update(state: TrainState, model: nn.Module, images: jax.Array, labels: jax.A
     return loss, (logits, new_vars.get("batch_stats", state.batch_stats))
 
   (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grads = lax.pmean(grads, AXIS)
-  batch_stats = lax.pmean(batch_stats, AXIS)
+  if grad_sync:
+    grads = lax.pmean(grads, AXIS)
+    batch_stats = lax.pmean(batch_stats, AXIS)
   state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
   metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
   return state, lax.pmean(metrics, AXIS)
 
 
 def make_train_step(model: nn.Module, mesh: Mesh, inputs: InputSpec, num_classes: int,
-                    label_smoothing: float) -> Callable[..., tuple[TrainState, Metrics]]:
+                    label_smoothing: float,
+                    grad_sync: bool = True) -> Callable[..., tuple[TrainState, Metrics]]:
   """``step(state, images, labels, order, i, key)``: trains on ``images[order[i]]``.
 
   ``images``/``labels`` are the replicated training set, ``order`` the epoch's ``[steps, batch]``
   index table sharded over devices along the batch axis, ``i`` the step within the epoch and
   ``key`` the run's base PRNG key; augmentation draws from ``fold_in(key, state.step, device)``.
+  ``grad_sync``: see :func:`update`.
   """
   mean, std = jnp.asarray(inputs.mean), jnp.asarray(inputs.std)
 
@@ -76,7 +84,7 @@ def make_train_step(model: nn.Module, mesh: Mesh, inputs: InputSpec, num_classes
     key = jax.random.fold_in(jax.random.fold_in(key, state.step), lax.axis_index(AXIS))
     x = augment(key, images[idx], mean, std, pad=inputs.pad, flip=inputs.flip,
                 dtype=inputs.dtype)
-    return update(state, model, x, labels[idx], num_classes, label_smoothing)
+    return update(state, model, x, labels[idx], num_classes, label_smoothing, grad_sync)
 
   step = shard_map(per_device, mesh, in_specs=(P(), P(), P(), P(None, AXIS), P(), P()),
                    out_specs=(P(), P()))
