@@ -9,9 +9,9 @@ with their default blocks: packed products at batch 8 and 16, the BDWP layer (xl
 forward and forward+backward) at batch 8, 16, 4096 and 16384, and prune_pack against one GEMM of
 the layer at 4096 and 16384. Dense baselines are timed once per shape and batch in the same
 process. Items run in order until ``--budget_s`` is spent; the rest is listed under ``not_run``.
-``--sweep`` first times block configs of the packed products (4096^2 and 8192^2, batch 16) into
-``block_sweep``; without ``--grid`` the older priority plan runs, whose packed rows use the sweep's
-fastest config and name it.
+``--sweep`` times block configs of the packed products (4096^2 and 8192^2, batch 16) into
+``block_sweep`` (after the grid with ``--grid``, first otherwise); without ``--grid`` the older
+priority plan runs, whose packed rows use the sweep's fastest config and name it.
 
 Rows (SPEC §3 keys: op, shape, pattern, batch, implementation, device, dense_ms, ms, ratio =
 dense_ms / ms, jax_version, git_sha; plus extras):
@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 import nmsparse as nms  # noqa: E402
 from nmsparse.kernels import (MatmulBlocks, nm_matmul, nm_matmul_t, prune_pack,  # noqa: E402
                               reference_nm_matmul, reference_nm_matmul_t)
-from nmsparse.kernels.shapes import BENCH, CI, Shape  # noqa: E402
+from nmsparse.kernels.shapes import BENCH, CI, Shape, by_name  # noqa: E402
 from nmsparse.pack import pack_nm, packed_bytes  # noqa: E402
 
 BF16 = jnp.bfloat16
@@ -287,11 +287,12 @@ def plan(args) -> list[tuple]:
   shapes = [s for s in BENCH if not args.shapes or s.name in args.shapes.split(",")]
   patterns = args.patterns.split(",")
   items = []
-  if args.sweep:
-    items += [("sweep", s, p, 16) for s in BENCH if s.name.startswith("square")
-              for p in ("2:8", "2:4")]
+  sweeps = [("sweep", by_name(s), p, 16)
+            for s, p in (("square_4096", "2:8"), ("square_8192", "2:8"), ("square_8192", "2:4"))]
   if args.grid:
-    return items + [("cell", s, p) for s in shapes for p in patterns]
+    return [("cell", s, p) for s in shapes for p in patterns] + (sweeps if args.sweep else [])
+  if args.sweep:
+    items += sweeps
   big = [s for s in shapes if s.name.startswith("square")]
   rest = [s for s in shapes if not s.name.startswith("square")]
   items += [("packed_products", s, p, b) for s in big for p in ("2:8", "2:4") for b in (16, 8)]

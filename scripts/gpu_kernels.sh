@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
-# One device call: compiled kernel tests vs the jnp references first, then the benchmark.
-#   GIT_SHA=$(git rev-parse HEAD) bash scripts/gpu_kernels.sh [bench budget s] [pytest timeout s]
-# Writes under $OUT (default ./gpu_out): pytest log, bench log, kernels.json, kernels.md.
+# The kernel grid of issue 3 on every visible GPU at once: one bench_kernels.py process per GPU,
+# each on its own share of the shapes (a process times dense and sparse on its own GPU only).
+#   GIT_SHA=$(git rev-parse HEAD) bash scripts/gpu_kernels.sh [budget s per process]
+# Writes under $OUT (default ./gpu_out): device.txt, gpuN/{kernels.json,kernels.md,bench.log}.
 set -o pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee "$OUT/device.txt"
-python -c "import jax; print('jax', jax.__version__, jax.devices())" | tee -a "$OUT/device.txt"
-timeout "${2:-200}" python -m pytest tests/kernels/test_kernels.py::test_nm_matmul \
-  tests/kernels/test_kernels.py::test_prune_pack -k compiled -q --maxfail=5 -p no:cacheprovider \
-  -W ignore::DeprecationWarning 2>&1 | tee "$OUT/pytest_kernels.log" | tail -n 15
-python scripts/bench_kernels.py --out "$OUT" --budget_s "${1:-300}" 2>&1 | tee "$OUT/bench.log" \
-  | grep -E "FAILED|device|Error" | head -n 20
-grep -E "^sweep" "$OUT/bench.log" | sort -t: -k2 | head -n 40 > "$OUT/sweep.txt"
-cat "$OUT/kernels.md"
+export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH}
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv > "$OUT/device.txt"
+python3 -c "import jax; print('jax', jax.__version__, jax.devices())" >> "$OUT/device.txt" 2>&1
+ngpu=$(nvidia-smi -L | wc -l)
+# Shares balanced by measured cost (the square layers at batch 16384 dominate); one GPU runs all.
+shares=("square_8192"
+        "square_4096,vit_s.qkv,vit_s.mlp_fc1"
+        "vit_s.mlp_fc2,vit_b.attn_out,vit_b.mlp_fc1,vit_b.mlp_fc2"
+        "resnet50.layer3.conv2_3x3,resnet50.layer4.conv2_3x3,resnet50.layer4.conv3_1x1")
+if [ "$ngpu" -lt 4 ]; then shares=("$(IFS=,; echo "${shares[*]}")"); fi
+for i in "${!shares[@]}"; do
+  mkdir -p "$OUT/gpu$i"
+  extra=(); [ "$i" -eq $((${#shares[@]} - 1)) ] && extra=(--sweep)
+  CUDA_VISIBLE_DEVICES=$i python3 scripts/bench_kernels.py --grid --shapes "${shares[$i]}" \
+    --budget_s "${1:-480}" --out "$OUT/gpu$i" "${extra[@]}" > "$OUT/gpu$i/bench.log" 2>&1 &
+done
+wait
+grep -h -E "FAILED|Traceback" "$OUT"/gpu*/bench.log | head -n 10
+for i in "${!shares[@]}"; do
+  echo "gpu$i: $(grep -c '^op=' "$OUT/gpu$i/bench.log") rows; $(grep -o 'Not run.*items' \
+    "$OUT/gpu$i/kernels.md")"
+done
