@@ -17,7 +17,7 @@ run() {  # name, time cap s, XLA_FLAGS, device counts, extra flags
   XLA_FLAGS="$3" timeout "$2" python3 scripts/step_time.py "${common[@]}" --num_devices "$4" \
     --out "$OUT/dp_$1.json" "${@:5}" >> "$OUT/dp.log" 2>&1 || echo "$1 failed: rc $?" >> "$OUT/dp.log"
 }
-run baseline 300 "" "$counts" --probes
-run lhs_small_buckets 240 "--xla_gpu_enable_latency_hiding_scheduler=true \
+run baseline "${DP_CAP1:-300}" "" "$counts" --probes
+run lhs_small_buckets "${DP_CAP2:-240}" "--xla_gpu_enable_latency_hiding_scheduler=true \
 --xla_gpu_all_reduce_combine_threshold_bytes=4194304" "1,${counts##*,}"
 grep -E "^==|^devices|^ +[0-9]+ +[0-9]+ |failed|Error" "$OUT/dp.log" | grep -v "^I1" | head -n 30
