@@ -3,8 +3,9 @@
 Fields every run config has:
   name, model, model_kwargs          model registry name and its constructor fields
   data.{source,name,data_dir,num_classes,image_size,channels,crop_padding,flip,...}
-  method, pattern, sr_ste_lambda, implementation, rules   sparsity (rules: ordered
-      (regex, "dense" | "default" | "N:M"), first match wins, "default" = the run's pattern)
+  method, pattern, sr_ste_lambda, implementation, rules, mask_every   sparsity (rules: ordered
+      (regex, "dense" | "default" | "N:M"), first match wins, "default" = the run's pattern;
+      mask_every: recompute the masks every that many steps, 1 = every step)
   seed, epochs, batch_size, eval_batch_size, dtype
   optimizer, learning_rate, schedule, warmup_epochs, momentum, nesterov, weight_decay,
       label_smoothing, grad_clip
@@ -52,6 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.sr_ste_lambda = 2e-4
   c.implementation = config_dict.placeholder(str)
   c.rules = default_rules()
+  c.mask_every = 1
   c.seed = 0
   c.epochs = 30
   c.batch_size = 512

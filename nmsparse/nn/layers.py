@@ -4,6 +4,13 @@ They subclass the stock layers, so parameter names, shapes and initialisers are 
 checkpoints move between dense and sparse models unchanged. Sparse methods keep the kernel in
 ``param_dtype`` (the fp32 master) and hand it to the op with activations in ``dtype``; the op casts
 the masked kernel, so weight gradients stay in ``param_dtype``.
+
+``mask_every > 1`` (SPEC §1): the masks come from a snapshot of the kernel that is refreshed every
+``mask_every`` training calls. It lives in the ``nm_masks`` collection (``kernel_snapshot`` in
+``param_dtype``, int32 ``count``), initialised to the initial kernel and 0. A call where
+``nm_masks`` is mutable is a training step: when ``count % mask_every == 0`` the snapshot becomes
+the current kernel (before use), then ``count`` grows by one. A call where it is not mutable
+(evaluation) uses the stored snapshot. ``mask_every=1`` (the default) creates no such collection.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from absl import logging
 from nmsparse.ops import nm_conv, nm_dense
 from nmsparse.ops.conv import conv_layer_args
 from nmsparse.prune.rules import LayerRules
+from nmsparse.prune.schedule import MASK_COLLECTION, check_mask_every, refresh_mask_source
 from nmsparse.types import NMPattern, PatternLike, as_pattern, check_method
 
 
@@ -35,6 +43,17 @@ class _NMMixin:
         logging.info("nmsparse layer %s: %s (%s)", path, pattern or "dense", self.method)
       return pattern
     return as_pattern(self.pattern)
+
+  def _mask_source(self, kernel: jnp.ndarray) -> jnp.ndarray | None:
+    """``None`` for ``mask_every=1``, else the ``nm_masks`` kernel snapshot (see the module doc)."""
+    if check_mask_every(self.mask_every, self._layer_name()) == 1:
+      return None
+    snapshot = self.variable(MASK_COLLECTION, "kernel_snapshot", lambda: kernel)
+    count = self.variable(MASK_COLLECTION, "count", lambda: jnp.zeros((), jnp.int32))
+    if self.is_mutable_collection(MASK_COLLECTION) and not self.is_initializing():
+      snapshot.value, count.value = refresh_mask_source(kernel, snapshot.value, count.value,
+                                                        self.mask_every)
+    return snapshot.value
 
   def _compute_dtype(self, inputs, kernel) -> Any:
     return self.dtype if self.dtype is not None else jnp.result_type(inputs, kernel)
@@ -55,13 +74,16 @@ class NMDense(_NMMixin, nn.Dense):
 
   Extra attributes: ``pattern`` (``"N:M"``, ``NMPattern``, ``LayerRules`` or ``None`` = dense),
   ``method`` (``dense|srste|bdwp|bimask``), ``sr_ste_lambda``, ``implementation``
-  (``"xla"|"pallas"|None``). With ``method="dense"`` or no pattern it is exactly ``nn.Dense``.
+  (``"xla"|"pallas"|None``), ``mask_every`` (recompute the masks every that many training calls,
+  from a kernel snapshot in the ``nm_masks`` collection; see the module docstring). With
+  ``method="dense"`` or no pattern it is exactly ``nn.Dense``.
   """
 
   pattern: PatternLike | LayerRules | None = None
   method: str = "bdwp"
   sr_ste_lambda: float = 2e-4
   implementation: str | None = None
+  mask_every: int = 1
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
@@ -72,7 +94,8 @@ class NMDense(_NMMixin, nn.Dense):
                         self.param_dtype)
     dtype = self._compute_dtype(inputs, kernel)
     y = nm_dense(jnp.asarray(inputs, dtype), kernel, pattern, self.method, self.sr_ste_lambda,
-                 self.implementation, name=self._layer_name())
+                 self.implementation, name=self._layer_name(),
+                 mask_source=self._mask_source(kernel))
     y = self._add_bias(y, dtype)
     return y
 
@@ -89,6 +112,7 @@ class NMConv(_NMMixin, nn.Conv):
   method: str = "bdwp"
   sr_ste_lambda: float = 2e-4
   implementation: str | None = None
+  mask_every: int = 1
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
@@ -106,7 +130,8 @@ class NMConv(_NMMixin, nn.Conv):
     dtype = self._compute_dtype(x, kernel)
     y = nm_conv(jnp.asarray(x, dtype), kernel, pattern, self.method,
                 strides=args.strides, padding=args.padding, sr_ste_lambda=self.sr_ste_lambda,
-                implementation=self.implementation, rhs_dilation=args.kernel_dilation, name=name)
+                implementation=self.implementation, rhs_dilation=args.kernel_dilation, name=name,
+                mask_source=self._mask_source(kernel))
     y = self._add_bias(y, dtype)
     if len(batch_shape) != 1:
       y = y.reshape(batch_shape + y.shape[1:])

@@ -3,7 +3,8 @@
 FF is the convolution with ``W * M_ff`` (groups along input channels C), BP the transposed
 convolution with ``W * M_bp`` (groups along output channels O), and the weight gradient is the
 ordinary dense conv weight gradient plus the SR-STE term. Saved for the backward: ``x``, the dense
-master ``w`` and the implementation's ``aux`` residuals (none for ``"xla"``).
+master ``w`` and the implementation's ``aux`` residuals (none for ``"xla"``). A ``mask_source``
+takes the ``nm_conv_src_*`` primitives, as in :mod:`nmsparse.ops.dense`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from nmsparse.ops.config import ConvDims, NMConfig, Padding
-from nmsparse.ops.dense import _check_float, make_config
-from nmsparse.ops.primitives import nm_conv_bwd_p, nm_conv_fwd_p
+from nmsparse.ops.dense import _check_float, check_mask_source, make_config
+from nmsparse.ops.primitives import (nm_conv_bwd_p, nm_conv_fwd_p, nm_conv_src_bwd_p,
+                                     nm_conv_src_fwd_p)
 from nmsparse.types import PatternLike, check_method
 
 
@@ -40,11 +42,32 @@ def _nm_conv_bwd(cfg, dims, residuals, dy):
 _nm_conv.defvjp(_nm_conv_fwd, _nm_conv_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _nm_conv_src(x: jax.Array, w: jax.Array, src: jax.Array, cfg: NMConfig,
+                 dims: ConvDims) -> jax.Array:
+  return nm_conv_src_fwd_p.bind(x, w, src, cfg=cfg, geom=dims)[0]
+
+
+def _nm_conv_src_fwd(x, w, src, cfg, dims):
+  y, *aux = nm_conv_src_fwd_p.bind(x, w, src, cfg=cfg, geom=dims)
+  return y, (x, w, src, tuple(aux))
+
+
+def _nm_conv_src_bwd(cfg, dims, residuals, dy):
+  x, w, src, aux = residuals
+  dx, dw = nm_conv_src_bwd_p.bind(x, w, src, dy, *aux, cfg=cfg, geom=dims)
+  return dx, dw, None  # the mask source gets no gradient
+
+
+_nm_conv_src.defvjp(_nm_conv_src_fwd, _nm_conv_src_bwd)
+
+
 def nm_conv(x: jax.Array, w: jax.Array, pattern: PatternLike | None = None, method: str = "bdwp",
             strides: Sequence[int] = (1, 1), padding: Padding = "SAME",
             sr_ste_lambda: float = 2e-4, implementation: str | None = None, *,
             rhs_dilation: Sequence[int] | None = None, kernel_dilation: Sequence[int] | None = None,
-            name: str | None = None, **unused: Any) -> jax.Array:
+            name: str | None = None, mask_source: jax.Array | None = None,
+            **unused: Any) -> jax.Array:
   """2-D convolution of NHWC ``x`` with an HWIO kernel pruned N:M per ``method`` (SPEC §1).
 
   Args:
@@ -55,6 +78,8 @@ def nm_conv(x: jax.Array, w: jax.Array, pattern: PatternLike | None = None, meth
       ``((lo, hi), (lo, hi))``).
     rhs_dilation / kernel_dilation: kernel dilation (either name).
     name: the layer's name, used in error messages only.
+    mask_source: ``None`` (masks from ``w``) or an array of ``w``'s shape to compute the masks
+      from, as in :func:`nmsparse.nm_dense`.
 
   Returns:
     ``[N, H', W', O]`` in ``x``'s dtype.
@@ -67,7 +92,9 @@ def nm_conv(x: jax.Array, w: jax.Array, pattern: PatternLike | None = None, meth
     check_method(method)
     return dims.conv(x, w.astype(x.dtype))
   cfg = make_config(w.shape, pattern, method, sr_ste_lambda, implementation, name)
-  return _nm_conv(x, w, cfg, dims)
+  if mask_source is None:
+    return _nm_conv(x, w, cfg, dims)
+  return _nm_conv_src(x, w, check_mask_source(w, mask_source, name), cfg, dims)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,6 +22,12 @@ The weight gradient is always XLA's dense dot/conv, plus ``lam * (1 - M_ff) * W`
 ran 1.01-1.06x dense ``jnp.dot`` at batch 8-16 and 0.81x at 64, 0.29x at 256 (its tensor-core
 tiles are 16 rows and the decode is redone per batch tile). Patterns need ``M in (2, 4, 8)``; other
 patterns raise ``ValueError`` (use ``implementation="xla"``), never a silent fallback.
+
+**A given mask source** (``mask_every > 1``; ``dense_src_*``/``conv_src_*``): the fused prune
+kernel ranks the weight it prunes, but here the masks come from a kernel snapshot and the operands
+from the current weight. These four functions are :mod:`nmsparse.ops.xla`'s: masks from ``nm_mask``
+of the source, masked operands built with ``jnp`` (select + cast) feeding XLA's dots/convs. They
+take any pattern.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from nmsparse.kernels import nm_matmul, nm_matmul_t, prune_pack
+from nmsparse.ops import xla
 from nmsparse.ops.config import ConvDims, NMConfig
 from nmsparse.pack import PackedNM, unpack_keep_bits
 from nmsparse.prune.methods import sr_ste_decay
@@ -80,3 +87,10 @@ def conv_bwd(x: jax.Array, w: jax.Array, dy: jax.Array, w_bp: jax.Array, keep: j
   w_c = jax.ShapeDtypeStruct(w.shape, x.dtype)
   (dw,) = jax.linear_transpose(lambda w_: geom.conv(x, w_), w_c)(dy)
   return dx, dw.astype(w.dtype) + _decay(w, keep, cfg)
+
+
+# A given mask source: the xla implementation's masked operands (see the module docstring).
+dense_src_fwd = xla.dense_src_fwd
+dense_src_bwd = xla.dense_src_bwd
+conv_src_fwd = xla.conv_src_fwd
+conv_src_bwd = xla.conv_src_bwd

@@ -1,9 +1,11 @@
-"""The four sparse primitives and their rules: abstract evaluation, lowering, batching, eager impl.
+"""The sparse primitives and their rules: abstract evaluation, lowering, batching, eager impl.
 
 ``nm_dense_fwd``/``nm_conv_fwd`` compute the FF product (and any residuals the chosen
 implementation wants kept); ``nm_dense_bwd``/``nm_conv_bwd`` compute the BP product and the weight
-gradient. They show up by name in jaxprs. Each lowers through the implementation named by its
-``cfg`` parameter (``nmsparse.ops.xla`` or ``nmsparse.ops.pallas``), so one program can hold both.
+gradient. ``nm_dense_src_*``/``nm_conv_src_*`` are the same with a given mask source (an extra
+operand after ``w``, the kernel snapshot of ``mask_every > 1``) that the masks are computed from.
+They show up by name in jaxprs. Each lowers through the implementation named by its ``cfg``
+parameter (``nmsparse.ops.xla`` or ``nmsparse.ops.pallas``), so one program can hold both.
 Autodiff is not defined on the primitives: ``nm_dense``/``nm_conv`` wire them into a ``custom_vjp``.
 """
 
@@ -86,3 +88,7 @@ nm_dense_fwd_p = _define("nm_dense_fwd", "dense_fwd")
 nm_dense_bwd_p = _define("nm_dense_bwd", "dense_bwd")
 nm_conv_fwd_p = _define("nm_conv_fwd", "conv_fwd")
 nm_conv_bwd_p = _define("nm_conv_bwd", "conv_bwd")
+nm_dense_src_fwd_p = _define("nm_dense_src_fwd", "dense_src_fwd")
+nm_dense_src_bwd_p = _define("nm_dense_src_bwd", "dense_src_bwd")
+nm_conv_src_fwd_p = _define("nm_conv_src_fwd", "conv_src_fwd")
+nm_conv_src_bwd_p = _define("nm_conv_src_bwd", "conv_src_bwd")

@@ -2,7 +2,9 @@
 
 Each case draws fresh random inputs (seeded by the case's name), pulls a random cotangent through
 ``jax.vjp`` and checks ``y``, ``dx`` and ``dW`` against an independent reference built from explicit
-numpy masks (SPEC §1 table), eagerly, under ``jit`` and under ``vmap`` over ``x``.
+numpy masks (SPEC §1 table), eagerly, under ``jit`` and under ``vmap`` over ``x``. With
+``with_mask_source`` the op gets ``mask_source=stale_source(w)`` and the reference takes its masks
+from that source (``mask_every > 1``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ DTYPES = ("float32", "bfloat16")
 MODES = ("eager", "jit", "vmap")
 CONV_GEOMETRIES = ((1, "SAME"), (2, "SAME"), (1, "VALID"), (2, "VALID"))
 LAMBDA = 0.1  # large enough that a missing or wrong SR-STE term fails the dW check
+
+
+def stale_source(w):
+  """A mask source whose masks differ from ``w``'s: ``w`` rolled by one along both kernel axes."""
+  return jnp.roll(w, 1, axis=(-2, -1))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +61,7 @@ class OpSuite:
   patterns: tuple[str, ...] = PATTERNS
   dtypes: tuple[str, ...] = DTYPES
   methods: tuple[str, ...] = METHODS
+  with_mask_source: bool = False
 
   @classmethod
   def cases(cls) -> list[OpCase]:
@@ -75,15 +83,18 @@ class OpSuite:
   def _op(self, case: OpCase):
     kwargs = dict(pattern=case.pattern, method=case.method, sr_ste_lambda=LAMBDA,
                   implementation=self.implementation)
+    source = lambda w: {"mask_source": stale_source(w)} if self.with_mask_source else {}
     if case.op == "dense":
-      return lambda x, w: nm_dense(x, w, **kwargs)
-    return lambda x, w: nm_conv(x, w, strides=(case.stride,) * 2, padding=case.padding, **kwargs)
+      return lambda x, w: nm_dense(x, w, **kwargs, **source(w))
+    return lambda x, w: nm_conv(x, w, strides=(case.stride,) * 2, padding=case.padding, **kwargs,
+                                **source(w))
 
   def _reference(self, case: OpCase, x, w, dy):
     """``(y, dx, dw)`` in float64/float32 from explicit masks; ``x``, ``dy`` one example batch."""
     pattern = NMPattern.parse(case.pattern)
     w64 = np.asarray(w, np.float64)
-    m_ff, m_bp = method_masks(w64, pattern, case.method)
+    src = stale_source(w) if self.with_mask_source else w
+    m_ff, m_bp = method_masks(np.asarray(src, np.float64), pattern, case.method)
     cast = lambda a: np.asarray(jnp.asarray(a, case.dtype).astype(jnp.float32), np.float64)
     w_ff, w_bp = cast(w64 * m_ff), cast(w64 * m_bp)
     x64, dy64 = np.asarray(x, np.float64), np.asarray(dy, np.float64)

@@ -17,6 +17,7 @@ from nmsparse.data.sources import ArrayDataset, load_dataset
 from nmsparse.ops.registry import resolve_implementation
 from nmsparse.prune.methods import ff_mask
 from nmsparse.prune.rules import LayerRules, path_str, sparsity_report
+from nmsparse.prune.schedule import MASK_COLLECTION
 from nmsparse.train import flops as flops_lib
 from nmsparse.train.checkpoint import Checkpointer
 from nmsparse.train.metrics import (MetricWriter, Progress, device_name, git_sha,
@@ -65,10 +66,36 @@ def sparse_kernels(params: Any, rules: LayerRules, method: str) -> dict[str, Any
 _ff_mask = jax.jit(ff_mask, static_argnums=1)
 
 
-def ff_masks(params: Any, kernels: dict[str, Any]) -> dict[str, jax.Array]:
-  """Current FF masks of the sparse kernels (on the device)."""
+def ff_masks(params: Any, kernels: dict[str, Any], nm_masks: Any = None) -> dict[str, jax.Array]:
+  """The FF masks the sparse kernels use now (on the device): from the kernel, or from its
+  ``kernel_snapshot`` in ``nm_masks`` where the layer keeps one (``mask_every > 1``)."""
   flat = {path_str(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  for key_path, leaf in jax.tree_util.tree_flatten_with_path(nm_masks or {})[0]:
+    path = path_str(key_path)
+    if path.endswith("/kernel_snapshot"):
+      flat[path[: -len("_snapshot")]] = leaf
   return {path: _ff_mask(flat[path], pattern) for path, pattern in kernels.items()}
+
+
+def check_mask_counts(state: TrainState) -> None:
+  """Checks that every ``nm_masks`` call count (``mask_every > 1`` layers) equals the step.
+
+  Each train step advances them once; a mismatch means the step applied the model with
+  ``nm_masks`` immutable, so its masks would stay frozen at their last refresh.
+
+  Raises:
+    RuntimeError: naming the first layer whose count is off.
+  """
+  if not state.nm_masks:
+    return
+  counts = {path_str(k): v for k, v in jax.tree_util.tree_flatten_with_path(state.nm_masks)[0]
+            if path_str(k).endswith("/count")}
+  counts, step = jax.device_get((counts, state.step))
+  for path, count in counts.items():
+    if int(count) != int(step):
+      raise RuntimeError(f"{path} = {int(count)} after step {int(step)}: the train step must apply "
+                         f"the model with {MASK_COLLECTION!r} mutable and keep the update (see "
+                         "nmsparse/train/step.py), or masks never refresh under mask_every > 1.")
 
 
 def epoch_order(key: jax.Array, epoch: int, num_examples: int, batch_size: int) -> np.ndarray:
@@ -193,7 +220,10 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
   history = writer.history(completed_epochs=first_epoch)
   previous_wall = history[-1]["wall_time_s"] if history else 0.0
   progress = Progress(run.total_steps, step, config.get("progress_bar", True))
-  masks = ff_masks(run.state.params, run.sparse) if config.track_mask_flips else {}
+  masks = {}
+  if config.track_mask_flips:
+    masks = ff_masks(run.state.params, run.sparse, run.state.nm_masks)
+  first_step = step
   log_every = max(1, config.log_every_steps)
   try:
     for epoch in range(first_epoch, config.epochs):
@@ -207,6 +237,8 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
                                             run.step_key)
         step += 1
         steps_done += 1
+        if step == first_step + 1:
+          check_mask_counts(run.state)
         sums = {k: sums[k] + metrics[k] for k in sums}
         losses.append((step, metrics["loss"]))
         if step % log_every == 0 or i == run.steps_per_epoch - 1:
@@ -231,7 +263,7 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
       if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
         record.update(run.evaluate())
       if masks:
-        new_masks = ff_masks(run.state.params, run.sparse)
+        new_masks = ff_masks(run.state.params, run.sparse, run.state.nm_masks)
         flips = jax.device_get({p: jnp.sum(new_masks[p] != masks[p]) for p in masks})
         flips = {p: int(n) for p, n in flips.items()}
         record["mask_flips"] = flips

@@ -14,6 +14,7 @@ from nmsparse.models import create_model
 from nmsparse.nn import NMConv, NMDense
 from nmsparse.optim import create_optimizer
 from nmsparse.prune.rules import LayerRules
+from nmsparse.prune.schedule import MASK_COLLECTION
 from nmsparse.train.state import TrainState
 from nmsparse.types import NMPattern, check_method
 
@@ -51,10 +52,11 @@ def compute_dtype(config: Any) -> Any:
 
 def build_model(config: Any, rules: LayerRules) -> nn.Module:
   """``config.model`` with ``config.model_kwargs``; dense and conv layers are the nmsparse layers
-  carrying the rules, method, lambda, implementation and compute dtype (params stay fp32)."""
+  carrying the rules, method, lambda, implementation, ``mask_every`` (default 1) and compute dtype
+  (params stay fp32)."""
   layer_args = dict(pattern=rules, method=config.method, sr_ste_lambda=config.sr_ste_lambda,
                     implementation=config.implementation, dtype=compute_dtype(config),
-                    param_dtype=jnp.float32)
+                    param_dtype=jnp.float32, mask_every=config.get("mask_every", 1))
   return create_model(config.model, num_classes=config.data.num_classes,
                       dense=functools.partial(NMDense, **layer_args),
                       conv=functools.partial(NMConv, **layer_args), dtype=compute_dtype(config),
@@ -63,13 +65,15 @@ def build_model(config: Any, rules: LayerRules) -> nn.Module:
 
 def create_state(config: Any, model: nn.Module, image_shape: tuple[int, ...],
                  steps_per_epoch: int, key: jax.Array) -> tuple[TrainState, Any]:
-  """Initialises parameters (fp32) and the optimizer; returns the state and the LR schedule."""
+  """Initialises parameters (fp32), ``nm_masks`` (``mask_every > 1``) and the optimizer; returns
+  the state and the LR schedule."""
   tx, schedule = create_optimizer(config, steps_per_epoch)
 
   @jax.jit
   def init(key):
     variables = model.init(key, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
-                             batch_stats=variables.get("batch_stats", {}))
+                             batch_stats=variables.get("batch_stats", {}),
+                             nm_masks=variables.get(MASK_COLLECTION, {}))
 
   return init(key), schedule
