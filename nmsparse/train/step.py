@@ -54,15 +54,18 @@ def update(state: TrainState, model: nn.Module, images: jax.Array, labels: jax.A
 
   def loss_fn(params):
     logits, new_vars = model.apply(state.variables(params), images, train=True,
-                                   mutable=["batch_stats"])
+                                   mutable=["batch_stats", "nm_masks"])
     loss = cross_entropy(logits, labels, num_classes, label_smoothing).mean()
-    return loss, (logits, new_vars.get("batch_stats", state.batch_stats))
+    return loss, (logits, new_vars.get("batch_stats", state.batch_stats),
+                  new_vars.get("nm_masks", state.nm_masks))
 
-  (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  (loss, (logits, batch_stats, nm_masks)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
   if grad_sync:
     grads = lax.pmean(grads, AXIS)
     batch_stats = lax.pmean(batch_stats, AXIS)
-  state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+  # nm_masks (mask_every > 1 snapshots) come from the replicated params: no all-reduce.
+  state = state.apply_gradients(grads=grads, batch_stats=batch_stats, nm_masks=nm_masks)
   metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
   return state, lax.pmean(metrics, AXIS)
 

@@ -22,11 +22,6 @@ from nmsparse.train.step import make_batch_train_step
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EVERY = 2
 
-# The runner's train step (nmsparse/train/step.py) must apply the model with "nm_masks" mutable and
-# keep the update; until it does, these tests fail (and the runner refuses mask_every > 1 runs).
-NEEDS_STEP = pytest.mark.xfail(
-    raises=RuntimeError, strict=True, reason="nmsparse/train/step.py does not yet apply the model with 'nm_masks' "
-    "mutable; remove this marker with that change")
 
 
 def smoke_config(**overrides):
@@ -73,7 +68,6 @@ def test_check_mask_counts_catches_a_step_that_froze_the_masks():
   check_mask_counts(plain.replace(step=plain.step + 5))  # nothing to check
 
 
-@NEEDS_STEP
 def test_train_step_refreshes_the_snapshots_every_mask_every_steps():
   config = smoke_config()
   _, model, state = _init(config)
@@ -95,7 +89,6 @@ def test_train_step_refreshes_the_snapshots_every_mask_every_steps():
                                                       kernels_before[2].values()))
 
 
-@NEEDS_STEP
 def test_kill_and_resume_restores_the_snapshots(tmp_path):
   config = smoke_config(epochs=2, checkpoint_every_steps=2, keep_checkpoints=3)  # 4 steps
   train_and_evaluate(config, str(tmp_path / "full"))
