@@ -70,8 +70,12 @@ def _block(out):
   jax.tree.map(lambda a: a.block_until_ready(), out)
 
 
+MAX_ROTATE = 16  # --max_rotate: each rotated set is one more traced (and compiled) copy of the op
+
+
 def time_op(fn, make_set, bytes_per_set: float, max_rotate: int = 16) -> float:
   """Median ms of ``fn(*set)`` over rotated input sets (see module docstring)."""
+  max_rotate = min(max_rotate, MAX_ROTATE)
   rotate = int(min(max_rotate, max(1, math.ceil(L2_SPAN / max(bytes_per_set, 1.0)))))
   sets = [make_set(i) for i in range(rotate)]
   jf = jax.jit(lambda sets: [fn(*s) for s in sets])
@@ -116,7 +120,8 @@ class Bench:
   def __init__(self, args):
     self.rows, self.args = [], args
     self.device = jax.devices()[0].device_kind
-    self.meta = {"device": self.device, "jax_version": jax.__version__, "git_sha": _git_sha()}
+    self.meta = {"device": self.device, "jax_version": jax.__version__, "git_sha": _git_sha(),
+                 "max_rotate": args.max_rotate}
     self.deadline = time.time() + args.budget_s
     self.skipped = []
     self.sweeps, self.best = [], {}
@@ -284,11 +289,15 @@ def plan(args) -> list[tuple]:
     s = CI[1]
     return [("sweep", s, "2:8", 5), ("packed_products", s, "2:8", 5), ("prune", s, "2:4", (64,)),
             ("layer", s, "2:8", 5), ("packed_products", s, "2:8", 5, False)]
-  shapes = [s for s in BENCH if not args.shapes or s.name in args.shapes.split(",")]
+  shapes = [by_name(n) for n in args.shapes.split(",")] if args.shapes else list(BENCH)
   patterns = args.patterns.split(",")
   items = []
   sweeps = [("sweep", by_name(s), p, 16)
             for s, p in (("square_4096", "2:8"), ("square_8192", "2:8"), ("square_8192", "2:4"))]
+  if args.cells:  # explicit "shape:pattern" cells, e.g. to finish a grid that ran out of time
+    cells = [c.rsplit(":", 2) for c in args.cells.split(",")]
+    return ([("cell", by_name(c[0]), f"{c[1]}:{c[2]}") for c in cells]
+            + (sweeps if args.sweep else []))
   if args.grid:
     return [("cell", s, p) for s in shapes for p in patterns] + (sweeps if args.sweep else [])
   if args.sweep:
@@ -344,11 +353,18 @@ def main():
                       help="the issue's full grid: every shape x pattern x batch (see cell)")
   parser.add_argument("--shapes", default="", help="comma-separated bench shape names (all)")
   parser.add_argument("--patterns", default=",".join(GRID_PATTERNS), help="grid patterns")
+  parser.add_argument("--cells", default="", help="grid cells 'shape:N:M,...' (instead of --grid)")
   parser.add_argument("--sweep", action="store_true", help="block sweep of the packed products")
   parser.add_argument("--smoke", action="store_true", help="CI shapes: checks the script on CPU")
   parser.add_argument("--budget_s", type=float, default=420.0,
                       help="stop starting new items after this many seconds")
+  parser.add_argument("--max_rotate", type=int, default=16,
+                      help="at most this many rotated input sets per timed op; each is a traced "
+                      "copy (Triton kernels compile once per copy), so fewer sets compile faster "
+                      "but leave weights under ~150 MB / sets partly L2-resident")
   args = parser.parse_args()
+  global MAX_ROTATE
+  MAX_ROTATE = args.max_rotate
   if jax.default_backend() != "gpu":
     print("warning: no GPU; kernels run in the Pallas interpreter and times mean nothing")
   bench = Bench(args)

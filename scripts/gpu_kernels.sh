@@ -2,6 +2,7 @@
 # The kernel grid of issue 3 on every visible GPU at once: one bench_kernels.py process per GPU,
 # each on its own share of the shapes (a process times dense and sparse on its own GPU only).
 #   GIT_SHA=$(git rev-parse HEAD) bash scripts/gpu_kernels.sh [budget s per process]
+# Env: MAX_ROTATE (bench_kernels --max_rotate), CELLS (per-GPU cell lists, see below).
 # Writes under $OUT (default ./gpu_out): device.txt, gpuN/{kernels.json,kernels.md,bench.log}.
 set -o pipefail
 OUT=${OUT:-gpu_out}; mkdir -p "$OUT"
@@ -14,12 +15,16 @@ shares=("square_8192"
         "square_4096,vit_s.qkv,vit_s.mlp_fc1"
         "vit_s.mlp_fc2,vit_b.attn_out,vit_b.mlp_fc1,vit_b.mlp_fc2"
         "resnet50.layer3.conv2_3x3,resnet50.layer4.conv2_3x3,resnet50.layer4.conv3_1x1")
-if [ "$ngpu" -lt 4 ]; then shares=("$(IFS=,; echo "${shares[*]}")"); fi
+what=--shapes
+if [ -n "$CELLS" ]; then  # CELLS="cells of gpu0;cells of gpu1;...": finish what a run left
+  IFS=';' read -r -a shares <<< "$CELLS"; what=--cells
+elif [ "$ngpu" -lt 4 ]; then shares=("$(IFS=,; echo "${shares[*]}")"); fi
 for i in "${!shares[@]}"; do
   mkdir -p "$OUT/gpu$i"
   extra=(); [ "$i" -eq $((${#shares[@]} - 1)) ] && extra=(--sweep)
-  CUDA_VISIBLE_DEVICES=$i python3 scripts/bench_kernels.py --grid --shapes "${shares[$i]}" \
-    --budget_s "${1:-480}" --out "$OUT/gpu$i" "${extra[@]}" > "$OUT/gpu$i/bench.log" 2>&1 &
+  CUDA_VISIBLE_DEVICES=$i python3 scripts/bench_kernels.py --grid "$what" "${shares[$i]}" \
+    --budget_s "${1:-480}" --max_rotate "${MAX_ROTATE:-16}" --out "$OUT/gpu$i" "${extra[@]}" \
+    > "$OUT/gpu$i/bench.log" 2>&1 &
 done
 wait
 grep -h -E "FAILED|Traceback" "$OUT"/gpu*/bench.log | head -n 10

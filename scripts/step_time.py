@@ -60,7 +60,7 @@ def main(argv):
   first = rows[0]
   fmt = lambda v, spec: "-" if v is None else format(v, spec)
   print(f"{'devices':>7} {'batch':>6} {'ms synced':>10} {'ms piped':>9} {'ms no data':>11} "
-        f"{'no-sync ms':>11} {'allreduce':>10} {'img/s piped':>12} {'scaling':>8} {'piped':>6}"
+        f"{'no-sync ms':>11} {'allreduce':>10} {'host ms':>8} {'img/s piped':>12} {'scaling':>8} {'piped':>6}"
         f"   ({first['device']}, {first['config']} {first['method']} {first['pattern']})")
   for r in rows:
     r["scaling_vs_first"] = r["images_per_s_with_data"] / first["images_per_s_with_data"]
@@ -69,7 +69,7 @@ def main(argv):
     print(f"{r['num_devices']:>7} {r['global_batch']:>6} {fmt(r['step_ms_with_data'], '10.2f')} "
           f"{fmt(r['pipelined_step_ms_with_data'], '9.2f')} "
           f"{fmt(r['step_ms_without_data'], '11.2f')} {fmt(r.get('no_sync_step_ms'), '11.2f')} "
-          f"{fmt(r.get('allreduce_ms'), '10.3f')} "
+          f"{fmt(r.get('allreduce_ms'), '10.3f')} {fmt(r.get('host_dispatch_ms'), '8.2f')} "
           f"{r['pipelined_images_per_s_with_data']:>12.0f} {r['scaling_vs_first']:>7.2f}x "
           f"{r['pipelined_scaling_vs_first']:>5.2f}x")
   if FLAGS.out:
