@@ -59,11 +59,16 @@ L2_SPAN = 150e6
 
 
 def _git_sha() -> str:
+  """``GIT_SHA``/``NMSPARSE_GIT_SHA`` when set (a copy of a commit run elsewhere: the enclosing
+  checkout's HEAD would be the wrong commit), else this checkout's HEAD."""
+  for var in ("GIT_SHA", "NMSPARSE_GIT_SHA"):
+    if os.environ.get(var):
+      return os.environ[var]
   try:
     return subprocess.check_output(["git", "rev-parse", "HEAD"], text=True,
                                    cwd=os.path.dirname(os.path.abspath(__file__))).strip()
   except Exception:  # noqa: BLE001 - a copy without .git still benchmarks
-    return os.environ.get("GIT_SHA", "unknown")
+    return "unknown"
 
 
 def _block(out):
