@@ -27,6 +27,7 @@ for v in ${DP_VARIANTS:-baseline lhs_small_buckets cmdbuf}; do
       "--xla_gpu_enable_latency_hiding_scheduler=true \
 --xla_gpu_all_reduce_combine_threshold_bytes=4194304" "1,${counts##*,}";;
     cmdbuf) run cmdbuf "${DP_CAP2:-240}" "$CMDBUF" "1,${counts##*,}";;  # CUDA graphs: fewer launches
+    processes) run processes "${DP_CAP2:-240}" "" "1,${counts##*,}" --processes "${counts##*,}";;
   esac
 done
 grep -E "^==|^devices|^ +[0-9]+ +[0-9]+ |failed|Error" "$OUT/dp.log" | grep -v "^I1" | head -n 30

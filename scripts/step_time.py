@@ -8,12 +8,20 @@ scaling) unless ``--fixed_global_batch``.
 
   python scripts/step_time.py --config configs/resnet18_cifar10.py --num_devices 1,2,4 \
       --set data.data_dir=./data --out results/step_time_resnet18.json
+  python scripts/step_time.py ... --num_devices 1,4 --processes 4   # 4 GPUs as 4 processes
+
+One process driving several GPUs launches every GPU's kernels from its own host threads; with
+``--processes N`` each GPU gets its own process (``jax.distributed`` over localhost), as multi-host
+training runs anyway.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+import tempfile
 
 from absl import app, flags, logging
 
@@ -34,6 +42,12 @@ flags.DEFINE_string("out", "", "Write the measurements as JSON here.")
 flags.DEFINE_bool("without_data", True, "Also time the step on a fixed prepared batch.")
 flags.DEFINE_bool("probes", False, "Also time the step without the gradient all-reduce and the "
                   "all-reduce alone (data-parallel diagnosis).")
+flags.DEFINE_integer("processes", 0, "Measure the largest device count as this many processes on "
+                     "this host (one GPU each, jax.distributed over localhost) instead of one "
+                     "process driving every GPU; the smaller counts run in this process after.")
+flags.DEFINE_integer("process_id", -1, "Internal: this is child process N of --processes.")
+flags.DEFINE_string("coordinator", "", "Internal: the children's jax.distributed coordinator.")
+flags.DEFINE_string("child_out", "", "Internal: where child 0 writes its measurement.")
 flags.mark_flag_as_required("config")
 
 
@@ -49,11 +63,54 @@ def measure(config, num_devices: int) -> dict:
   return row
 
 
+def run_child(sets) -> None:
+  """One of ``--processes`` processes: joins the others, then measures on every global device."""
+  import jax  # pylint: disable=g-import-not-at-top
+  try:  # CPU processes need a cross-process collectives backend (GPUs use NCCL)
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  except (AttributeError, ValueError):  # pragma: no cover - older or newer jax without the option
+    pass
+  jax.distributed.initialize(coordinator_address=FLAGS.coordinator,
+                             num_processes=FLAGS.processes, process_id=FLAGS.process_id)
+  config = apply_overrides(load_config(FLAGS.config), {**sets, "progress_bar": False})
+  row = measure(config, jax.device_count())
+  row.update(processes=jax.process_count(), local_devices=jax.local_device_count())
+  if FLAGS.process_id == 0:
+    write_json(FLAGS.child_out, row)
+
+
+def spawn_children(count: int) -> dict:
+  """Runs ``--processes`` copies of this script (child ``i`` sees only GPU ``i``); returns child
+  0's row. Runs before this process touches a device, so no GPU memory is held here."""
+  port = 20000 + os.getpid() % 20000
+  out = tempfile.mktemp(suffix=".json")
+  argv = [a for a in sys.argv[1:] if not a.startswith(("--processes", "--num_devices", "--out"))]
+  procs = []
+  for i in range(count):
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(i)}
+    procs.append(subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), *argv, f"--processes={count}",
+         f"--process_id={i}", f"--coordinator=localhost:{port}", f"--child_out={out}"], env=env))
+  codes = [p.wait() for p in procs]
+  if any(codes):
+    raise RuntimeError(f"--processes={count}: children exited with {codes}.")
+  with open(out) as f:
+    return json.load(f)
+
+
 def main(argv):
   del argv
   sets = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in FLAGS.set)}
+  if FLAGS.process_id >= 0:
+    run_child(sets)
+    return
+  counts = [int(s) for s in FLAGS.num_devices.split(",")]
+  multi = spawn_children(FLAGS.processes) if FLAGS.processes else None
   rows = []
-  for k in (int(s) for s in FLAGS.num_devices.split(",")):
+  for k in counts:
+    if multi is not None and k == FLAGS.processes:
+      rows.append(multi)
+      continue
     config = apply_overrides(load_config(FLAGS.config), {**sets, "progress_bar": False})
     rows.append(measure(config, k))
     logging.info("%s", rows[-1])
