@@ -290,7 +290,7 @@ def plan(args) -> list[tuple]:
   ``--shapes``; otherwise the earlier priority plan (targets first). ``--sweep`` adds the block
   sweep of the packed products (4096^2 and 8192^2, batch 16) first; it never changes grid rows,
   which always use the shipped defaults."""
-  if args.smoke:  # CPU check of this script: CI shapes, tiny batches
+  if args.smoke and not args.cells:  # CPU check of this script: CI shapes, tiny batches
     s = CI[1]
     return [("sweep", s, "2:8", 5), ("packed_products", s, "2:8", 5), ("prune", s, "2:4", (64,)),
             ("layer", s, "2:8", 5), ("packed_products", s, "2:8", 5, False)]
@@ -360,7 +360,9 @@ def main():
   parser.add_argument("--patterns", default=",".join(GRID_PATTERNS), help="grid patterns")
   parser.add_argument("--cells", default="", help="grid cells 'shape:N:M,...' (instead of --grid)")
   parser.add_argument("--sweep", action="store_true", help="block sweep of the packed products")
-  parser.add_argument("--smoke", action="store_true", help="CI shapes: checks the script on CPU")
+  parser.add_argument("--smoke", action="store_true",
+                      help="CI shapes: checks the script on CPU (tiny ceilings; with --cells, runs "
+                      "those cells instead of the fixed smoke items)")
   parser.add_argument("--budget_s", type=float, default=420.0,
                       help="stop starting new items after this many seconds")
   parser.add_argument("--max_rotate", type=int, default=16,

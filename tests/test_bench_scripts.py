@@ -1,0 +1,40 @@
+"""scripts/bench_kernels.py (one grid cell of a CI shape, Pallas interpreter) and
+scripts/bench_report.py end to end on the CPU: the rows carry SPEC §3's keys and the report shows
+them. The times mean nothing here; the GPU runs are in benchmarks/."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SPEC_KEYS = {"op", "shape", "pattern", "batch", "implementation", "device", "dense_ms", "ms",
+             "ratio"}
+
+
+def test_grid_cell_and_report(tmp_path):
+  env = {**os.environ, "BENCH_SAMPLES": "3"}
+  subprocess.run([sys.executable, "scripts/bench_kernels.py", "--smoke", "--cells",
+                  "odd_24x56:2:8", "--max_rotate", "1", "--out", str(tmp_path / "gpu0")],
+                 cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)
+  doc = json.loads((tmp_path / "gpu0" / "kernels.json").read_text())
+  rows = doc["rows"]
+  ops = {(r["op"], r["implementation"], r["batch"]) for r in rows}
+  for batch in (8, 16, 4096, 16384):
+    for impl in ("xla", "pallas"):
+      assert ("layer_fwd_bwd", impl, batch) in ops and ("layer_fwd", impl, batch) in ops
+  assert {("fwd_packed", "pallas", 8), ("bwd_data_packed", "pallas", 16)} <= ops
+  assert {r["variant"] for r in rows if r["op"] == "prune_pack"} == {"packed", "masked"}
+  for r in rows:
+    assert SPEC_KEYS <= set(r), SPEC_KEYS - set(r)
+    assert r["ms"] > 0 and abs(r["ratio"] - r["dense_ms"] / r["ms"]) < 1e-9
+  assert doc["meta"]["max_rotate"] == 1 and not doc["meta"]["not_run"]
+  out = tmp_path / "grid"
+  subprocess.run([sys.executable, "scripts/bench_report.py", "--inputs",
+                  str(tmp_path / "gpu*" / "kernels.json"), "--out", str(out)],
+                 cwd=ROOT, check=True, capture_output=True, timeout=120)
+  merged = json.loads(out.with_suffix(".json").read_text())
+  assert len(merged["rows"]) == len(rows)
+  md = out.with_suffix(".md").read_text()
+  assert "| odd_24x56 | 24x56 | 2:8 |" in md and f"{len(rows)} rows from 1 processes" in md
