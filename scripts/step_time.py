@@ -83,7 +83,8 @@ def spawn_children(count: int) -> dict:
   """Runs ``--processes`` copies of this script (child ``i`` sees only GPU ``i``); returns child
   0's row. Runs before this process touches a device, so no GPU memory is held here."""
   port = 20000 + os.getpid() % 20000
-  out = tempfile.mktemp(suffix=".json")
+  with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+    out = f.name  # child 0 overwrites it
   argv = [a for a in sys.argv[1:] if not a.startswith(("--processes", "--num_devices", "--out"))]
   procs = []
   for i in range(count):
