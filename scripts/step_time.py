@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from experiments.config_io import apply_overrides, load_config, parse_value  # noqa: E402
 from nmsparse.train.metrics import write_json  # noqa: E402
+from nmsparse.train.parallel import initialize_distributed  # noqa: E402
 from nmsparse.train.timing import measure_step_time  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -66,12 +67,8 @@ def measure(config, num_devices: int) -> dict:
 def run_child(sets) -> None:
   """One of ``--processes`` processes: joins the others, then measures on every global device."""
   import jax  # pylint: disable=g-import-not-at-top
-  try:  # CPU processes need a cross-process collectives backend (GPUs use NCCL)
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  except (AttributeError, ValueError):  # pragma: no cover - older or newer jax without the option
-    pass
-  jax.distributed.initialize(coordinator_address=FLAGS.coordinator,
-                             num_processes=FLAGS.processes, process_id=FLAGS.process_id)
+  initialize_distributed(coordinator_address=FLAGS.coordinator, num_processes=FLAGS.processes,
+                         process_id=FLAGS.process_id)
   config = apply_overrides(load_config(FLAGS.config), {**sets, "progress_bar": False})
   row = measure(config, jax.device_count())
   row.update(processes=jax.process_count(), local_devices=jax.local_device_count())

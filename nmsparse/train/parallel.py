@@ -57,21 +57,10 @@ def put_batch_sharded(array: np.ndarray, mesh: Mesh, axis: int = 0) -> jax.Array
   return jax.make_array_from_callback(np.shape(array), sharding, lambda idx: np.asarray(array)[idx])
 
 
-def maybe_initialize_distributed(enabled: bool) -> None:
-  """``jax.distributed.initialize()`` when asked (``config.distributed``).
-
-  On a cluster JAX finds the coordinates itself (SLURM, Open MPI, Kubernetes, TPU pods). For one
-  process per GPU on a single host set ``JAX_COORDINATOR_ADDRESS`` (e.g. ``localhost:12345``),
-  ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (plus ``CUDA_VISIBLE_DEVICES`` per process);
-  ``scripts/launch_local.sh`` does that. On CPU, processes talk through gloo collectives.
-  """
-  if not enabled:
-    return
-  kwargs = {}
-  if os.environ.get("JAX_NUM_PROCESSES"):
-    kwargs = dict(num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-                  process_id=int(os.environ["JAX_PROCESS_ID"]))
-  try:  # CPU processes need a cross-process collectives backend (GPUs use NCCL)
+def initialize_distributed(**kwargs: Any) -> None:
+  """``jax.distributed.initialize(**kwargs)``, with gloo collectives for CPU processes (GPUs use
+  NCCL), and a log line of where this process stands."""
+  try:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   except (AttributeError, ValueError):  # pragma: no cover - depends on the installed jax
     pass
@@ -79,3 +68,20 @@ def maybe_initialize_distributed(enabled: bool) -> None:
   logging.info("jax.distributed: process %d of %d, %d local / %d global devices",
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count())
+
+
+def maybe_initialize_distributed(enabled: bool) -> None:
+  """:func:`initialize_distributed` when asked (``config.distributed``).
+
+  On a cluster JAX finds the coordinates itself (SLURM, Open MPI, Kubernetes, TPU pods). For one
+  process per GPU on a single host set ``JAX_COORDINATOR_ADDRESS`` (e.g. ``localhost:12345``),
+  ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (plus ``CUDA_VISIBLE_DEVICES`` per process);
+  ``scripts/launch_local.sh`` does that.
+  """
+  if not enabled:
+    return
+  kwargs = {}
+  if os.environ.get("JAX_NUM_PROCESSES"):
+    kwargs = dict(num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                  process_id=int(os.environ["JAX_PROCESS_ID"]))
+  initialize_distributed(**kwargs)

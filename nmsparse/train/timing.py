@@ -41,13 +41,12 @@ def median_step_ms(step: Callable[..., tuple[Any, Any]], state: Any,
 
 def pipelined_step_ms(step: Callable[..., tuple[Any, Any]], state: Any,
                       args_for: Callable[[int], tuple], steps: int,
-                      chunk: int = 10) -> tuple[Any, float]:
+                      chunk: int = 10) -> tuple[Any, float, float]:
   """Throughput view: ``chunk`` steps enqueued back to back (as a training loop runs them), one
   device sync per chunk. Returns the state and the median per-step ms over the chunks covering at
   least ``steps`` steps (run after :func:`median_step_ms`'s warm-up, so nothing compiles here).
-  The median host time of one ``step(...)`` call (dispatch: the host returns before the device is
-  done) is left in ``pipelined_step_ms.last_host_ms``: when it nears the step time, the host's
-  launching, not the device, sets the pace."""
+  Also returns the median host time of one ``step(...)`` call (dispatch: the host returns before
+  the device is done): when it nears the step time, the host's launching sets the pace."""
   times, host = [], []
   i = 0
   while i < steps:
@@ -59,8 +58,7 @@ def pipelined_step_ms(step: Callable[..., tuple[Any, Any]], state: Any,
       i += 1
     jax.block_until_ready(metrics)
     times.append((time.perf_counter() - start) / chunk)
-  pipelined_step_ms.last_host_ms = 1e3 * float(np.median(host))
-  return state, 1e3 * float(np.median(times))
+  return state, 1e3 * float(np.median(times)), 1e3 * float(np.median(host))
 
 
 def allreduce_ms(tree: Any, mesh: Any, steps: int = 50) -> float:
@@ -98,13 +96,13 @@ def measure_step_time(config: Any, warmup: int, steps: int, with_data: bool = Tr
   data_args = lambda i: (*run.train_arrays, order, jnp.int32(i % num_batches), run.step_key)
   if with_data:
     run.state, with_data_ms = median_step_ms(run.train_step, run.state, data_args, warmup, steps)
-    run.state, pipelined_ms = pipelined_step_ms(run.train_step, run.state, data_args, steps)
-    dispatch_ms = pipelined_step_ms.last_host_ms
+    run.state, pipelined_ms, dispatch_ms = pipelined_step_ms(run.train_step, run.state, data_args,
+                                                             steps)
   if probes:
     no_sync = make_train_step(run.model, run.mesh, run.inputs, config.data.num_classes,
                               config.label_smoothing, grad_sync=False)
     run.state, _ = median_step_ms(no_sync, run.state, data_args, warmup, 0)
-    run.state, no_sync_ms = pipelined_step_ms(no_sync, run.state, data_args, steps)
+    run.state, no_sync_ms, _ = pipelined_step_ms(no_sync, run.state, data_args, steps)
     reduce_ms = allreduce_ms(run.state.params, run.mesh, steps)
   extra = {"pipelined_step_ms_with_data": pipelined_ms, "host_dispatch_ms": dispatch_ms,
            "pipelined_images_per_s_with_data": (config.batch_size / pipelined_ms * 1e3
