@@ -9,9 +9,40 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from nmsparse.models.resnet import ModuleDef
+
+
+ATTENTION = ("einsum", "xla", "cudnn", "auto")
+CUDNN_SEQ_MULTIPLE = 64  # cuDNN's fused attention rejects other lengths ("Unsupported sequence length")
+
+
+def attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, how: str) -> jnp.ndarray:
+  """Softmax attention of ``[B, T, H, D]`` q/k/v: ``einsum`` (scores materialised, fp32
+  softmax), ``xla`` (``jax.nn.dot_product_attention``'s XLA path), ``cudnn`` (its fused cuDNN
+  kernel; T is padded to a multiple of 64 and the padded keys masked out by their length) or
+  ``auto`` (``cudnn`` on a GPU backend, ``xla`` elsewhere)."""
+  if how == "auto":
+    how = "cudnn" if jax.default_backend() == "gpu" else "xla"
+  if how == "einsum":
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+    weights = nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+  if how == "xla":
+    return jax.nn.dot_product_attention(q, k, v, implementation="xla")
+  if how == "cudnn":
+    b, t = q.shape[:2]
+    pad = (-t) % CUDNN_SEQ_MULTIPLE
+    if not pad:
+      return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+    padded = [jnp.pad(a, ((0, 0), (0, pad), (0, 0), (0, 0))) for a in (q, k, v)]
+    lengths = jnp.full((b,), t, jnp.int32)
+    y = jax.nn.dot_product_attention(*padded, query_seq_lengths=lengths,
+                                     key_value_seq_lengths=lengths, implementation="cudnn")
+    return y[:, :t]
+  raise ValueError(f"Unknown attention {how!r}; expected one of {ATTENTION}.")
 
 
 class Attention(nn.Module):
@@ -21,6 +52,7 @@ class Attention(nn.Module):
   heads: int
   dense: ModuleDef
   dtype: Any = jnp.float32
+  attention: str = "einsum"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -30,9 +62,7 @@ class Attention(nn.Module):
     head_dim = self.width // self.heads
     qkv = self.dense(3 * self.width, name="qkv")(x).reshape(b, t, 3, self.heads, head_dim)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head_dim).astype(self.dtype)
-    weights = nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-    y = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, self.width)
+    y = attend(q, k, v, self.attention).reshape(b, t, self.width)
     return self.dense(self.width, name="out")(y)
 
 
@@ -44,11 +74,13 @@ class EncoderBlock(nn.Module):
   mlp_dim: int
   dense: ModuleDef
   dtype: Any = jnp.float32
+  attention: str = "einsum"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     y = nn.LayerNorm(dtype=self.dtype, name="ln1")(x)
-    x = x + Attention(self.width, self.heads, self.dense, self.dtype, name="attn")(y)
+    x = x + Attention(self.width, self.heads, self.dense, self.dtype, self.attention,
+                      name="attn")(y)
     y = nn.LayerNorm(dtype=self.dtype, name="ln2")(x)
     y = nn.gelu(self.dense(self.mlp_dim, name="mlp1")(y))
     return x + self.dense(self.width, name="mlp2")(y)
@@ -66,6 +98,7 @@ class ViT(nn.Module):
   dense: ModuleDef = nn.Dense
   conv: ModuleDef = nn.Conv
   dtype: Any = jnp.float32
+  attention: str = "einsum"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool = True) -> jnp.ndarray:
@@ -79,7 +112,7 @@ class ViT(nn.Module):
     x = x + jnp.asarray(pos, self.dtype)
     for i in range(self.depth):
       x = EncoderBlock(self.width, self.heads, self.mlp_ratio * self.width, self.dense,
-                       self.dtype, name=f"block{i}")(x)
+                       self.dtype, self.attention, name=f"block{i}")(x)
     x = nn.LayerNorm(dtype=self.dtype, name="ln_final")(x)
     x = self.dense(self.num_classes, kernel_init=nn.initializers.zeros, name="head")(
         jnp.mean(x, axis=1))

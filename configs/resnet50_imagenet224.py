@@ -1,0 +1,53 @@
+"""ResNet50 (ImageNet stem) on ImageNet at 224 px.
+
+Variants: `:speed` (synthetic 224 px images in device memory, for step-time runs; accuracy is
+meaningless) and `:smoke` (tiny, for tests). The full-data recipe is SR-STE's (120 epochs, batch
+1024, SGD nesterov, peak LR 0.4 with cosine decay, weight decay 1e-4, LS 0.1).
+Training command (an image folder DIR/train/<class>/*, DIR/val/<class>/*):
+  python -m experiments.main --config configs/resnet50_imagenet224.py --workdir runs/r50_224 \
+      --config.data.data_dir=DIR --config.method=bdwp --config.pattern=2:4
+Speed command (one GPU):
+  python scripts/step_time.py --config configs/resnet50_imagenet224.py:speed \
+      --set method=bdwp --set pattern=2:4 --set implementation=sparse_tc
+Expected test accuracy: not measured (no ImageNet here). Step time: see results/speed_sptc.md.
+"""
+
+from configs import base
+
+
+def get_config(arg: str | None = None):
+  arg = base.parse_arg(arg, ("", "speed", "smoke"))
+  c = base.base_config()
+  c.name = "resnet50_imagenet224"
+  c.model = "resnet50"
+  c.model_kwargs.stem = "imagenet"
+  c.data.source = "folder"
+  c.data.name = "imagenet"
+  c.data.data_dir = ""
+  c.data.num_classes = 1000
+  c.data.image_size = 224
+  c.data.crop_padding = 0
+  c.data.test_split = "val"
+  c.epochs = 120
+  c.batch_size = 1024
+  c.eval_batch_size = 500
+  c.learning_rate = 0.4
+  c.schedule = "cosine"
+  c.warmup_epochs = 5.0
+  c.weight_decay = 1e-4
+  c.checkpoint_every_steps = 2000
+  c.sweep = [dict(methods=["dense", "bdwp"], patterns=["2:4", "2:8"], seeds=[0])]
+  if arg == "speed":
+    c.name += "_speed"
+    c.data.source = "synthetic"
+    c.data.synthetic_train = 1024
+    c.data.synthetic_test = 256
+    c.batch_size = 256
+    c.epochs = 1
+    c.track_mask_flips = False
+    c.progress_bar = False
+    c.tensorboard = False
+  if arg == "smoke":
+    base.smoke(c, dict(width=8, stem="imagenet", stage_sizes=(1, 1)))
+    c.data.image_size = 64
+  return c

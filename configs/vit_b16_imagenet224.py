@@ -1,0 +1,60 @@
+"""ViT-B/16 (width 768, depth 12, 12 heads, 196 tokens) on ImageNet at 224 px.
+
+Variants: `:speed` (synthetic 224 px images in device memory, for step-time runs; accuracy is
+meaningless) and `:smoke` (tiny, for tests). The full-data recipe is DeiT-style (300 epochs, batch
+1024, AdamW peak LR 1e-3 with 5 warm-up epochs and cosine decay, weight decay 0.05, LS 0.1, clip 1.0).
+Training command (an image folder DIR/train/<class>/*, DIR/val/<class>/*):
+  python -m experiments.main --config configs/vit_b16_imagenet224.py --workdir runs/vitb16 \
+      --config.data.data_dir=DIR --config.method=bdwp --config.pattern=2:4
+Speed command (one GPU):
+  python scripts/step_time.py --config configs/vit_b16_imagenet224.py:speed \
+      --set method=bdwp --set pattern=2:4 --set implementation=sparse_tc
+Expected test accuracy: not measured (no ImageNet here). Step time: see results/speed_sptc.md.
+"""
+
+from configs import base
+
+
+def get_config(arg: str | None = None):
+  arg = base.parse_arg(arg, ("", "speed", "smoke"))
+  c = base.base_config()
+  c.name = "vit_b16_imagenet224"
+  c.model = "vit"
+  c.model_kwargs.patch = 16
+  c.model_kwargs.width = 768
+  c.model_kwargs.depth = 12
+  c.model_kwargs.heads = 12
+  c.model_kwargs.mlp_ratio = 4
+  c.model_kwargs.attention = "auto"
+  c.data.source = "folder"
+  c.data.name = "imagenet"
+  c.data.data_dir = ""
+  c.data.num_classes = 1000
+  c.data.image_size = 224
+  c.data.crop_padding = 0
+  c.data.test_split = "val"
+  c.epochs = 300
+  c.batch_size = 1024
+  c.eval_batch_size = 500
+  c.optimizer = "adamw"
+  c.learning_rate = 1e-3
+  c.schedule = "cosine"
+  c.warmup_epochs = 5.0
+  c.weight_decay = 0.05
+  c.grad_clip = 1.0
+  c.checkpoint_every_steps = 2000
+  c.sweep = [dict(methods=["dense", "bdwp"], patterns=["2:4", "2:8"], seeds=[0])]
+  if arg == "speed":
+    c.name += "_speed"
+    c.data.source = "synthetic"
+    c.data.synthetic_train = 1024
+    c.data.synthetic_test = 256
+    c.batch_size = 256
+    c.epochs = 1
+    c.track_mask_flips = False
+    c.progress_bar = False
+    c.tensorboard = False
+  if arg == "smoke":
+    base.smoke(c, dict(patch=16, width=32, depth=1, heads=2, mlp_ratio=2, attention="einsum"))
+    c.data.image_size = 32
+  return c

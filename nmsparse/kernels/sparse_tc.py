@@ -1,0 +1,78 @@
+"""2:4 sparse tensor-core kernels (native, cuSPARSELt behind the XLA FFI), each beside its jnp reference.
+
+Layout: a structured operand ``A [m, k]`` (every 4 consecutive entries of a row hold at most 2
+nonzeros) is kept *compressed* (cuSPARSELt's opaque byte layout, ``compressed_size(m, k)`` bytes);
+``spmm(a, x)`` computes ``x @ A^T`` for ``x [n, k]``. For a dense layer ``y = x @ W`` with
+``W [K, O]``: the forward operand is ``A_ff = (W * M_ff)^T [O, K]`` and the backward-data operand
+``A_bp = W * M_bp [K, O]`` (``dx = dy @ A_bp^T``). Any N:M pattern with N <= 2 and M a multiple of
+4 is such a matrix.
+
+* ``prune(w, pattern, bp)``: fp32 ``W [K, O]`` -> masked bf16 ``A_ff``, ``A_bp`` and the ``M_ff``
+  keep bits ``[K/M, O]`` (bit ``r`` = row ``g*M + r`` kept), one pass.
+* ``lib_compress(a)``: the library's compressor (``cusparseLtSpMMACompress2``).
+* ``spmm(a_comp, x, m, k)``: the product; ``n`` is padded up to a multiple of 16 here.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nmsparse import native
+from nmsparse.pack import pack_keep_bits
+from nmsparse.prune.methods import ff_mask, bp_mask
+from nmsparse.types import NMPattern
+
+ROW_MULTIPLE = 16  # tokens are padded to this multiple (cuSPARSELt's dense-operand alignment)
+DIM_MULTIPLE = 32  # m and k of the structured operand must be multiples of this
+
+
+def eligible_shape(m: int, k: int) -> str | None:
+  """``None`` if a structured ``[m, k]`` operand fits the kernels, else why not."""
+  if m % DIM_MULTIPLE or k % DIM_MULTIPLE:
+    return f"its operand [{m}, {k}] is not a multiple of {DIM_MULTIPLE} in both dimensions"
+  return None
+
+
+def reference_prune(w: jax.Array, pattern: NMPattern, bp: bool = True):
+  """jnp reference of :func:`prune`: ``nm_mask`` masks (bdwp's BP mask when ``bp``)."""
+  m_ff = ff_mask(w, pattern)
+  a_ff = jnp.where(m_ff, w, 0).astype(jnp.bfloat16).T
+  a_bp = jnp.where(bp_mask(w, pattern, "bdwp"), w, 0).astype(jnp.bfloat16) if bp else None
+  return a_ff, a_bp, pack_keep_bits(m_ff, pattern, axis=0)
+
+
+def prune(w: jax.Array, pattern: NMPattern, bp: bool = True):
+  """Native :func:`reference_prune` (same outputs, bit for bit)."""
+  native.library()
+  k, o = w.shape
+  out = (jax.ShapeDtypeStruct((o, k), jnp.bfloat16),
+         jax.ShapeDtypeStruct((k, o) if bp else (0, 0), jnp.bfloat16),
+         jax.ShapeDtypeStruct((k // pattern.m, o), jnp.uint8))
+  a_ff, a_bp, keep = jax.ffi.ffi_call("nms_sptc_prune", out)(
+      w.astype(jnp.float32), n=np.int64(pattern.n), m=np.int64(pattern.m), bp=bool(bp))
+  return a_ff, (a_bp if bp else None), keep
+
+
+def lib_compress(a: jax.Array) -> jax.Array:
+  """cuSPARSELt's compressed bytes of a 2:4 bf16 ``a [m, k]``."""
+  m, k = a.shape
+  size = native.compressed_size(m, k)
+  return jax.ffi.ffi_call("nms_sptc_lib_compress", jax.ShapeDtypeStruct((size,), jnp.uint8))(
+      a.astype(jnp.bfloat16))
+
+
+def reference_spmm(a: jax.Array, x: jax.Array) -> jax.Array:
+  """``x @ a^T`` from the dense structured operand ``a [m, k]``, fp32 accumulate."""
+  return jnp.dot(x, a.T.astype(x.dtype), preferred_element_type=jnp.float32).astype(x.dtype)
+
+
+def spmm(a_comp: jax.Array, x: jax.Array, m: int, k: int) -> jax.Array:
+  """``x @ A^T`` with ``A [m, k]`` given compressed; ``x [n, k]`` bf16 -> ``[n, m]`` bf16."""
+  n = x.shape[0]
+  pad = (-n) % ROW_MULTIPLE
+  xp = jnp.pad(x.astype(jnp.bfloat16), ((0, pad), (0, 0))) if pad else x.astype(jnp.bfloat16)
+  y = jax.ffi.ffi_call("nms_sptc_spmm", jax.ShapeDtypeStruct((n + pad, m), jnp.bfloat16))(
+      a_comp, xp, m=np.int64(m), k=np.int64(k))
+  return (y[:n] if pad else y).astype(x.dtype)

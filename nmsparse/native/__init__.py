@@ -1,0 +1,77 @@
+"""Loads the native extension (``libnmsparse_native.so``) and registers its XLA FFI targets on CUDA.
+
+The extension is optional and GPU-only: ``python -m nmsparse.native.build`` makes it on a machine
+with CUDA and cuSPARSELt. :func:`status` says whether it is usable here and, if not, why; nothing
+is loaded or registered until something asks for it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+
+from nmsparse.native.build import HERE, LIB_NAME
+
+TARGETS = ("nms_sptc_prune", "nms_sptc_lib_compress", "nms_sptc_compress", "nms_sptc_spmm")
+
+
+def library_path() -> str:
+  """Where the loader looks: ``NMSPARSE_NATIVE_LIB`` or the build's default location."""
+  return os.environ.get("NMSPARSE_NATIVE_LIB") or os.path.join(HERE, LIB_NAME)
+
+
+@functools.lru_cache(maxsize=None)
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+  import jax
+
+  if jax.default_backend() != "gpu":
+    return None, f"the sparse_tc backend needs a CUDA GPU; the JAX backend is {jax.default_backend()!r}"
+  path = library_path()
+  if not os.path.exists(path):
+    return None, (f"the native extension is not built ({path} does not exist): run "
+                  "`python -m nmsparse.native.build` on the GPU machine")
+  try:
+    lib = ctypes.CDLL(path)
+  except OSError as e:
+    return None, f"the native extension at {path} does not load: {e}"
+  for name in TARGETS:
+    if hasattr(lib, name):
+      jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="CUDA")
+  lib.nms_sptc_compressed_size.restype = ctypes.c_int
+  lib.nms_sptc_compressed_size.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                           ctypes.POINTER(ctypes.c_int64)]
+  lib.nms_sptc_plan_alg.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+  return lib, None
+
+
+def status() -> str | None:
+  """``None`` when the extension is loaded and its targets registered, else the reason it is not."""
+  return _load()[1]
+
+
+def library() -> ctypes.CDLL:
+  """The loaded extension.
+
+  Raises:
+    ValueError: off-GPU, or the extension is not built or does not load (the message says which).
+  """
+  lib, why = _load()
+  if lib is None:
+    raise ValueError(f"implementation='sparse_tc' is not available: {why}.")
+  return lib
+
+
+@functools.lru_cache(maxsize=None)
+def compressed_size(m: int, k: int) -> int:
+  """Bytes of cuSPARSELt's compressed form of a 2:4 bf16 ``[m, k]`` operand (device 0's handle)."""
+  size = ctypes.c_int64(0)
+  rc = library().nms_sptc_compressed_size(0, m, k, ctypes.byref(size))
+  if rc:
+    raise ValueError(f"cuSPARSELt rejects a structured bf16 [{m}, {k}] operand (code {rc}).")
+  return int(size.value)
+
+
+def has_target(name: str) -> bool:
+  """Whether the loaded extension exports the FFI target ``name``."""
+  return hasattr(library(), name)

@@ -1,0 +1,367 @@
+// nmsparse native backend: 2:4 sparse tensor-core products (cuSPARSELt) behind the XLA FFI.
+//
+// Conventions (all row-major unless said): the structured operand A is [m, k] with every group of
+// 4 consecutive entries of a row holding at most 2 nonzeros; the dense operand is X [n, k] and the
+// product is Y [n, m] = X A^T, i.e. the column-major cuSPARSELt product Y^T = A X^T. For a dense
+// layer y = x W (W [K, O]): forward A = (W*M_ff)^T [O, K], backward-data A = W*M_bp [K, O].
+//
+// Handlers:
+//   nms_sptc_prune   fp32 W [K, O] -> masked bf16 A_ff [O, K], A_bp [K, O] (bdwp) and the M_ff
+//                    keep bits [K/M, O] (bit r = row g*M + r kept): one pass, nm_mask's rule.
+//   nms_sptc_lib_compress   bf16 A [m, k] -> cuSPARSELt compressed bytes (the library's kernel).
+//   nms_sptc_compress fp32 W [K, O] -> compressed A_ff, A_bp and keep bits in one pass (our kernel,
+//                    writing the library's layout; checked against nms_sptc_lib_compress in tests).
+//   nms_sptc_spmm    compressed A, bf16 X [n, k] -> bf16 Y [n, m] (fp32 accumulate).
+// Plans are built once per (device, m, n, k), their algorithm chosen by cusparseLtMatmulSearch on
+// the first call outside stream capture, and cached for the process.
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <cusparseLt.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+#define NMS_CUDA(expr)                                                                   \
+  do {                                                                                   \
+    cudaError_t e_ = (expr);                                                             \
+    if (e_ != cudaSuccess)                                                               \
+      return ffi::Error::Internal(std::string(#expr ": ") + cudaGetErrorString(e_));     \
+  } while (0)
+
+#define NMS_CSLT(expr)                                                                   \
+  do {                                                                                   \
+    cusparseStatus_t s_ = (expr);                                                        \
+    if (s_ != CUSPARSE_STATUS_SUCCESS)                                                   \
+      return ffi::Error::Internal(std::string(#expr ": ") + cusparseLtGetErrorString(s_)); \
+  } while (0)
+
+constexpr uint32_t kAlign = 16;
+
+// ---------------------------------------------------------------------------------------------
+// Library state: one handle per device, one plan per (device, m, n, k).
+
+struct Handle {
+  cusparseLtHandle_t h;
+};
+
+struct Plan {
+  cusparseLtMatDescriptor_t a, b, c;
+  cusparseLtMatmulDescriptor_t mm;
+  cusparseLtMatmulAlgSelection_t alg;
+  cusparseLtMatmulPlan_t plan;
+  size_t workspace = 0;
+  bool searched = false;
+  int alg_id = -1;
+};
+
+std::mutex g_mu;
+std::map<int, std::unique_ptr<Handle>> g_handles;
+std::map<std::tuple<int, int64_t, int64_t, int64_t>, std::unique_ptr<Plan>> g_plans;
+
+ffi::Error GetHandle(int device, Handle** out) {
+  auto it = g_handles.find(device);
+  if (it != g_handles.end()) {
+    *out = it->second.get();
+    return ffi::Error::Success();
+  }
+  auto h = std::make_unique<Handle>();
+  NMS_CSLT(cusparseLtInit(&h->h));
+  *out = h.get();
+  g_handles[device] = std::move(h);
+  return ffi::Error::Success();
+}
+
+ffi::Error InitSparseDesc(Handle* h, cusparseLtMatDescriptor_t* d, int64_t m, int64_t k) {
+  NMS_CSLT(cusparseLtStructuredDescriptorInit(&h->h, d, m, k, k, kAlign, CUDA_R_16BF,
+                                              CUSPARSE_ORDER_ROW, CUSPARSELT_SPARSITY_50_PERCENT));
+  return ffi::Error::Success();
+}
+
+ffi::Error GetPlan(Handle* h, int device, int64_t m, int64_t n, int64_t k, Plan** out) {
+  auto key = std::make_tuple(device, m, n, k);
+  auto it = g_plans.find(key);
+  if (it != g_plans.end()) {
+    *out = it->second.get();
+    return ffi::Error::Success();
+  }
+  auto p = std::make_unique<Plan>();
+  if (auto e = InitSparseDesc(h, &p->a, m, k); e.failure()) return e;
+  // X [n, k] row-major is the column-major k x n operand; Y [n, m] row-major is column-major m x n.
+  NMS_CSLT(cusparseLtDenseDescriptorInit(&h->h, &p->b, k, n, k, kAlign, CUDA_R_16BF,
+                                         CUSPARSE_ORDER_COL));
+  NMS_CSLT(cusparseLtDenseDescriptorInit(&h->h, &p->c, m, n, m, kAlign, CUDA_R_16BF,
+                                         CUSPARSE_ORDER_COL));
+  NMS_CSLT(cusparseLtMatmulDescriptorInit(&h->h, &p->mm, CUSPARSE_OPERATION_NON_TRANSPOSE,
+                                          CUSPARSE_OPERATION_NON_TRANSPOSE, &p->a, &p->b, &p->c,
+                                          &p->c, CUSPARSE_COMPUTE_32F));
+  NMS_CSLT(cusparseLtMatmulAlgSelectionInit(&h->h, &p->alg, &p->mm, CUSPARSELT_MATMUL_ALG_DEFAULT));
+  NMS_CSLT(cusparseLtMatmulPlanInit(&h->h, &p->plan, &p->mm, &p->alg));
+  NMS_CSLT(cusparseLtMatmulGetWorkspace(&h->h, &p->plan, &p->workspace));
+  *out = p.get();
+  g_plans[key] = std::move(p);
+  return ffi::Error::Success();
+}
+
+// The handle of the stream's device, under g_mu.
+ffi::Error StreamHandle(cudaStream_t stream, int* device, Handle** h) {
+  NMS_CUDA(cudaStreamGetDevice(stream, device));
+  return GetHandle(*device, h);
+}
+
+// ---------------------------------------------------------------------------------------------
+// N:M ranking with nm_mask's rule: compare |w| as integer keys (fp32 bits, sign cleared); of two
+// equal keys the lower index wins. Returns the keep bitmap of one group of M values.
+
+template <int M>
+__device__ __forceinline__ uint32_t KeepBits(const float (&v)[M], int n) {
+  int32_t key[M];
+#pragma unroll
+  for (int r = 0; r < M; ++r) key[r] = __float_as_int(v[r]) & 0x7FFFFFFF;
+  uint32_t keep = 0;
+#pragma unroll
+  for (int r = 0; r < M; ++r) {
+    int rank = 0;
+#pragma unroll
+    for (int s = 0; s < M; ++s) {
+      if (s < r) rank += key[s] >= key[r];
+      if (s > r) rank += key[s] > key[r];
+    }
+    keep |= (rank < n) ? (1u << r) : 0u;
+  }
+  return keep;
+}
+
+// One thread per (FF group g, column o): W[g*M + r, o], r < M. Coalesced over o.
+template <int M>
+__global__ void PruneFFKernel(const float* __restrict__ w, int64_t K, int64_t O, int n,
+                              __nv_bfloat16* __restrict__ a_ff, uint8_t* __restrict__ keep_out) {
+  int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  int64_t g = blockIdx.y;
+  if (o >= O) return;
+  float v[M];
+#pragma unroll
+  for (int r = 0; r < M; ++r) v[r] = w[(g * M + r) * O + o];
+  uint32_t keep = KeepBits<M>(v, n);
+  keep_out[g * O + o] = static_cast<uint8_t>(keep);
+  if (a_ff != nullptr) {
+#pragma unroll
+    for (int r = 0; r < M; ++r)
+      a_ff[o * K + g * M + r] = __float2bfloat16((keep >> r) & 1 ? v[r] : 0.0f);
+  }
+}
+
+// One thread per (row k, BP group h): W[k, h*M + r]. A_bp [K, O] is W*M_bp in place.
+template <int M>
+__global__ void PruneBPKernel(const float* __restrict__ w, int64_t K, int64_t O, int n,
+                              __nv_bfloat16* __restrict__ a_bp) {
+  int64_t groups = O / M;
+  int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (t >= K * groups) return;
+  int64_t k = t / groups, h = t % groups;
+  float v[M];
+#pragma unroll
+  for (int r = 0; r < M; ++r) v[r] = w[k * O + h * M + r];
+  uint32_t keep = KeepBits<M>(v, n);
+#pragma unroll
+  for (int r = 0; r < M; ++r)
+    a_bp[k * O + h * M + r] = __float2bfloat16((keep >> r) & 1 ? v[r] : 0.0f);
+}
+
+template <int M>
+void LaunchPrune(cudaStream_t s, const float* w, int64_t K, int64_t O, int n, __nv_bfloat16* a_ff,
+                 __nv_bfloat16* a_bp, uint8_t* keep) {
+  dim3 block(256);
+  dim3 grid_ff((O + 255) / 256, K / M);
+  PruneFFKernel<M><<<grid_ff, block, 0, s>>>(w, K, O, n, a_ff, keep);
+  if (a_bp != nullptr) {
+    int64_t total = K * (O / M);
+    PruneBPKernel<M><<<(total + 255) / 256, block, 0, s>>>(w, K, O, n, a_bp);
+  }
+}
+
+bool DispatchPrune(int m, cudaStream_t s, const float* w, int64_t K, int64_t O, int n,
+                   __nv_bfloat16* a_ff, __nv_bfloat16* a_bp, uint8_t* keep) {
+  switch (m) {
+    case 4: LaunchPrune<4>(s, w, K, O, n, a_ff, a_bp, keep); return true;
+    case 8: LaunchPrune<8>(s, w, K, O, n, a_ff, a_bp, keep); return true;
+    case 16: LaunchPrune<16>(s, w, K, O, n, a_ff, a_bp, keep); return true;
+    default: return false;
+  }
+}
+
+ffi::Error CheckPattern(int64_t n, int64_t m, int64_t K, int64_t O, bool bp) {
+  if (n < 1 || n > 2 || (m != 4 && m != 8 && m != 16))
+    return ffi::Error::InvalidArgument("sparse_tc: pattern must have N <= 2 and M in (4, 8, 16), got " +
+                                       std::to_string(n) + ":" + std::to_string(m));
+  if (K % m || (bp && O % m))
+    return ffi::Error::InvalidArgument("sparse_tc: kernel [" + std::to_string(K) + ", " +
+                                       std::to_string(O) + "] not divisible by M=" +
+                                       std::to_string(m));
+  return ffi::Error::Success();
+}
+
+ffi::Error PruneImpl(cudaStream_t stream, ffi::Buffer<ffi::F32> w,
+                     ffi::Result<ffi::Buffer<ffi::BF16>> a_ff,
+                     ffi::Result<ffi::Buffer<ffi::BF16>> a_bp,
+                     ffi::Result<ffi::Buffer<ffi::U8>> keep, int64_t n, int64_t m, bool bp) {
+  auto dims = w.dimensions();
+  if (dims.size() != 2) return ffi::Error::InvalidArgument("nms_sptc_prune: W must be 2-D");
+  int64_t K = dims[0], O = dims[1];
+  if (auto e = CheckPattern(n, m, K, O, bp); e.failure()) return e;
+  auto* ff = reinterpret_cast<__nv_bfloat16*>(a_ff->untyped_data());
+  auto* bpp = bp ? reinterpret_cast<__nv_bfloat16*>(a_bp->untyped_data()) : nullptr;
+  DispatchPrune(static_cast<int>(m), stream, w.typed_data(), K, O, static_cast<int>(n), ff, bpp,
+                keep->typed_data());
+  NMS_CUDA(cudaGetLastError());
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The library's compressor (reference and fallback for our own).
+
+ffi::Error LibCompressImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
+                           ffi::Buffer<ffi::BF16> a, ffi::Result<ffi::Buffer<ffi::U8>> out) {
+  auto dims = a.dimensions();
+  if (dims.size() != 2) return ffi::Error::InvalidArgument("nms_sptc_lib_compress: A must be 2-D");
+  int64_t m = dims[0], k = dims[1];
+  std::lock_guard<std::mutex> lock(g_mu);
+  int device = 0;
+  Handle* h = nullptr;
+  if (auto e = StreamHandle(stream, &device, &h); e.failure()) return e;
+  cusparseLtMatDescriptor_t desc;
+  if (auto e = InitSparseDesc(h, &desc, m, k); e.failure()) return e;
+  size_t size = 0, buf_size = 0;
+  NMS_CSLT(cusparseLtSpMMACompressedSize2(&h->h, &desc, &size, &buf_size));
+  if (size != out->size_bytes()) {
+    cusparseLtMatDescriptorDestroy(&desc);
+    return ffi::Error::InvalidArgument("nms_sptc_lib_compress: output has " +
+                                       std::to_string(out->size_bytes()) + " bytes, the library " +
+                                       "wants " + std::to_string(size));
+  }
+  void* buf = nullptr;
+  if (buf_size) {
+    auto p = scratch.Allocate(buf_size, 256);
+    if (!p.has_value()) return ffi::Error::Internal("nms_sptc_lib_compress: scratch allocation");
+    buf = *p;
+  }
+  NMS_CSLT(cusparseLtSpMMACompress2(&h->h, &desc, 1, CUSPARSE_OPERATION_NON_TRANSPOSE,
+                                    a.untyped_data(), out->untyped_data(), buf, stream));
+  cusparseLtMatDescriptorDestroy(&desc);
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The product.
+
+ffi::Error SpmmImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::Buffer<ffi::U8> a,
+                    ffi::Buffer<ffi::BF16> x, ffi::Result<ffi::Buffer<ffi::BF16>> y, int64_t m,
+                    int64_t k) {
+  auto xd = x.dimensions();
+  if (xd.size() != 2 || xd[1] != k)
+    return ffi::Error::InvalidArgument("nms_sptc_spmm: X must be [n, k] with k=" +
+                                       std::to_string(k));
+  int64_t n = xd[0];
+  std::lock_guard<std::mutex> lock(g_mu);
+  int device = 0;
+  Handle* h = nullptr;
+  if (auto e = StreamHandle(stream, &device, &h); e.failure()) return e;
+  Plan* p = nullptr;
+  if (auto e = GetPlan(h, device, m, n, k, &p); e.failure()) return e;
+  void* ws = nullptr;
+  if (p->workspace) {
+    auto w = scratch.Allocate(p->workspace, 256);
+    if (!w.has_value()) return ffi::Error::Internal("nms_sptc_spmm: workspace allocation");
+    ws = *w;
+  }
+  float alpha = 1.0f, beta = 0.0f;
+  cudaStream_t streams[1] = {stream};
+  if (!p->searched) {
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    NMS_CUDA(cudaStreamIsCapturing(stream, &cap));
+    if (cap == cudaStreamCaptureStatusNone) {
+      NMS_CSLT(cusparseLtMatmulSearch(&h->h, &p->plan, &alpha, a.untyped_data(),
+                                      x.untyped_data(), &beta, y->untyped_data(),
+                                      y->untyped_data(), ws, streams, 1));
+      NMS_CSLT(cusparseLtMatmulAlgGetAttribute(&h->h, &p->alg, CUSPARSELT_MATMUL_ALG_CONFIG_ID,
+                                               &p->alg_id, sizeof(p->alg_id)));
+      size_t need = 0;
+      NMS_CSLT(cusparseLtMatmulGetWorkspace(&h->h, &p->plan, &need));
+      p->searched = true;
+      if (need > p->workspace) {  // the chosen algorithm wants more: take it for this call too
+        p->workspace = need;
+        auto w = scratch.Allocate(need, 256);
+        if (!w.has_value()) return ffi::Error::Internal("nms_sptc_spmm: workspace allocation");
+        ws = *w;
+      }
+    }
+  }
+  NMS_CSLT(cusparseLtMatmul(&h->h, &p->plan, &alpha, a.untyped_data(), x.untyped_data(), &beta,
+                            y->untyped_data(), y->untyped_data(), ws, streams, 1));
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+// Host-side queries (ctypes): the compressed size of a structured [m, k] bf16 operand, the
+// library version, and the algorithm chosen for a cached plan (-1: not searched yet / no plan).
+extern "C" int nms_sptc_compressed_size(int device, int64_t m, int64_t k, int64_t* size) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (cudaSetDevice(device) != cudaSuccess) return 1;
+  Handle* h = nullptr;
+  if (GetHandle(device, &h).failure()) return 2;
+  cusparseLtMatDescriptor_t desc;
+  if (InitSparseDesc(h, &desc, m, k).failure()) return 3;
+  size_t s = 0, b = 0;
+  cusparseStatus_t st = cusparseLtSpMMACompressedSize2(&h->h, &desc, &s, &b);
+  cusparseLtMatDescriptorDestroy(&desc);
+  if (st != CUSPARSE_STATUS_SUCCESS) return 4;
+  *size = static_cast<int64_t>(s);
+  return 0;
+}
+
+extern "C" int nms_sptc_version() { return CUSPARSELT_VERSION; }
+
+extern "C" int nms_sptc_plan_alg(int device, int64_t m, int64_t n, int64_t k) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto it = g_plans.find(std::make_tuple(device, m, n, k));
+  return it == g_plans.end() ? -1 : it->second->alg_id;
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_sptc_prune, PruneImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::U8>>()
+                                  .Attr<int64_t>("n")
+                                  .Attr<int64_t>("m")
+                                  .Attr<bool>("bp"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_sptc_lib_compress, LibCompressImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<ffi::ScratchAllocator>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::U8>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_sptc_spmm, SpmmImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Ctx<ffi::ScratchAllocator>()
+                                  .Arg<ffi::Buffer<ffi::U8>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>()
+                                  .Attr<int64_t>("m")
+                                  .Attr<int64_t>("k"));

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One device call for the sparse_tc backend: build the native extension, then run the named
+# sections of scripts/bench_sptc.py and the ViT-B/16 step-time variants. Results under $OUT.
+#   SECTIONS=probe,check,gemm VIT="dense:einsum dense:cudnn" bash scripts/gpu_sptc.sh
+set -u
+source scripts/gpu_env.sh
+mkdir -p "$OUT"
+nvidia-smi -L | tee "$OUT/device.txt"
+python3 -c "import jax; print(jax.__version__, jax.devices())" | tee -a "$OUT/device.txt"
+python3 -m pip show nvidia-cusparselt-cu13 2>/dev/null | head -2 | tee -a "$OUT/device.txt"
+t0=$(date +%s)
+python3 -m nmsparse.native.build > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+if [ -n "${SECTIONS:-}" ]; then
+  python3 scripts/bench_sptc.py --out "$OUT" --sections "$SECTIONS" 2>&1 | tee "$OUT/bench.log" | grep -v "^W\|^I1"
+fi
+for v in ${VIT:-}; do  # method:attention[:implementation[:pattern]]
+  IFS=: read -r method att impl pattern <<< "$v"
+  python3 scripts/step_time.py --config configs/vit_b16_imagenet224.py:speed --set method="$method" \
+    --set model_kwargs.attention="$att" ${impl:+--set implementation=$impl} \
+    ${pattern:+--set pattern=$pattern} --steps "${STEPS:-20}" --warmup 3 --nowithout_data \
+    --out "$OUT/vitb_${method}_${att}_${impl:-none}_${pattern:-na}.json" 2>&1 | grep -v "^W\|^I1" | tail -2
+done
