@@ -107,8 +107,8 @@ def probe(out: str):
         a = jnp.asarray(np.where(mask, vals, 0).astype(np.float32), BF16)
         arrays[f"{m}x{k}_{t}_{name}"] = np.asarray(sparse_tc.lib_compress(a))
       arrays[f"{m}x{k}_{t}_mask"] = mask
-    meta.append(dict(m=m, k=k, size=native.compressed_size(m, k)))
-  sizes_grid = [dict(m=m, k=k, size=native.compressed_size(m, k))
+    meta.append(dict(m=m, k=k, size=native.compressed_size(m, k)[0]))
+  sizes_grid = [dict(m=m, k=k, size=native.compressed_size(m, k)[0])
                 for m in (32, 64, 96, 128, 256, 768, 3072, 4096) for k in (32, 64, 128, 256, 768, 4096)]
   np.savez_compressed(os.path.join(out, "probe.npz"), **arrays)
   with open(os.path.join(out, "probe_sizes.json"), "w") as f:
@@ -183,6 +183,8 @@ def gemm(out: str, patterns=("2:4", "2:8")):
                    ratio_bp_included=dense_bp / (sp_bp + own_ms / 2),
                    compress_share_of_gemm=own_ms / dense_ff)
       rows.append(row)
+      row["alg_ff"] = native.prepare_spmm(o, n + (-n) % 16, k)[1]
+      row["alg_bp"] = native.prepare_spmm(k, n + (-n) % 16, o)[1]
       print(f"{name:18s} {pattern} dense ff {dense_ff:.3f} bp {dense_bp:.3f} | spmm ff {sp_ff:.3f} "
             f"bp {sp_bp:.3f} ({dense_ff / sp_ff:.2f}x / {dense_bp / sp_bp:.2f}x) | prune "
             f"{prune_ms:.3f} lib {lib_ms:.3f}" + (f" own {row['own_compress_ms']:.3f}" if has_own else ""),

@@ -21,3 +21,10 @@ for v in ${VIT:-}; do  # method:attention[:implementation[:pattern]]
     ${pattern:+--set pattern=$pattern} --steps "${STEPS:-20}" --warmup 3 --nowithout_data \
     --out "$OUT/vitb_${method}_${att}_${impl:-none}_${pattern:-na}.json" 2>&1 | grep -v "^W\|^I1" | tail -2
 done
+for v in ${PROFILE:-}; do  # config-file:method:attention[:implementation[:pattern]]
+  IFS=: read -r cfg method att impl pattern <<< "$v"
+  python3 scripts/profile_step.py --config "configs/$cfg.py:speed" --set method="$method" \
+    ${att:+--set model_kwargs.attention=$att} ${impl:+--set implementation=$impl} \
+    ${pattern:+--set pattern=$pattern} --out "$OUT/profile_${cfg}_${method}_${att:-na}_${impl:-none}.json" \
+    2>&1 | grep -v "^W\|^I1" | tail -25
+done

@@ -58,9 +58,9 @@ def prune(w: jax.Array, pattern: NMPattern, bp: bool = True):
 def lib_compress(a: jax.Array) -> jax.Array:
   """cuSPARSELt's compressed bytes of a 2:4 bf16 ``a [m, k]``."""
   m, k = a.shape
-  size = native.compressed_size(m, k)
-  return jax.ffi.ffi_call("nms_sptc_lib_compress", jax.ShapeDtypeStruct((size,), jnp.uint8))(
-      a.astype(jnp.bfloat16))
+  size, buf = native.compressed_size(m, k)
+  out = (jax.ShapeDtypeStruct((size,), jnp.uint8), jax.ShapeDtypeStruct((max(buf, 1),), jnp.uint8))
+  return jax.ffi.ffi_call("nms_sptc_lib_compress", out)(a.astype(jnp.bfloat16))[0]
 
 
 def reference_spmm(a: jax.Array, x: jax.Array) -> jax.Array:
@@ -73,6 +73,8 @@ def spmm(a_comp: jax.Array, x: jax.Array, m: int, k: int) -> jax.Array:
   n = x.shape[0]
   pad = (-n) % ROW_MULTIPLE
   xp = jnp.pad(x.astype(jnp.bfloat16), ((0, pad), (0, 0))) if pad else x.astype(jnp.bfloat16)
-  y = jax.ffi.ffi_call("nms_sptc_spmm", jax.ShapeDtypeStruct((n + pad, m), jnp.bfloat16))(
-      a_comp, xp, m=np.int64(m), k=np.int64(k))
+  ws, _ = native.prepare_spmm(m, n + pad, k)
+  out = (jax.ShapeDtypeStruct((n + pad, m), jnp.bfloat16),
+         jax.ShapeDtypeStruct((max(ws, 1),), jnp.uint8))
+  y, _ = jax.ffi.ffi_call("nms_sptc_spmm", out)(a_comp, xp, m=np.int64(m), k=np.int64(k))
   return (y[:n] if pad else y).astype(x.dtype)

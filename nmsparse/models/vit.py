@@ -16,13 +16,13 @@ from nmsparse.models.resnet import ModuleDef
 
 
 ATTENTION = ("einsum", "xla", "cudnn", "auto")
-CUDNN_SEQ_MULTIPLE = 64  # cuDNN's fused attention rejects other lengths ("Unsupported sequence length")
+CUDNN_SEQ_MULTIPLE = 2  # JAX's cuDNN attention rejects odd lengths in training with a mask/bias
 
 
 def attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, how: str) -> jnp.ndarray:
   """Softmax attention of ``[B, T, H, D]`` q/k/v: ``einsum`` (scores materialised, fp32
   softmax), ``xla`` (``jax.nn.dot_product_attention``'s XLA path), ``cudnn`` (its fused cuDNN
-  kernel; T is padded to a multiple of 64 and the padded keys masked out by their length) or
+  kernel; an odd T is padded by one and the padded key masked out by its length) or
   ``auto`` (``cudnn`` on a GPU backend, ``xla`` elsewhere)."""
   if how == "auto":
     how = "cudnn" if jax.default_backend() == "gpu" else "xla"

@@ -38,10 +38,9 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
   for name in TARGETS:
     if hasattr(lib, name):
       jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(lib, name)), platform="CUDA")
-  lib.nms_sptc_compressed_size.restype = ctypes.c_int
-  lib.nms_sptc_compressed_size.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
-                                           ctypes.POINTER(ctypes.c_int64)]
-  lib.nms_sptc_plan_alg.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64]
+  i64, p64 = ctypes.c_int64, ctypes.POINTER(ctypes.c_int64)
+  lib.nms_sptc_compressed_size.argtypes = [ctypes.c_int, i64, i64, p64, p64]
+  lib.nms_sptc_prepare.argtypes = [ctypes.c_int, i64, i64, i64, p64, ctypes.POINTER(ctypes.c_int)]
   return lib, None
 
 
@@ -63,13 +62,25 @@ def library() -> ctypes.CDLL:
 
 
 @functools.lru_cache(maxsize=None)
-def compressed_size(m: int, k: int) -> int:
-  """Bytes of cuSPARSELt's compressed form of a 2:4 bf16 ``[m, k]`` operand (device 0's handle)."""
-  size = ctypes.c_int64(0)
-  rc = library().nms_sptc_compressed_size(0, m, k, ctypes.byref(size))
+def compressed_size(m: int, k: int) -> tuple[int, int]:
+  """Bytes of cuSPARSELt's compressed form of a 2:4 bf16 ``[m, k]`` operand, and of the buffer
+  its compressor needs."""
+  size, buf = ctypes.c_int64(0), ctypes.c_int64(0)
+  rc = library().nms_sptc_compressed_size(0, m, k, ctypes.byref(size), ctypes.byref(buf))
   if rc:
     raise ValueError(f"cuSPARSELt rejects a structured bf16 [{m}, {k}] operand (code {rc}).")
-  return int(size.value)
+  return int(size.value), int(buf.value)
+
+
+@functools.lru_cache(maxsize=None)
+def prepare_spmm(m: int, n: int, k: int) -> tuple[int, int]:
+  """Plans ``x [n, k] @ A^T`` for a structured ``A [m, k]`` once per shape (the algorithm is picked
+  by ``cusparseLtMatmulSearch``); returns (workspace bytes, algorithm id)."""
+  ws, alg = ctypes.c_int64(0), ctypes.c_int(0)
+  rc = library().nms_sptc_prepare(0, m, n, k, ctypes.byref(ws), ctypes.byref(alg))
+  if rc:
+    raise ValueError(f"cuSPARSELt cannot plan a [{n}, {k}] x [{m}, {k}]^T product (code {rc}).")
+  return int(ws.value), int(alg.value)
 
 
 def has_target(name: str) -> bool:

@@ -12,8 +12,9 @@
 //   nms_sptc_compress fp32 W [K, O] -> compressed A_ff, A_bp and keep bits in one pass (our kernel,
 //                    writing the library's layout; checked against nms_sptc_lib_compress in tests).
 //   nms_sptc_spmm    compressed A, bf16 X [n, k] -> bf16 Y [n, m] (fp32 accumulate).
-// Plans are built once per (device, m, n, k), their algorithm chosen by cusparseLtMatmulSearch on
-// the first call outside stream capture, and cached for the process.
+// Plans are built once per (device, m, n, k) and cached for the process; nms_sptc_prepare (called
+// from Python when a product is traced) picks the algorithm with cusparseLtMatmulSearch. The
+// handlers allocate nothing: workspaces are extra outputs sized at trace time.
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -230,8 +231,9 @@ ffi::Error PruneImpl(cudaStream_t stream, ffi::Buffer<ffi::F32> w,
 // ---------------------------------------------------------------------------------------------
 // The library's compressor (reference and fallback for our own).
 
-ffi::Error LibCompressImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
-                           ffi::Buffer<ffi::BF16> a, ffi::Result<ffi::Buffer<ffi::U8>> out) {
+ffi::Error LibCompressImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> a,
+                           ffi::Result<ffi::Buffer<ffi::U8>> out,
+                           ffi::Result<ffi::Buffer<ffi::U8>> buf) {
   auto dims = a.dimensions();
   if (dims.size() != 2) return ffi::Error::InvalidArgument("nms_sptc_lib_compress: A must be 2-D");
   int64_t m = dims[0], k = dims[1];
@@ -243,20 +245,16 @@ ffi::Error LibCompressImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
   if (auto e = InitSparseDesc(h, &desc, m, k); e.failure()) return e;
   size_t size = 0, buf_size = 0;
   NMS_CSLT(cusparseLtSpMMACompressedSize2(&h->h, &desc, &size, &buf_size));
-  if (size != out->size_bytes()) {
+  if (size != out->size_bytes() || buf_size > buf->size_bytes()) {
     cusparseLtMatDescriptorDestroy(&desc);
-    return ffi::Error::InvalidArgument("nms_sptc_lib_compress: output has " +
-                                       std::to_string(out->size_bytes()) + " bytes, the library " +
-                                       "wants " + std::to_string(size));
-  }
-  void* buf = nullptr;
-  if (buf_size) {
-    auto p = scratch.Allocate(buf_size, 256);
-    if (!p.has_value()) return ffi::Error::Internal("nms_sptc_lib_compress: scratch allocation");
-    buf = *p;
+    return ffi::Error::InvalidArgument(
+        "nms_sptc_lib_compress: buffers of " + std::to_string(out->size_bytes()) + " / " +
+        std::to_string(buf->size_bytes()) + " bytes, the library wants " + std::to_string(size) +
+        " / " + std::to_string(buf_size));
   }
   NMS_CSLT(cusparseLtSpMMACompress2(&h->h, &desc, 1, CUSPARSE_OPERATION_NON_TRANSPOSE,
-                                    a.untyped_data(), out->untyped_data(), buf, stream));
+                                    a.untyped_data(), out->untyped_data(),
+                                    buf_size ? buf->untyped_data() : nullptr, stream));
   cusparseLtMatDescriptorDestroy(&desc);
   return ffi::Error::Success();
 }
@@ -264,9 +262,48 @@ ffi::Error LibCompressImpl(cudaStream_t stream, ffi::ScratchAllocator scratch,
 // ---------------------------------------------------------------------------------------------
 // The product.
 
-ffi::Error SpmmImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::Buffer<ffi::U8> a,
-                    ffi::Buffer<ffi::BF16> x, ffi::Result<ffi::Buffer<ffi::BF16>> y, int64_t m,
-                    int64_t k) {
+// Builds the plan of (device, m, n, k) if needed and, the first time, picks its algorithm with
+// cusparseLtMatmulSearch on scratch operands of the right shapes (filled with a nonzero byte
+// pattern: timings on zeros flatter). Must not run under stream capture (it synchronises).
+ffi::Error PreparePlan(int device, int64_t m, int64_t n, int64_t k, Plan** out) {
+  Handle* h = nullptr;
+  if (auto e = GetHandle(device, &h); e.failure()) return e;
+  if (auto e = GetPlan(h, device, m, n, k, out); e.failure()) return e;
+  Plan* p = *out;
+  if (p->searched) return ffi::Error::Success();
+  size_t a_size = 0, a_buf = 0;
+  NMS_CSLT(cusparseLtSpMMACompressedSize2(&h->h, &p->a, &a_size, &a_buf));
+  size_t x_size = n * k * 2, y_size = n * m * 2;
+  void *a = nullptr, *x = nullptr, *y = nullptr, *ws = nullptr;
+  cudaStream_t s = nullptr;
+  NMS_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  NMS_CUDA(cudaMalloc(&a, a_size));
+  NMS_CUDA(cudaMalloc(&x, x_size));
+  NMS_CUDA(cudaMalloc(&y, y_size));
+  if (p->workspace) NMS_CUDA(cudaMalloc(&ws, p->workspace));
+  NMS_CUDA(cudaMemsetAsync(a, 0x3C, a_size, s));
+  NMS_CUDA(cudaMemsetAsync(x, 0x3C, x_size, s));
+  float alpha = 1.0f, beta = 0.0f;
+  cusparseStatus_t st = cusparseLtMatmulSearch(&h->h, &p->plan, &alpha, a, x, &beta, y, y, ws, &s, 1);
+  cudaStreamSynchronize(s);
+  cudaFree(a);
+  cudaFree(x);
+  cudaFree(y);
+  if (ws) cudaFree(ws);
+  cudaStreamDestroy(s);
+  if (st != CUSPARSE_STATUS_SUCCESS)
+    return ffi::Error::Internal(std::string("cusparseLtMatmulSearch: ") + cusparseLtGetErrorString(st));
+  NMS_CSLT(cusparseLtMatmulAlgGetAttribute(&h->h, &p->alg, CUSPARSELT_MATMUL_ALG_CONFIG_ID,
+                                           &p->alg_id, sizeof(p->alg_id)));
+  NMS_CSLT(cusparseLtMatmulGetWorkspace(&h->h, &p->plan, &p->workspace));
+  p->searched = true;
+  return ffi::Error::Success();
+}
+
+// The workspace arrives as a second output, sized at trace time by nms_sptc_prepare.
+ffi::Error SpmmImpl(cudaStream_t stream, ffi::Buffer<ffi::U8> a, ffi::Buffer<ffi::BF16> x,
+                    ffi::Result<ffi::Buffer<ffi::BF16>> y, ffi::Result<ffi::Buffer<ffi::U8>> ws,
+                    int64_t m, int64_t k) {
   auto xd = x.dimensions();
   if (xd.size() != 2 || xd[1] != k)
     return ffi::Error::InvalidArgument("nms_sptc_spmm: X must be [n, k] with k=" +
@@ -278,44 +315,35 @@ ffi::Error SpmmImpl(cudaStream_t stream, ffi::ScratchAllocator scratch, ffi::Buf
   if (auto e = StreamHandle(stream, &device, &h); e.failure()) return e;
   Plan* p = nullptr;
   if (auto e = GetPlan(h, device, m, n, k, &p); e.failure()) return e;
-  void* ws = nullptr;
-  if (p->workspace) {
-    auto w = scratch.Allocate(p->workspace, 256);
-    if (!w.has_value()) return ffi::Error::Internal("nms_sptc_spmm: workspace allocation");
-    ws = *w;
-  }
+  if (p->workspace > ws->size_bytes())
+    return ffi::Error::Internal("nms_sptc_spmm: plan wants " + std::to_string(p->workspace) +
+                                " workspace bytes, got " + std::to_string(ws->size_bytes()));
   float alpha = 1.0f, beta = 0.0f;
   cudaStream_t streams[1] = {stream};
-  if (!p->searched) {
-    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
-    NMS_CUDA(cudaStreamIsCapturing(stream, &cap));
-    if (cap == cudaStreamCaptureStatusNone) {
-      NMS_CSLT(cusparseLtMatmulSearch(&h->h, &p->plan, &alpha, a.untyped_data(),
-                                      x.untyped_data(), &beta, y->untyped_data(),
-                                      y->untyped_data(), ws, streams, 1));
-      NMS_CSLT(cusparseLtMatmulAlgGetAttribute(&h->h, &p->alg, CUSPARSELT_MATMUL_ALG_CONFIG_ID,
-                                               &p->alg_id, sizeof(p->alg_id)));
-      size_t need = 0;
-      NMS_CSLT(cusparseLtMatmulGetWorkspace(&h->h, &p->plan, &need));
-      p->searched = true;
-      if (need > p->workspace) {  // the chosen algorithm wants more: take it for this call too
-        p->workspace = need;
-        auto w = scratch.Allocate(need, 256);
-        if (!w.has_value()) return ffi::Error::Internal("nms_sptc_spmm: workspace allocation");
-        ws = *w;
-      }
-    }
-  }
   NMS_CSLT(cusparseLtMatmul(&h->h, &p->plan, &alpha, a.untyped_data(), x.untyped_data(), &beta,
-                            y->untyped_data(), y->untyped_data(), ws, streams, 1));
+                            y->untyped_data(), y->untyped_data(),
+                            p->workspace ? ws->untyped_data() : nullptr, streams, 1));
   return ffi::Error::Success();
 }
 
 }  // namespace
 
-// Host-side queries (ctypes): the compressed size of a structured [m, k] bf16 operand, the
-// library version, and the algorithm chosen for a cached plan (-1: not searched yet / no plan).
-extern "C" int nms_sptc_compressed_size(int device, int64_t m, int64_t k, int64_t* size) {
+// Host-side calls (ctypes, at trace time): prepare a plan (algorithm search) and report its
+// workspace bytes and algorithm id; the compressed size of a structured [m, k] bf16 operand and
+// the compressor's buffer bytes; the library version.
+extern "C" int nms_sptc_prepare(int device, int64_t m, int64_t n, int64_t k, int64_t* workspace,
+                                int* alg_id) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (cudaSetDevice(device) != cudaSuccess) return 1;
+  Plan* p = nullptr;
+  if (PreparePlan(device, m, n, k, &p).failure()) return 2;
+  *workspace = static_cast<int64_t>(p->workspace);
+  *alg_id = p->alg_id;
+  return 0;
+}
+
+extern "C" int nms_sptc_compressed_size(int device, int64_t m, int64_t k, int64_t* size,
+                                        int64_t* buffer) {
   std::lock_guard<std::mutex> lock(g_mu);
   if (cudaSetDevice(device) != cudaSuccess) return 1;
   Handle* h = nullptr;
@@ -327,16 +355,12 @@ extern "C" int nms_sptc_compressed_size(int device, int64_t m, int64_t k, int64_
   cusparseLtMatDescriptorDestroy(&desc);
   if (st != CUSPARSE_STATUS_SUCCESS) return 4;
   *size = static_cast<int64_t>(s);
+  *buffer = static_cast<int64_t>(b);
   return 0;
 }
 
 extern "C" int nms_sptc_version() { return CUSPARSELT_VERSION; }
 
-extern "C" int nms_sptc_plan_alg(int device, int64_t m, int64_t n, int64_t k) {
-  std::lock_guard<std::mutex> lock(g_mu);
-  auto it = g_plans.find(std::make_tuple(device, m, n, k));
-  return it == g_plans.end() ? -1 : it->second->alg_id;
-}
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_sptc_prune, PruneImpl,
                               ffi::Ffi::Bind()
@@ -352,16 +376,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_sptc_prune, PruneImpl,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_sptc_lib_compress, LibCompressImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Ctx<ffi::ScratchAllocator>()
                                   .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::U8>>()
                                   .Ret<ffi::Buffer<ffi::U8>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_sptc_spmm, SpmmImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Ctx<ffi::ScratchAllocator>()
                                   .Arg<ffi::Buffer<ffi::U8>>()
                                   .Arg<ffi::Buffer<ffi::BF16>>()
                                   .Ret<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::Buffer<ffi::U8>>()
                                   .Attr<int64_t>("m")
                                   .Attr<int64_t>("k"));
