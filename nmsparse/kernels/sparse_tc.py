@@ -9,7 +9,9 @@ nonzeros) is kept *compressed* (cuSPARSELt's opaque byte layout, ``compressed_si
 
 * ``prune(w, pattern, bp)``: fp32 ``W [K, O]`` -> masked bf16 ``A_ff``, ``A_bp`` and the ``M_ff``
   keep bits ``[K/M, O]`` (bit ``r`` = row ``g*M + r`` kept), one pass.
-* ``lib_compress(a)``: the library's compressor (``cusparseLtSpMMACompress2``).
+* ``compress(w, pattern, bp)``: fp32 ``W [K, O]`` -> compressed ``A_ff``, ``A_bp`` and the keep
+  bits in one pass (our kernel, writing the library's layout: see ``reference_compress_operand``).
+* ``lib_compress(a)``: the library's compressor (``cusparseLtSpMMACompress2``), the oracle of ours.
 * ``spmm(a_comp, x, m, k)``: the product; ``n`` is padded up to a multiple of 16 here.
 """
 
@@ -25,7 +27,8 @@ from nmsparse.prune.methods import ff_mask, bp_mask
 from nmsparse.types import NMPattern
 
 ROW_MULTIPLE = 16  # tokens are padded to this multiple (cuSPARSELt's dense-operand alignment)
-DIM_MULTIPLE = 32  # m and k of the structured operand must be multiples of this
+DIM_MULTIPLE = 64  # m and k of the structured operand: whole 64 x 32 metadata blocks, no padding
+META_ROWS, META_COLS = 64, 32  # one metadata block: 64 rows x 32 columns, 256 bytes
 
 
 def eligible_shape(m: int, k: int) -> str | None:
@@ -33,6 +36,72 @@ def eligible_shape(m: int, k: int) -> str | None:
   if m % DIM_MULTIPLE or k % DIM_MULTIPLE:
     return f"its operand [{m}, {k}] is not a multiple of {DIM_MULTIPLE} in both dimensions"
   return None
+
+
+def compressed_bytes(m: int, k: int) -> int:
+  """Bytes of a compressed ``[m, k]`` operand: ``m*k/2`` bf16 values and ``m*k/8`` bytes of codes."""
+  return m * k + m * k // 8
+
+
+def _meta_nibble(i, g):
+  """Nibble index, inside its block, of the code of row ``i % 64``, group of 4 ``g % 8``."""
+  i, g = i % META_ROWS, g % (META_COLS // 4)
+  return (i // 16) * 128 + (i % 8) * 16 + (i // 8) % 2 + (g % 4) * 4 + (g // 4) * 2
+
+
+def reference_compress_operand(a: jax.Array, keep: jax.Array) -> jax.Array:
+  """The compressed bytes of ``a [m, k]`` keeping the entries where ``keep`` (at most 2 of every
+  4 consecutive entries of a row), in cuSPARSELt's layout (worked out from the library's output
+  by ``scripts/bench_sptc.py``'s probe; tests hold it to the library's bytes):
+
+  * values: ``[m, k/2]`` bf16, row-major, each group of 4 giving its 2 stored entries in column
+    order; a group with fewer than 2 kept entries stores zeros at its lowest free positions;
+  * codes: ``p0 | p1 << 2`` (``p0 < p1`` the stored positions) per group, 4 bits, in blocks of
+    64 rows x 32 columns (256 bytes) that run row-major over ``(row / 64, column / 32)``; inside a
+    block at the nibble :func:`_meta_nibble` gives, low nibble first.
+  """
+  m, k = a.shape
+  if m % DIM_MULTIPLE or k % DIM_MULTIPLE:
+    raise ValueError(f"compressed operands are [m, k] with m, k multiples of {DIM_MULTIPLE}; got "
+                     f"[{m}, {k}].")
+  g = keep.reshape(m, k // 4, 4)
+  v = jnp.where(g, a.reshape(m, k // 4, 4), 0)
+  order = jnp.argsort(jnp.where(g, 0, 4) + jnp.arange(4), axis=-1)[..., :2]  # kept, then free
+  pos = jnp.sort(order, axis=-1)
+  values = jnp.take_along_axis(v, pos, axis=-1).astype(jnp.bfloat16).reshape(m, k // 2)
+  codes = (pos[..., 0] | (pos[..., 1] << 2)).astype(jnp.uint8)
+  rows, groups = np.indices((m, k // 4))
+  block = (rows // META_ROWS) * (k // META_COLS) + (4 * groups) // META_COLS
+  nib = block * (META_ROWS * META_COLS // 4) + _meta_nibble(rows, groups)
+  meta = jnp.zeros((m * k // 8,), jnp.uint8).at[(nib // 2).ravel()].add(
+      (codes << (4 * (nib % 2)).astype(np.uint8)).ravel())
+  value_bytes = jax.lax.bitcast_convert_type(values, jnp.uint8).reshape(-1)
+  return jnp.concatenate([value_bytes, meta])
+
+
+def reference_compress(w: jax.Array, pattern: NMPattern, bp: bool = True):
+  """jnp reference of :func:`compress`: the compressed ``A_ff``, ``A_bp`` (``None`` without
+  ``bp``) and the ``M_ff`` keep bits, from ``nm_mask``'s masks."""
+  m_ff = ff_mask(w, pattern)
+  ff = reference_compress_operand(w.T, m_ff.T)
+  out_bp = None
+  if bp:
+    out_bp = reference_compress_operand(w, bp_mask(w, pattern, "bdwp"))
+  return ff, out_bp, pack_keep_bits(m_ff, pattern, axis=0)
+
+
+def compress(w: jax.Array, pattern: NMPattern, bp: bool = True):
+  """Native :func:`reference_compress`: one pass over ``w``, the same bytes."""
+  native.library()
+  k, o = w.shape
+  size = compressed_bytes(k, o)
+  keep_dtype = jnp.uint16 if pattern.m > 8 else jnp.uint8
+  out = (jax.ShapeDtypeStruct((size,), jnp.uint8),
+         jax.ShapeDtypeStruct((size if bp else 0,), jnp.uint8),
+         jax.ShapeDtypeStruct((k // pattern.m, o), keep_dtype))
+  ff, bp_c, keep = jax.ffi.ffi_call("nms_sptc_compress", out)(
+      w.astype(jnp.float32), n=np.int64(pattern.n), m=np.int64(pattern.m), bp=bool(bp))
+  return ff, (bp_c if bp else None), keep
 
 
 def reference_prune(w: jax.Array, pattern: NMPattern, bp: bool = True):
@@ -49,7 +118,7 @@ def prune(w: jax.Array, pattern: NMPattern, bp: bool = True):
   k, o = w.shape
   out = (jax.ShapeDtypeStruct((o, k), jnp.bfloat16),
          jax.ShapeDtypeStruct((k, o) if bp else (0, 0), jnp.bfloat16),
-         jax.ShapeDtypeStruct((k // pattern.m, o), jnp.uint8))
+         jax.ShapeDtypeStruct((k // pattern.m, o), jnp.uint16 if pattern.m > 8 else jnp.uint8))
   a_ff, a_bp, keep = jax.ffi.ffi_call("nms_sptc_prune", out)(
       w.astype(jnp.float32), n=np.int64(pattern.n), m=np.int64(pattern.m), bp=bool(bp))
   return a_ff, (a_bp if bp else None), keep

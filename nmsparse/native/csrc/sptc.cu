@@ -144,9 +144,9 @@ __device__ __forceinline__ uint32_t KeepBits(const float (&v)[M], int n) {
 }
 
 // One thread per (FF group g, column o): W[g*M + r, o], r < M. Coalesced over o.
-template <int M>
+template <int M, typename KeepT>
 __global__ void PruneFFKernel(const float* __restrict__ w, int64_t K, int64_t O, int n,
-                              __nv_bfloat16* __restrict__ a_ff, uint8_t* __restrict__ keep_out) {
+                              __nv_bfloat16* __restrict__ a_ff, KeepT* __restrict__ keep_out) {
   int64_t o = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   int64_t g = blockIdx.y;
   if (o >= O) return;
@@ -154,7 +154,7 @@ __global__ void PruneFFKernel(const float* __restrict__ w, int64_t K, int64_t O,
 #pragma unroll
   for (int r = 0; r < M; ++r) v[r] = w[(g * M + r) * O + o];
   uint32_t keep = KeepBits<M>(v, n);
-  keep_out[g * O + o] = static_cast<uint8_t>(keep);
+  keep_out[g * O + o] = static_cast<KeepT>(keep);
   if (a_ff != nullptr) {
 #pragma unroll
     for (int r = 0; r < M; ++r)
@@ -179,12 +179,12 @@ __global__ void PruneBPKernel(const float* __restrict__ w, int64_t K, int64_t O,
     a_bp[k * O + h * M + r] = __float2bfloat16((keep >> r) & 1 ? v[r] : 0.0f);
 }
 
-template <int M>
+template <int M, typename KeepT>
 void LaunchPrune(cudaStream_t s, const float* w, int64_t K, int64_t O, int n, __nv_bfloat16* a_ff,
-                 __nv_bfloat16* a_bp, uint8_t* keep) {
+                 __nv_bfloat16* a_bp, KeepT* keep) {
   dim3 block(256);
   dim3 grid_ff((O + 255) / 256, K / M);
-  PruneFFKernel<M><<<grid_ff, block, 0, s>>>(w, K, O, n, a_ff, keep);
+  PruneFFKernel<M, KeepT><<<grid_ff, block, 0, s>>>(w, K, O, n, a_ff, keep);
   if (a_bp != nullptr) {
     int64_t total = K * (O / M);
     PruneBPKernel<M><<<(total + 255) / 256, block, 0, s>>>(w, K, O, n, a_bp);
@@ -196,7 +196,6 @@ bool DispatchPrune(int m, cudaStream_t s, const float* w, int64_t K, int64_t O, 
   switch (m) {
     case 4: LaunchPrune<4>(s, w, K, O, n, a_ff, a_bp, keep); return true;
     case 8: LaunchPrune<8>(s, w, K, O, n, a_ff, a_bp, keep); return true;
-    case 16: LaunchPrune<16>(s, w, K, O, n, a_ff, a_bp, keep); return true;
     default: return false;
   }
 }
@@ -215,15 +214,136 @@ ffi::Error CheckPattern(int64_t n, int64_t m, int64_t K, int64_t O, bool bp) {
 ffi::Error PruneImpl(cudaStream_t stream, ffi::Buffer<ffi::F32> w,
                      ffi::Result<ffi::Buffer<ffi::BF16>> a_ff,
                      ffi::Result<ffi::Buffer<ffi::BF16>> a_bp,
-                     ffi::Result<ffi::Buffer<ffi::U8>> keep, int64_t n, int64_t m, bool bp) {
+                     ffi::Result<ffi::AnyBuffer> keep, int64_t n, int64_t m, bool bp) {
   auto dims = w.dimensions();
   if (dims.size() != 2) return ffi::Error::InvalidArgument("nms_sptc_prune: W must be 2-D");
   int64_t K = dims[0], O = dims[1];
   if (auto e = CheckPattern(n, m, K, O, bp); e.failure()) return e;
   auto* ff = reinterpret_cast<__nv_bfloat16*>(a_ff->untyped_data());
   auto* bpp = bp ? reinterpret_cast<__nv_bfloat16*>(a_bp->untyped_data()) : nullptr;
-  DispatchPrune(static_cast<int>(m), stream, w.typed_data(), K, O, static_cast<int>(n), ff, bpp,
-                keep->typed_data());
+  if (m == 16)
+    LaunchPrune<16>(stream, w.typed_data(), K, O, static_cast<int>(n), ff, bpp,
+                    keep->typed_data<uint16_t>());
+  else
+    DispatchPrune(static_cast<int>(m), stream, w.typed_data(), K, O, static_cast<int>(n), ff, bpp,
+                  keep->typed_data<uint8_t>());
+  NMS_CUDA(cudaGetLastError());
+  return ffi::Error::Success();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Our compressor: cuSPARSELt's layout for a row-major bf16 [m, k] operand (m, k multiples of 64),
+// as worked out by scripts/bench_sptc.py's probe and checked against the library in tests:
+//   values: [m, k/2] row-major, each group of 4 contributing its 2 stored entries in column order;
+//   metadata (after the m*k value bytes): one 4-bit code (i0 | i1 << 2, i0 < i1 the stored
+//   positions) per group, in blocks of 64 rows x 32 columns (256 bytes), blocks row-major over
+//   (row / 64, column / 32); inside a block the code of row i, group g (g < 8) is nibble
+//   (i / 16) * 128 + (i % 8) * 16 + ((i / 8) % 2) + (g % 4) * 4 + (g / 4) * 2.
+// A group of 4 with fewer than 2 kept entries (an N:M group with M > 4) stores zeros at the
+// lowest free positions.
+
+constexpr int kTileRows = 64, kTileCols = 32;
+
+__device__ __forceinline__ int MetaNibble(int i, int g) {
+  return (i / 16) * 128 + (i % 8) * 16 + ((i / 8) % 2) + (g % 4) * 4 + (g / 4) * 2;
+}
+
+// The 2 stored positions of a group of 4 with keep bits kb (popcount <= 2), ascending.
+__device__ __forceinline__ void StoredPositions(uint32_t kb, int* i0, int* i1) {
+  int first = -1, second = -1;
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {
+    if ((kb >> r) & 1) {
+      if (first < 0) first = r; else second = r;
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < 4; ++r) {  // fill from the lowest free positions
+    if (!((kb >> r) & 1)) {
+      if (first < 0) first = r;
+      else if (second < 0 && r != first) second = r;
+    }
+  }
+  *i0 = min(first, second);
+  *i1 = max(first, second);
+}
+
+// One CTA per 64 x 32 tile of A, one thread per (row, group of M) of the tile. kTransposed: A is
+// W^T (forward operand, groups along W's rows); else A is W (backward operand, groups along W's
+// columns). keep_out (forward only) receives the N:M keep bitmap [K/M, O].
+template <int M, bool kTransposed, typename KeepT>
+__global__ void CompressKernel(const float* __restrict__ w, int64_t K, int64_t O, int n,
+                               uint8_t* __restrict__ out, KeepT* __restrict__ keep_out) {
+  constexpr int kGroups = kTileCols / M;
+  __shared__ uint32_t meta_s[kTileRows * kTileCols / 4 / 8];  // 512 nibbles
+  const int64_t m = kTransposed ? O : K, k = kTransposed ? K : O;
+  const int64_t i0 = (int64_t)blockIdx.y * kTileRows, j0 = (int64_t)blockIdx.x * kTileCols;
+  const int t = threadIdx.x;
+  for (int x = t; x < 64; x += blockDim.x) meta_s[x] = 0;
+  __syncthreads();
+  // Forward: consecutive threads take consecutive rows of A (= columns of W): coalesced reads.
+  const int row = kTransposed ? t % kTileRows : t / kGroups;
+  const int grp = kTransposed ? t / kTileRows : t % kGroups;
+  const int64_t i = i0 + row, j = j0 + (int64_t)grp * M;  // A[i, j .. j+M)
+  float v[M];
+#pragma unroll
+  for (int r = 0; r < M; ++r) v[r] = kTransposed ? w[(j + r) * O + i] : w[i * O + j + r];
+  const uint32_t keep = KeepBits<M>(v, n);
+  if (kTransposed) keep_out[(j / M) * O + i] = static_cast<KeepT>(keep);
+  __nv_bfloat16* values = reinterpret_cast<__nv_bfloat16*>(out) + i * (k / 2) + j / 2;
+#pragma unroll
+  for (int s = 0; s < M / 4; ++s) {
+    int p0, p1;
+    StoredPositions((keep >> (4 * s)) & 0xF, &p0, &p1);
+    float a = ((keep >> (4 * s + p0)) & 1) ? v[4 * s + p0] : 0.0f;
+    float b = ((keep >> (4 * s + p1)) & 1) ? v[4 * s + p1] : 0.0f;
+    values[2 * s] = __float2bfloat16(a);
+    values[2 * s + 1] = __float2bfloat16(b);
+    const int g = grp * (M / 4) + s;  // group of 4 inside the tile's 32 columns
+    const int nib = MetaNibble(row, g);
+    atomicOr(&meta_s[nib / 8], static_cast<uint32_t>(p0 | (p1 << 2)) << (4 * (nib % 8)));
+  }
+  __syncthreads();
+  uint32_t* meta = reinterpret_cast<uint32_t*>(out + m * k) +
+                   ((i0 / kTileRows) * (k / kTileCols) + j0 / kTileCols) * 64;
+  for (int x = t; x < 64; x += blockDim.x) meta[x] = meta_s[x];
+}
+
+template <int M, typename KeepT>
+void LaunchCompress(cudaStream_t s, const float* w, int64_t K, int64_t O, int n, uint8_t* ff,
+                    uint8_t* bp, KeepT* keep) {
+  constexpr int threads = kTileRows * (kTileCols / M);
+  CompressKernel<M, true, KeepT><<<dim3(K / kTileCols, O / kTileRows), threads, 0, s>>>(
+      w, K, O, n, ff, keep);
+  if (bp != nullptr)
+    CompressKernel<M, false, KeepT><<<dim3(O / kTileCols, K / kTileRows), threads, 0, s>>>(
+        w, K, O, n, bp, keep);
+}
+
+ffi::Error CompressImpl(cudaStream_t stream, ffi::Buffer<ffi::F32> w,
+                        ffi::Result<ffi::Buffer<ffi::U8>> ff, ffi::Result<ffi::Buffer<ffi::U8>> bp,
+                        ffi::Result<ffi::AnyBuffer> keep, int64_t n, int64_t m, bool with_bp) {
+  auto dims = w.dimensions();
+  if (dims.size() != 2) return ffi::Error::InvalidArgument("nms_sptc_compress: W must be 2-D");
+  const int64_t K = dims[0], O = dims[1];
+  if (auto e = CheckPattern(n, m, K, O, with_bp); e.failure()) return e;
+  if (K % 64 || O % 64)
+    return ffi::Error::InvalidArgument("nms_sptc_compress: W [" + std::to_string(K) + ", " +
+                                       std::to_string(O) + "] must be a multiple of 64 both ways");
+  const int64_t want = K * O + K * O / 8;
+  if (ff->size_bytes() != static_cast<size_t>(want) ||
+      (with_bp && bp->size_bytes() != static_cast<size_t>(want)))
+    return ffi::Error::InvalidArgument("nms_sptc_compress: compressed outputs must have " +
+                                       std::to_string(want) + " bytes");
+  uint8_t* ffp = ff->typed_data();
+  uint8_t* bpp = with_bp ? bp->typed_data() : nullptr;
+  const float* wp = w.typed_data();
+  const int nn = static_cast<int>(n);
+  switch (m) {
+    case 4: LaunchCompress<4>(stream, wp, K, O, nn, ffp, bpp, keep->typed_data<uint8_t>()); break;
+    case 8: LaunchCompress<8>(stream, wp, K, O, nn, ffp, bpp, keep->typed_data<uint8_t>()); break;
+    case 16: LaunchCompress<16>(stream, wp, K, O, nn, ffp, bpp, keep->typed_data<uint16_t>()); break;
+  }
   NMS_CUDA(cudaGetLastError());
   return ffi::Error::Success();
 }
@@ -368,7 +488,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_sptc_prune, PruneImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::BF16>>()
                                   .Ret<ffi::Buffer<ffi::BF16>>()
-                                  .Ret<ffi::Buffer<ffi::U8>>()
+                                  .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("n")
                                   .Attr<int64_t>("m")
                                   .Attr<bool>("bp"));
@@ -389,3 +509,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_sptc_spmm, SpmmImpl,
                                   .Ret<ffi::Buffer<ffi::U8>>()
                                   .Attr<int64_t>("m")
                                   .Attr<int64_t>("k"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_sptc_compress, CompressImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::U8>>()
+                                  .Ret<ffi::Buffer<ffi::U8>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("n")
+                                  .Attr<int64_t>("m")
+                                  .Attr<bool>("bp"));
