@@ -24,10 +24,10 @@ OPTIMIZER_STATES = {"sgd": 1, "adamw": 2, "adam": 2, "lamb": 2}  # fp32 words pe
 class LayerShape:
   """One kernel call of the walk, per example.
 
-  ``kernel_shape`` is HWIO for a conv and ``[K, O]`` for a dense layer; ``positions`` is the number of
-  output positions (pixels or tokens), so the forward GEMM is ``[positions, K] @ [K, O]`` with
-  ``K = prod(kernel_shape[:-1])``; ``in_elems`` is the size of the input activation (read from DRAM
-  once, im2col formed on chip).
+  ``kernel_shape`` is HWIO for a conv and ``[K, O]`` for a dense layer; ``positions`` is the number
+  of output positions (pixels or tokens), so the forward GEMM is ``[positions, K] @ [K, O]`` with
+  ``K = prod(kernel_shape[:-1])``; ``in_elems`` is the size of the input activation (read from
+  DRAM once, im2col formed on chip).
   """
 
   path: str
