@@ -66,5 +66,10 @@ def main(argv):
                FLAGS.out)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Console-script entry point (``nms-sat``): parses flags from ``sys.argv`` and runs ``main``."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()
