@@ -41,8 +41,10 @@ flags.DEFINE_string("out_dir", "results", "merge: where speed.json and speed.md 
 
 
 def _parse_variant(text: str) -> tuple[str, str, str]:
-  method, n, m, implementation = text.split(":")
-  return method, f"{n}:{m}", implementation
+  """``"method:N:M:implementation"`` -> its three parts, the pattern parsed by ``NMPattern``."""
+  method, rest = text.split(":", 1)
+  pattern, implementation = rest.rsplit(":", 1)
+  return method, str(NMPattern.parse(pattern)), implementation
 
 
 def measure(config_path: str, sets: dict, variants: list[str], warmup: int, steps: int,
