@@ -209,5 +209,10 @@ def main(argv):
     print(path)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The ``nms-report`` entry point."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

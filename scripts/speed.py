@@ -16,16 +16,14 @@ from __future__ import annotations
 import glob
 import json
 import os
-import sys
 
 import jax
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments.config_io import apply_overrides, load_config, parse_value  # noqa: E402
-from nmsparse.train.metrics import git_sha, write_json  # noqa: E402
-from nmsparse.train.timing import measure_step_time  # noqa: E402
+from experiments.config_io import apply_overrides, load_config, parse_value
+from nmsparse.train.metrics import git_sha, write_json
+from nmsparse.train.timing import measure_step_time
+from nmsparse.types import NMPattern
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Config file[:arg] (measure).")
