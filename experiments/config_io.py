@@ -32,7 +32,8 @@ def resolve_config(spec: str) -> str:
     return spec
   if path not in packaged_config_names():
     raise ValueError(f"--config {spec!r}: no packaged config {path!r} (packaged: "
-                     f"{', '.join(packaged_config_names())}); a config file is a path ending in .py.")
+                     f"{', '.join(packaged_config_names())}); a config file is a path ending in "
+                     ".py.")
   return os.path.join(PACKAGED_CONFIGS, path + ".py") + sep + arg
 
 

@@ -1,7 +1,7 @@
 """Trains one config: ``nms-train --config NAME[:smoke] --workdir DIR [--config.key=value ...]``.
 
-``NAME`` is a packaged config (``quickstart``, ``resnet9_cifar10``, ...) or a path ending in ``.py``;
-``python -m experiments.main`` takes the same flags.
+``NAME`` is a packaged config (``quickstart``, ``resnet9_cifar10``, ...) or a path ending in
+``.py``; ``python -m experiments.main`` takes the same flags.
 """
 
 import sys

@@ -18,6 +18,8 @@ from typing import Any, Iterable
 import numpy as np
 from absl import app, flags, logging
 
+from nmsparse.types import pattern_density
+
 REQUIRED = ("model", "dataset", "method", "pattern", "seed", "epochs", "test_accuracy", "device",
             "git_sha", "jax_version", "wall_time_s", "history")
 

@@ -82,7 +82,8 @@ def compute_dtype(dtype: Any, inputs: Any, kernel: Any) -> Any:
   return dtype if dtype is not None else jnp.result_type(inputs, kernel)
 
 
-def flatten_images(inputs: jnp.ndarray) -> tuple[jnp.ndarray, Callable[[jnp.ndarray], jnp.ndarray]]:
+def flatten_images(
+    inputs: jnp.ndarray) -> tuple[jnp.ndarray, Callable[[jnp.ndarray], jnp.ndarray]]:
   """``[*batch, H, W, C]`` -> ``[N, H, W, C]`` and the function that restores the batch axes.
 
   Flax convs take any number of leading batch axes (or none); :func:`nmsparse.nm_conv` takes one.

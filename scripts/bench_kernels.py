@@ -37,7 +37,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 import time
 
 import jax

@@ -76,8 +76,8 @@ def make_config(w_shape: tuple[int, ...], pattern: PatternLike | None, method: s
   if method in BP_SPARSE_METHODS:
     check_groupable(w_shape, -1, pattern, what=what)
   x_shape = (1, w_shape[0]) if x_shape is None else tuple(x_shape)
-  layer = LayerSpec(op, x_shape, tuple(w_shape), jnp.dtype(jnp.float32 if dtype is None else dtype), pattern, method,
-                    given_mask_source)
+  dtype = jnp.dtype(jnp.float32 if dtype is None else dtype)
+  layer = LayerSpec(op, x_shape, tuple(w_shape), dtype, pattern, method, given_mask_source)
   return NMConfig(pattern, method, float(sr_ste_lambda),
                   resolve_implementation(implementation, layer), given_mask_source)
 

@@ -2,8 +2,8 @@
 
 ``nm_dense_fwd``/``nm_conv_fwd`` take ``(x, w, src)`` and return the FF product followed by the
 fields of the implementation's residuals; ``nm_dense_bwd``/``nm_conv_bwd`` take
-``(x, w, src, dy, *residual fields)`` and return ``(dx, dw)``. ``src`` is the mask source (the kernel
-itself unless ``cfg.given_mask_source``). They show up by name in jaxprs. Each lowers through the
+``(x, w, src, dy, *residual fields)`` and return ``(dx, dw)``. ``src`` is the mask source (the
+kernel itself unless ``cfg.given_mask_source``). They show up by name in jaxprs. Each lowers through the
 :class:`~nmsparse.ops.impl.Implementation` named by its ``cfg`` parameter, so one program can hold
 several. Autodiff is not defined on the primitives: ``nm_dense``/``nm_conv`` wire them into a
 ``custom_vjp``.

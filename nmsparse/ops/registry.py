@@ -1,4 +1,4 @@
-"""Implementation dispatch: the static map of names to ``Implementation`` records, and the choice."""
+"""Implementation dispatch: the static map of names to ``Implementation`` records, the choice."""
 
 from __future__ import annotations
 

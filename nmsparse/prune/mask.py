@@ -20,7 +20,7 @@ def check_groupable(shape: tuple[int, ...], axis: int, pattern: NMPattern, what:
   axis = _normalize_axis(shape, axis)
   if shape[axis] % pattern.m:
     lower = shape[axis] // pattern.m * pattern.m
-    fit = (f"{lower} or {lower + pattern.m}" if lower else f"{pattern.m}, the smallest multiple of M")
+    fit = f"{lower} or {lower + pattern.m}" if lower else f"{pattern.m}, the smallest multiple of M"
     raise ValueError(
         f"Cannot apply N:M pattern {pattern} to a {what} of shape {shape} along axis {axis}: "
         f"its length {shape[axis]} is not divisible by M={pattern.m} (nearest length that fits: "
