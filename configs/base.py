@@ -2,13 +2,14 @@
 
 Fields every run config has:
   name, model, model_kwargs          model registry name and its constructor fields
-  data.{source,name,data_dir,num_classes,image_size,channels,crop_padding,flip,...}
+  data.{source,name,data_dir,num_classes,image_size,channels,crop_padding,flip,test_split,
+      synthetic_train,synthetic_test,synthetic_seed}
   method, pattern, sr_ste_lambda, implementation, rules, mask_every   sparsity (rules: ordered
       (regex, "dense" | "default" | "N:M"), first match wins, "default" = the run's pattern;
       mask_every: recompute the masks every that many steps, 1 = every step)
   seed, epochs, batch_size, eval_batch_size, dtype
-  optimizer, learning_rate, schedule, warmup_epochs, momentum, nesterov, weight_decay,
-      label_smoothing, grad_clip
+  optimizer, learning_rate, schedule, warmup_epochs, initial_lr_fraction (onecycle start),
+      momentum, nesterov (sgd), b1, b2 (adamw), weight_decay, label_smoothing, grad_clip
   checkpoint_every_steps, keep_checkpoints, log_every_steps, eval_every_epochs,
       track_mask_flips, progress_bar, tensorboard, results_dir, num_devices, distributed
   sweep: a list of {methods, patterns, seeds} grids that experiments.sweep expands.
@@ -46,7 +47,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       source="arrays", name="cifar10", data_dir=CIFAR_DATA_DIR, num_classes=10, image_size=32,
       channels=3, crop_padding=4, flip=True, synthetic_train=512, synthetic_test=256,
-      test_split="test"))
+      test_split="test", synthetic_seed=0))
   c.method = "bdwp"
   c.pattern = config_dict.placeholder(str)
   c.pattern = "2:8"
@@ -63,8 +64,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.learning_rate = 0.2
   c.schedule = "onecycle"
   c.warmup_epochs = 5.0
+  c.initial_lr_fraction = 0.1
   c.momentum = 0.9
   c.nesterov = True
+  c.b1 = 0.9
+  c.b2 = 0.999
   c.weight_decay = 5e-4
   c.label_smoothing = 0.1
   c.grad_clip = 0.0

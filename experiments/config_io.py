@@ -1,16 +1,56 @@
-"""Loading ``get_config(arg)`` files by path and applying ``key=value`` overrides (no flags here, so
-scripts can import it)."""
+"""Loading ``get_config(arg)`` configs (packaged by name, or files by path) and applying
+``key=value`` overrides (no flags here, so scripts can import it)."""
 
 from __future__ import annotations
 
 import ast
 import importlib.util
-from typing import Any
+import os
+from typing import Any, Sequence
+
+import configs
+
+PACKAGED_CONFIGS = os.path.dirname(os.path.abspath(configs.__file__))
+
+
+def packaged_config_names() -> list[str]:
+  """The configs that ship with the package (``configs/*.py`` with a ``get_config``)."""
+  return sorted(f[:-3] for f in os.listdir(PACKAGED_CONFIGS)
+                if f.endswith(".py") and f not in ("__init__.py", "base.py"))
+
+
+def resolve_config(spec: str) -> str:
+  """``NAME[:arg]`` (a packaged config) -> its file ``.../configs/NAME.py[:arg]``; a path is kept.
+
+  A path ends in ``.py`` (before ``:arg``); anything else names a packaged config.
+
+  Raises:
+    ValueError: a name that is no packaged config.
+  """
+  path, sep, arg = spec.partition(":")
+  if path.endswith(".py"):
+    return spec
+  if path not in packaged_config_names():
+    raise ValueError(f"--config {spec!r}: no packaged config {path!r} (packaged: "
+                     f"{', '.join(packaged_config_names())}); a config file is a path ending in "
+                     ".py.")
+  return os.path.join(PACKAGED_CONFIGS, path + ".py") + sep + arg
+
+
+def resolve_config_argv(argv: Sequence[str]) -> list[str]:
+  """``argv`` with every ``--config`` value passed through :func:`resolve_config`."""
+  out = list(argv)
+  for i, a in enumerate(out):
+    if a.startswith("--config="):
+      out[i] = "--config=" + resolve_config(a[len("--config="):])
+    elif a == "--config" and i + 1 < len(out):
+      out[i + 1] = resolve_config(out[i + 1])
+  return out
 
 
 def load_config(config_path: str) -> Any:
-  """``get_config(arg)`` of ``path[:arg]`` (the same syntax as ``--config`` of experiments.main)."""
-  path, _, arg = config_path.partition(":")
+  """``get_config(arg)`` of ``NAME[:arg]`` or ``path.py[:arg]`` (as ``--config`` of nms-train)."""
+  path, _, arg = resolve_config(config_path).partition(":")
   spec = importlib.util.spec_from_file_location(f"_sweep_config_{abs(hash(path))}", path)
   if spec is None or spec.loader is None:
     raise FileNotFoundError(f"Config file {path!r} not found.")

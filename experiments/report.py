@@ -18,6 +18,8 @@ from typing import Any, Iterable
 import numpy as np
 from absl import app, flags, logging
 
+from nmsparse.types import pattern_density
+
 REQUIRED = ("model", "dataset", "method", "pattern", "seed", "epochs", "test_accuracy", "device",
             "git_sha", "jax_version", "wall_time_s", "history")
 
@@ -47,13 +49,6 @@ def config_name(result: dict[str, Any]) -> str:
   return result.get("config", {}).get("name") or f"{result['model']}_{result['dataset']}"
 
 
-def density(pattern: str | None) -> float:
-  if pattern is None:
-    return 1.0
-  n, m = pattern.split(":")
-  return int(n) / int(m)
-
-
 Group = tuple[str, str, str | None]
 
 
@@ -71,7 +66,7 @@ def markdown_table(groups: dict[Group, list[dict[str, Any]]]) -> str:
   method_order = {"dense": 0, "bdwp": 1, "srste": 2, "bimask": 3}
   lines = ["| config | model | dataset | method | pattern | epochs | seeds | test acc (%) | "
            "gap to dense (pts) | device |", "|" + "---|" * 10]
-  for key in sorted(groups, key=lambda k: (k[0], method_order.get(k[1], 9), -density(k[2]),
+  for key in sorted(groups, key=lambda k: (k[0], method_order.get(k[1], 9), -pattern_density(k[2]),
                                            k[2] or "")):
     name, method, pattern = key
     runs = groups[key]
@@ -128,8 +123,8 @@ def plot_ratio(groups: dict[Group, list[dict[str, Any]]], path: str) -> None:
     dense = groups.get((name, "dense", None))
     for method in sorted({k[1] for k in groups if k[0] == name and k[1] != "dense"}):
       keys = sorted((k for k in groups if k[0] == name and k[1] == method),
-                    key=lambda k: density(k[2]))
-      xs = [density(k[2]) for k in keys] + ([1.0] if dense else [])
+                    key=lambda k: pattern_density(k[2]))
+      xs = [pattern_density(k[2]) for k in keys] + ([1.0] if dense else [])
       ys = [100 * np.mean([r["test_accuracy"] for r in groups[k]]) for k in keys]
       ys += [100 * np.mean([r["test_accuracy"] for r in dense])] if dense else []
       line, = ax.plot(xs, ys, marker="o", label=f"{name} {method}")
@@ -216,5 +211,10 @@ def main(argv):
     print(path)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The ``nms-report`` entry point."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

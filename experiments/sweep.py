@@ -23,7 +23,8 @@ from absl import app, flags, logging
 from experiments.config_io import apply_overrides, load_config, parse_value
 
 FLAGS = flags.FLAGS
-flags.DEFINE_multi_string("config", None, "Config file(s), optionally with ':arg' (repeatable).")
+flags.DEFINE_multi_string("config", None, "Packaged config name(s) or .py file(s), with an "
+                          "optional :arg (repeatable).")
 flags.DEFINE_string("workdir_root", None, "Each run's workdir is <root>/<name>/<method>[_NxM]/seed<s>.")
 flags.DEFINE_string("results_dir", "", "Also copy every results JSON here (e.g. results/runs).")
 flags.DEFINE_integer("gpus", 0, "0: run in this process, one after another; N: N subprocesses, one "
@@ -151,5 +152,10 @@ def main(argv):
   print(summarize(runs))
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The ``nms-sweep`` entry point."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,18 +1,20 @@
-"""Static settings shared by every stage: the N:M pattern and the method names.
+"""Static settings shared by every stage: the N:M pattern and the method sets.
 
-``"2:8"`` is parsed here and nowhere else.
+``"2:8"`` is parsed here and nowhere else; the method sets below are the only lists of methods.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Literal, Union
+from typing import Union
 
-Method = Literal["dense", "srste", "bdwp", "bimask"]
 METHODS: tuple[str, ...] = ("dense", "srste", "bdwp", "bimask")
-Implementation = Literal["xla", "pallas"]
-IMPLEMENTATIONS: tuple[str, ...] = ("xla", "pallas")
+# The methods that prune (every one but "dense"): FF uses W*M_ff, the weight gradient gets SR-STE.
+SPARSE_METHODS: tuple[str, ...] = ("srste", "bdwp", "bimask")
+# The sparse methods whose BP operand is N:M along the output axis (so that axis must divide by M,
+# and the BP product costs N/M of dense). srste's BP operand W*M_ff is not.
+BP_SPARSE_METHODS: tuple[str, ...] = ("bdwp", "bimask")
 
 _PATTERN_RE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
@@ -74,6 +76,11 @@ PatternLike = Union[str, NMPattern]
 def as_pattern(pattern: PatternLike | None) -> NMPattern | None:
   """``None`` stays ``None``; strings are parsed; patterns pass through."""
   return None if pattern is None else NMPattern.parse(pattern)
+
+
+def pattern_density(spec: PatternLike | None) -> float:
+  """``n / m`` of a pattern or ``"N:M"`` string; ``None`` (dense) is 1."""
+  return 1.0 if spec is None else NMPattern.parse(spec).density
 
 
 def check_method(method: str) -> str:

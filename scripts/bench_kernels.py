@@ -10,8 +10,7 @@ forward and forward+backward) at batch 8, 16, 4096 and 16384, and prune_pack aga
 the layer at 4096 and 16384. Dense baselines are timed once per shape and batch in the same
 process. Items run in order until ``--budget_s`` is spent; the rest is listed under ``not_run``.
 ``--sweep`` times block configs of the packed products (4096^2 and 8192^2, batch 16) into
-``block_sweep`` (after the grid with ``--grid``, first otherwise); without ``--grid`` the older
-priority plan runs, whose packed rows use the sweep's fastest config and name it.
+``block_sweep`` (after the grid with ``--grid``, alone otherwise).
 
 Rows (SPEC §3 keys: op, shape, pattern, batch, implementation, device, dense_ms, ms, ratio =
 dense_ms / ms, jax_version, git_sha; plus extras):
@@ -38,20 +37,17 @@ import json
 import math
 import os
 import subprocess
-import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-import nmsparse as nms  # noqa: E402
-from nmsparse.kernels import (MatmulBlocks, nm_matmul, nm_matmul_t, prune_pack,  # noqa: E402
+import nmsparse as nms
+from nmsparse.kernels import (MatmulBlocks, nm_matmul, nm_matmul_t, prune_pack,
                               reference_nm_matmul, reference_nm_matmul_t)
-from nmsparse.kernels.shapes import BENCH, CI, Shape, by_name  # noqa: E402
-from nmsparse.pack import pack_nm, packed_bytes  # noqa: E402
+from nmsparse.kernels.shapes import BENCH, CI, Shape, by_name
+from nmsparse.pack import pack_nm, packed_bytes
 
 BF16 = jnp.bfloat16
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", 50))
@@ -75,12 +71,11 @@ def _block(out):
   jax.tree.map(lambda a: a.block_until_ready(), out)
 
 
-MAX_ROTATE = 16  # --max_rotate: each rotated set is one more traced (and compiled) copy of the op
-
-
 def time_op(fn, make_set, bytes_per_set: float, max_rotate: int = 16) -> float:
-  """Median ms of ``fn(*set)`` over rotated input sets (see module docstring)."""
-  max_rotate = min(max_rotate, MAX_ROTATE)
+  """Median ms of ``fn(*set)`` over at most ``max_rotate`` rotated input sets (module docstring).
+
+  Each rotated set is one more traced (and compiled) copy of the op.
+  """
   rotate = int(min(max_rotate, max(1, math.ceil(L2_SPAN / max(bytes_per_set, 1.0)))))
   sets = [make_set(i) for i in range(rotate)]
   jf = jax.jit(lambda sets: [fn(*s) for s in sets])
@@ -135,7 +130,7 @@ class Bench:
   def dense_ms(self, key: tuple, fn, make_set, nbytes: float) -> float:
     """``time_op`` of a dense baseline, once per ``key`` (shared by every pattern's rows)."""
     if key not in self._dense:
-      self._dense[key] = time_op(fn, make_set, nbytes)
+      self._dense[key] = time_op(fn, make_set, nbytes, self.args.max_rotate)
     return self._dense[key]
 
   def add(self, **row):
@@ -177,7 +172,7 @@ class Bench:
         f = lambda a, p, blocks=blocks, fn=fn: fn(a, p, blocks=blocks)
         copies = lambda i, a=operand: jax.tree.map(lambda t: t + jnp.zeros((), t.dtype), a)
         try:
-          ms = time_op(f, lambda i: (act, copies(i)), nbytes)
+          ms = time_op(f, lambda i: (act, copies(i)), nbytes, self.args.max_rotate)
         except ValueError as e:  # e.g. splits that do not divide this shape's reduction steps
           print(f"sweep {op} {s.name}: skip {blocks}: {e}", flush=True)
           continue
@@ -209,7 +204,7 @@ class Bench:
                                lambda i: (acts(i), wb + jnp.zeros((), BF16)), dense_bytes)
       blocks = self.best.get((op, pattern)) if tuned and batch <= 16 else None
       run = lambda a, p, fn=fn, blocks=blocks: fn(a, p, blocks=blocks)
-      ms = time_op(run, lambda i: (acts(i), copies(i)), sparse_bytes)
+      ms = time_op(run, lambda i: (acts(i), copies(i)), sparse_bytes, self.args.max_rotate)
       err = rel_err(run(act, operand), ref(act, operand))
       self.add(op=op, shape=s.name, k=k, o=o, pattern=pattern, batch=batch,
                implementation="pallas", dense_ms=dense_ms, ms=ms, rel_err=err,
@@ -240,8 +235,8 @@ class Bench:
     ref = None
     for impl in impls:
       layer = lambda x, w, impl=impl: nms.nm_dense(x, w, pattern, "bdwp", implementation=impl)
-      fwd_ms = time_op(lambda x, w, dy: layer(x, w), make, set_bytes)
-      fb_ms = time_op(fwd_bwd(layer), make, set_bytes)
+      fwd_ms = time_op(lambda x, w, dy: layer(x, w), make, set_bytes, self.args.max_rotate)
+      fb_ms = time_op(fwd_bwd(layer), make, set_bytes, self.args.max_rotate)
       outs = jax.jit(fwd_bwd(layer))(x, w, dy)
       ref = outs if ref is None else ref
       err = max(rel_err(a, b) for a, b in zip(outs, ref))
@@ -268,7 +263,8 @@ class Bench:
     results = {}
     for packed in (True, False):
       fn = lambda w, packed=packed: prune_pack(w, pattern, "bdwp", dtype=BF16, packed=packed)
-      results[packed] = time_op(fn, lambda i: (w + jnp.float32(i) * 0,), 4 * k * o)
+      results[packed] = time_op(fn, lambda i: (w + jnp.float32(i) * 0,), 4 * k * o,
+                                self.args.max_rotate)
     wb = w.reshape(k, o).astype(BF16)
     for batch in batches:
       x = _normal(31, (batch, k), BF16)
@@ -287,16 +283,15 @@ GRID_PATTERNS = ("2:8", "2:4", "1:8", "4:8")
 
 def plan(args) -> list[tuple]:
   """Work items in order. ``--grid``: the issue's full grid (``cell`` per shape and pattern) over
-  ``--shapes``; otherwise the earlier priority plan (targets first). ``--sweep`` adds the block
-  sweep of the packed products (4096^2 and 8192^2, batch 16) first; it never changes grid rows,
-  which always use the shipped defaults."""
+  ``--shapes``; ``--cells``: those cells. ``--sweep`` adds the block sweep of the packed products
+  (4096^2 and 8192^2, batch 16) after them; it never changes grid rows, which always use the
+  shipped defaults."""
   if args.smoke and not args.cells:  # CPU check of this script: CI shapes, tiny batches
     s = CI[1]
     return [("sweep", s, "2:8", 5), ("packed_products", s, "2:8", 5), ("prune", s, "2:4", (64,)),
             ("layer", s, "2:8", 5), ("packed_products", s, "2:8", 5, False)]
   shapes = [by_name(n) for n in args.shapes.split(",")] if args.shapes else list(BENCH)
   patterns = args.patterns.split(",")
-  items = []
   sweeps = [("sweep", by_name(s), p, 16)
             for s, p in (("square_4096", "2:8"), ("square_8192", "2:8"), ("square_8192", "2:4"))]
   if args.cells:  # explicit "shape:pattern" cells, e.g. to finish a grid that ran out of time
@@ -306,17 +301,8 @@ def plan(args) -> list[tuple]:
   if args.grid:
     return [("cell", s, p) for s in shapes for p in patterns] + (sweeps if args.sweep else [])
   if args.sweep:
-    items += sweeps
-  big = [s for s in shapes if s.name.startswith("square")]
-  rest = [s for s in shapes if not s.name.startswith("square")]
-  items += [("packed_products", s, p, b) for s in big for p in ("2:8", "2:4") for b in (16, 8)]
-  items += [("prune", s, p) for s in big for p in ("2:8", "2:4")]
-  items += [("layer", s, p, 4096) for s in big for p in ("2:8", "2:4")]
-  items += [("layer", s, p, 16384, ("pallas",)) for s in big for p in ("2:8", "2:4")]
-  for s in rest:
-    items += [("packed_products", s, "2:8", 16), ("prune", s, "2:8"),
-              ("layer", s, "2:8", 4096, ("pallas",))]
-  return items
+    return sweeps
+  raise SystemExit("Nothing to run: pass --grid, --cells, --sweep or --smoke.")
 
 
 def write(bench: Bench, out: str, ceil: dict):
@@ -370,8 +356,6 @@ def main():
                       "copy (Triton kernels compile once per copy), so fewer sets compile faster "
                       "but leave weights under ~150 MB / sets partly L2-resident")
   args = parser.parse_args()
-  global MAX_ROTATE
-  MAX_ROTATE = args.max_rotate
   if jax.default_backend() != "gpu":
     print("warning: no GPU; kernels run in the Pallas interpreter and times mean nothing")
   bench = Bench(args)

@@ -16,16 +16,14 @@ from __future__ import annotations
 import glob
 import json
 import os
-import sys
 
 import jax
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments.config_io import apply_overrides, load_config, parse_value  # noqa: E402
-from nmsparse.train.metrics import git_sha, write_json  # noqa: E402
-from nmsparse.train.timing import measure_step_time  # noqa: E402
+from experiments.config_io import apply_overrides, load_config, parse_value
+from nmsparse.train.metrics import git_sha, write_json
+from nmsparse.train.timing import measure_step_time
+from nmsparse.types import NMPattern
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Config file[:arg] (measure).")
@@ -41,8 +39,10 @@ flags.DEFINE_string("out_dir", "results", "merge: where speed.json and speed.md 
 
 
 def _parse_variant(text: str) -> tuple[str, str, str]:
-  method, n, m, implementation = text.split(":")
-  return method, f"{n}:{m}", implementation
+  """``"method:N:M:implementation"`` -> its three parts, the pattern parsed by ``NMPattern``."""
+  method, rest = text.split(":", 1)
+  pattern, implementation = rest.rsplit(":", 1)
+  return method, str(NMPattern.parse(pattern)), implementation
 
 
 def measure(config_path: str, sets: dict, variants: list[str], warmup: int, steps: int,

@@ -25,12 +25,10 @@ import tempfile
 
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from experiments.config_io import apply_overrides, load_config, parse_value  # noqa: E402
-from nmsparse.train.metrics import write_json  # noqa: E402
-from nmsparse.train.parallel import initialize_distributed  # noqa: E402
-from nmsparse.train.timing import measure_step_time  # noqa: E402
+from experiments.config_io import apply_overrides, load_config, parse_value
+from nmsparse.train.metrics import write_json
+from nmsparse.train.parallel import initialize_distributed
+from nmsparse.train.timing import measure_step_time
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Config file[:arg].")

@@ -14,7 +14,8 @@ SPEC_KEYS = {"op", "shape", "pattern", "batch", "implementation", "device", "den
 
 
 def test_grid_cell_and_report(tmp_path):
-  env = {**os.environ, "BENCH_SAMPLES": "3"}
+  env = {**os.environ, "BENCH_SAMPLES": "3",
+         "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
   subprocess.run([sys.executable, "scripts/bench_kernels.py", "--smoke", "--cells",
                   "odd_24x56:2:8", "--max_rotate", "1", "--out", str(tmp_path / "gpu0")],
                  cwd=ROOT, env=env, check=True, capture_output=True, timeout=900)

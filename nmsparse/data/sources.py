@@ -169,15 +169,15 @@ def load_dataset(cfg: Any) -> ArrayDataset:
   if source == "arrays":
     return load_arrays(cfg.data_dir, cfg.name, cfg.num_classes)
   if source == "tfds":
-    return load_tfds(cfg.name, cfg.data_dir or None, cfg.num_classes, cfg.get("image_size"),
-                     cfg.get("test_split", "test"))
+    return load_tfds(cfg.name, cfg.data_dir or None, cfg.num_classes, cfg.image_size,
+                     cfg.test_split)
   if source == "folder":
-    return load_image_folder(cfg.data_dir, cfg.image_size, cfg.get("test_split", "val"))
+    return load_image_folder(cfg.data_dir, cfg.image_size, cfg.test_split)
   if source == "digits":
     return load_sklearn_digits()
   if source == "synthetic":
     logging.warning("Using SYNTHETIC random data (data.source='synthetic'): accuracy is meaningless.")
     size = cfg.image_size
     return synthetic(cfg.synthetic_train, cfg.synthetic_test, (size, size, cfg.channels),
-                     cfg.num_classes, cfg.get("synthetic_seed", 0))
+                     cfg.num_classes, cfg.synthetic_seed)
   raise ValueError(f"Unknown data.source {source!r}; use arrays, tfds, folder, digits or synthetic.")

@@ -53,12 +53,10 @@ class MatmulBlocks:
 
 
 def default_blocks(batch: int, out_cols: int, transpose: bool = False) -> MatmulBlocks:
-  """Defaults from the block sweep on an H100 (``benchmarks/``, 4096x4096, batch 16).
+  """Default blocks, from the H100 block sweep in ``benchmarks/README.md``.
 
-  Forward: ``bo=128``, 8 warps, the reduction split to ~one program per SM (splits=4 at O=4096;
-  0.0236 ms for 2:8, 0.0196 ms for 2:4, best of 8 configs). Backward-data: ``bo=32``, 4 warps, ~two
-  programs per SM (splits=2 at K=4096; 0.0257 ms for 2:8). Configs within ~5% of the best were
-  common: treat these as a reasonable point, not a tuned optimum.
+  Forward: ``bo=128``, 8 warps, the reduction split to ~one program per SM. Backward-data:
+  ``bo=32``, 4 warps, ~two programs per SM.
   """
   bb = 16 if batch <= 16 else 32 if batch <= 32 else 64
   if transpose:

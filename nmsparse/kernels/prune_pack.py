@@ -23,17 +23,14 @@ plus, in both cases, the per-group keep bitmap of ``M_ff`` (``G x O`` bytes) tha
 ``lam * (1 - M_ff) * W`` needs in the backward. Bytes: ``4`` read + ``2*2`` (masked) or
 ``~2*2*N/M*(1+bits/16)`` (packed) written per weight, + ``1/M`` for the bitmap.
 
-Two variants, chosen per output kind from H100 measurements (``benchmarks/``):
+Two variants, chosen per output kind from the measurements in ``benchmarks/README.md``:
 
 * *reshape* (masked outputs, and bimask): ``[TG, M, TC]`` tiles; FF ranks across the ``M`` row
-  planes, BP ranks inside an in-register ``[TG, TC/M, M]`` reshape of each plane. 4096x4096 fp32
-  -> two masked bf16 operands: 0.081 ms for 2:4, 0.160 ms for 2:8 (run 1). bimask needs ``M_ff``
-  before its column ranking, which this layout has at hand.
+  planes, BP ranks inside an in-register ``[TG, TC/M, M]`` reshape of each plane. bimask needs
+  ``M_ff`` before its column ranking, which this layout has at hand.
 * *planes* (packed bdwp): the same tile read through two strided views, ``[Gq, q, M, O]`` for FF
   and ``[R, Hq, q, M]`` for BP, so that both rankings, the slot selection and the bit-packing of
-  the positions are elementwise over ``16`` planes each, with no reshapes. 4096x4096 packed: 0.116
-  ms for both 2:4 and 2:8 (run 2), against 0.213 / 1.183 ms for the reshape variant (run 1). Its
-  masked outputs were slower (0.22-0.24 ms: strided 2-byte stores of the BP view), hence the split.
+  the positions are elementwise over ``16`` planes each, with no reshapes.
 
 Shapes the tiles do not divide are zero-padded in the wrapper (a copy; model shapes need none).
 """
@@ -51,7 +48,7 @@ from jax.experimental import pallas as pl
 from nmsparse.kernels import backend
 from nmsparse.pack import PackedNM, fields_per_byte, pack, pack_keep_bits, position_bits
 from nmsparse.prune.methods import bp_mask, ff_mask
-from nmsparse.types import NMPattern, PatternLike
+from nmsparse.types import BP_SPARSE_METHODS, SPARSE_METHODS, NMPattern, PatternLike
 
 _POISON_INT = {1: 0xA5, 2: 0x5A}
 
@@ -69,9 +66,9 @@ def _as_2d(w: jax.Array) -> jax.Array:
 
 
 def _check(w: jax.Array, pattern: NMPattern, method: str, packed: bool):
-  if method not in ("srste", "bdwp", "bimask"):
-    raise ValueError(f"prune_pack: method {method!r} has no pruned operands; expected srste, bdwp "
-                     "or bimask.")
+  if method not in SPARSE_METHODS:
+    raise ValueError(f"prune_pack: method {method!r} has no pruned operands; expected one of "
+                     f"{SPARSE_METHODS}.")
   m = pattern.m
   if m & (m - 1) or m > 8:
     raise ValueError(f"prune_pack: the Pallas kernel supports M in (2, 4, 8) (power-of-two "
@@ -81,10 +78,10 @@ def _check(w: jax.Array, pattern: NMPattern, method: str, packed: bool):
   if w.shape[-2] % m:
     raise ValueError(f"prune_pack: input-channel axis of weight {w.shape} is not divisible by "
                      f"M={m} (pattern {pattern}).")
-  if method != "srste" and cols % m:
+  if method in BP_SPARSE_METHODS and cols % m:
     raise ValueError(f"prune_pack: output-channel axis of weight {w.shape} is not divisible by "
                      f"M={m} (pattern {pattern}, method {method}).")
-  if packed and method == "srste":
+  if packed and method not in BP_SPARSE_METHODS:
     raise ValueError("prune_pack: srste's BP operand is W*M_ff, not N:M along output channels, so "
                      "it has no packed BP form; use packed=False.")
 
@@ -164,7 +161,7 @@ def _reshape_kernel(w_ref, *refs, pattern: NMPattern, method: str, packed: bool,
                                                                                     jnp.int32))
 
   keep_bp = []
-  if method != "srste":
+  if method in BP_SPARSE_METHODS:
     for r in range(m):
       src = w[r] if method == "bdwp" else jnp.where(keep_ff[r], w[r], 0.0)
       k3 = _rank_last(_key(src).reshape(tg, th, m)) < n
@@ -177,7 +174,7 @@ def _reshape_kernel(w_ref, *refs, pattern: NMPattern, method: str, packed: bool,
     ff_ref, *rest = outs
     for r in range(m):
       ff_ref[:, r, :] = jnp.where(keep_ff[r], w[r].astype(dtype), zero)
-    if method != "srste":
+    if method in BP_SPARSE_METHODS:
       bp_ref = rest[0]
       for r in range(m):
         bp_ref[:, r, :] = jnp.where(keep_bp[r].reshape(tg, tc), w[r].astype(dtype), zero)
@@ -398,7 +395,7 @@ def _prune_reshape(w: jax.Array, pattern: NMPattern, method: str, *, dtype, pack
     )
   else:
     dense = jax.ShapeDtypeStruct((gpad, m, opad), dtype)
-    out_shape = (dense,) + ((dense,) if method != "srste" else ()) + (
+    out_shape = (dense,) + ((dense,) if method in BP_SPARSE_METHODS else ()) + (
         jax.ShapeDtypeStruct((gpad, opad), kdt),)
     out_specs = (pl.BlockSpec((tg, m, tc), tile),) * (len(out_shape) - 1) + (
         pl.BlockSpec((tg, tc), lambda i, c: (i, c)),)
@@ -421,7 +418,7 @@ def _prune_reshape(w: jax.Array, pattern: NMPattern, method: str, *, dtype, pack
   keep = outs[-1][:groups, :cols]
   if not packed:
     unpad = lambda a: a.reshape(gpad * m, opad)[:rows, :cols].reshape(w.shape)
-    return Pruned(unpad(outs[0]), unpad(outs[1]) if method != "srste" else None, keep)
+    return Pruned(unpad(outs[0]), unpad(outs[1]) if method in BP_SPARSE_METHODS else None, keep)
   ffv, ffp, bpv, bpp, _ = outs
   gq, hq = -(-groups // q), -(-col_groups // q)
   ff = PackedNM(ffv[:, :gq * q, :cols], ffp[:, :gq, :cols], pattern, 0, rows)

@@ -49,8 +49,6 @@ CI: tuple[Shape, ...] = (
     _conv("conv_3x3_8x16", 3, 8, 16),
 )
 
-SHAPES: dict[str, tuple[Shape, ...]] = {"ci": CI, "bench": BENCH}
-
 
 def by_name(name: str) -> Shape:
   """The shape called ``name`` in either list."""

@@ -21,8 +21,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 from absl import logging
 
+from nmsparse.layer_args import compute_dtype, conv_layer_args, flatten_images
 from nmsparse.ops import nm_conv, nm_dense
-from nmsparse.ops.conv import conv_layer_args
 from nmsparse.prune.rules import LayerRules
 from nmsparse.prune.schedule import MASK_COLLECTION, check_mask_every, refresh_mask_source
 from nmsparse.types import NMPattern, PatternLike, as_pattern, check_method
@@ -54,9 +54,6 @@ class _NMMixin:
       snapshot.value, count.value = refresh_mask_source(kernel, snapshot.value, count.value,
                                                         self.mask_every)
     return snapshot.value
-
-  def _compute_dtype(self, inputs, kernel) -> Any:
-    return self.dtype if self.dtype is not None else jnp.result_type(inputs, kernel)
 
   def _add_bias(self, y: jnp.ndarray, dtype: Any) -> jnp.ndarray:
     """The stock ``bias`` parameter (when ``use_bias``), added in the compute dtype."""
@@ -92,12 +89,11 @@ class NMDense(_NMMixin, nn.Dense):
       return super().__call__(inputs)
     kernel = self.param("kernel", self.kernel_init, (jnp.shape(inputs)[-1], self.features),
                         self.param_dtype)
-    dtype = self._compute_dtype(inputs, kernel)
+    dtype = compute_dtype(self.dtype, inputs, kernel)
     y = nm_dense(jnp.asarray(inputs, dtype), kernel, pattern, self.method, self.sr_ste_lambda,
                  self.implementation, name=self._layer_name(),
                  mask_source=self._mask_source(kernel))
-    y = self._add_bias(y, dtype)
-    return y
+    return self._add_bias(y, dtype)
 
 
 class NMConv(_NMMixin, nn.Conv):
@@ -123,16 +119,12 @@ class NMConv(_NMMixin, nn.Conv):
     args = conv_layer_args(name, self.kernel_size, self.strides, self.padding,
                            self.kernel_dilation, self.input_dilation, self.feature_group_count,
                            shared_weights=self.shared_weights, mask=self.mask)
-    batch_shape = inputs.shape[:-3]
-    x = inputs.reshape((-1,) + inputs.shape[-3:]) if len(batch_shape) != 1 else inputs
+    x, restore_batch = flatten_images(inputs)
     kernel = self.param("kernel", self.kernel_init,
                         args.kernel_size + (x.shape[-1], self.features), self.param_dtype)
-    dtype = self._compute_dtype(x, kernel)
+    dtype = compute_dtype(self.dtype, x, kernel)
     y = nm_conv(jnp.asarray(x, dtype), kernel, pattern, self.method,
                 strides=args.strides, padding=args.padding, sr_ste_lambda=self.sr_ste_lambda,
                 implementation=self.implementation, rhs_dilation=args.kernel_dilation, name=name,
                 mask_source=self._mask_source(kernel))
-    y = self._add_bias(y, dtype)
-    if len(batch_shape) != 1:
-      y = y.reshape(batch_shape + y.shape[1:])
-    return y
+    return restore_batch(self._add_bias(y, dtype))

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 from absl import logging
 from flax import nnx
 
+from nmsparse.layer_args import compute_dtype, conv_layer_args, flatten_images
 from nmsparse.ops import nm_conv, nm_dense
-from nmsparse.ops.conv import conv_layer_args
 from nmsparse.prune.rules import LayerRules, path_str
 from nmsparse.prune.schedule import MASK_COLLECTION, check_mask_every, refresh_mask_source
 from nmsparse.types import NMPattern, PatternLike, as_pattern, check_method
@@ -62,9 +62,6 @@ class _NMMixin:
           kernel, self.kernel_snapshot[...], self.count[...], self.mask_every)
     return self.kernel_snapshot[...]
 
-  def _compute_dtype(self, inputs, kernel) -> Any:
-    return self.dtype if self.dtype is not None else jnp.result_type(inputs, kernel)
-
 
 class NMLinear(_NMMixin, nnx.Linear):
   """``nnx.Linear`` whose kernel is pruned N:M per ``method`` (SPEC §1); dense without a pattern.
@@ -85,7 +82,7 @@ class NMLinear(_NMMixin, nnx.Linear):
     if pattern is None:
       return super().__call__(inputs, **kwargs)
     kernel = self.kernel[...]
-    dtype = self._compute_dtype(inputs, kernel)
+    dtype = compute_dtype(self.dtype, inputs, kernel)
     y = nm_dense(jnp.asarray(inputs, dtype), kernel, pattern, self.method, self.sr_ste_lambda,
                  self.implementation, name=type(self).__name__,
                  mask_source=self._mask_source(kernel))
@@ -116,19 +113,16 @@ class NMConv(_NMMixin, nnx.Conv):
     args = conv_layer_args(name, self.kernel_size, self.strides, self.padding,
                            self.kernel_dilation, self.input_dilation, self.feature_group_count,
                            mask=self.mask)
-    batch_shape = inputs.shape[:-3]
-    x = inputs.reshape((-1,) + inputs.shape[-3:]) if len(batch_shape) != 1 else inputs
+    x, restore_batch = flatten_images(inputs)
     kernel = self.kernel[...]
-    dtype = self._compute_dtype(x, kernel)
+    dtype = compute_dtype(self.dtype, x, kernel)
     y = nm_conv(jnp.asarray(x, dtype), kernel, pattern, self.method, strides=args.strides,
                 padding=args.padding, sr_ste_lambda=self.sr_ste_lambda,
                 implementation=self.implementation, rhs_dilation=args.kernel_dilation, name=name,
                 mask_source=self._mask_source(kernel))
     if self.bias is not None:
       y = y + jnp.asarray(self.bias[...], dtype)
-    if len(batch_shape) != 1:
-      y = y.reshape(batch_shape + y.shape[1:])
-    return y
+    return restore_batch(y)
 
 
 def apply_rules(model: nnx.Module, rules: LayerRules, method: str | None = None) -> dict[str, Any]:

@@ -3,26 +3,44 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence, Union
+from typing import Any, Sequence
 
 from jax import lax
 
+from nmsparse.layer_args import Padding, explicit_padding, pairs
 from nmsparse.types import NMPattern, check_method
-
-Padding = Union[str, Sequence[tuple[int, int]]]
 
 
 @dataclasses.dataclass(frozen=True)
 class NMConfig:
-  """What to prune and how: the N:M pattern, the method, the SR-STE decay, the lowering."""
+  """What to prune and how: the N:M pattern, the method, the SR-STE decay, the lowering.
+
+  ``given_mask_source``: the primitives' mask-source operand is a kernel snapshot to compute the
+  masks from (``mask_every > 1``). When False the operand is the kernel itself and every
+  implementation ignores it, so the program is the one without a mask source.
+  """
 
   pattern: NMPattern
   method: str
   sr_ste_lambda: float
   implementation: str
+  given_mask_source: bool = False
 
   def __post_init__(self):
     check_method(self.method)
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+  """What an implementation's ``supports`` is asked about: one sparse op call."""
+
+  op: str  # "dense" or "conv"
+  x_shape: tuple[int, ...]
+  w_shape: tuple[int, ...]
+  dtype: Any  # the compute dtype (x's)
+  pattern: NMPattern
+  method: str
+  given_mask_source: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,23 +52,27 @@ class ConvDims:
   rhs_dilation: tuple[int, int]
 
   @classmethod
-  def create(cls, x_shape: Sequence[int], w_shape: Sequence[int], strides: Sequence[int],
-             padding: Padding, rhs_dilation: Sequence[int] | None) -> "ConvDims":
-    strides = tuple(int(s) for s in strides)
-    rhs_dilation = (1, 1) if rhs_dilation is None else tuple(int(d) for d in rhs_dilation)
+  def create(cls, x_shape: Sequence[int], w_shape: Sequence[int], strides: int | Sequence[int],
+             padding: int | Padding, rhs_dilation: int | Sequence[int] | None) -> "ConvDims":
+    """Checks the shapes and resolves strides, padding and dilation (ints as ``lax``/flax do).
+
+    Raises:
+      ValueError: non-4-D operands, mismatched channels, or other than two strides, dilations or
+        padding pairs.
+    """
     if len(x_shape) != 4 or len(w_shape) != 4:
       raise ValueError(f"nm_conv takes NHWC inputs and HWIO kernels; got x {tuple(x_shape)} and "
                        f"w {tuple(w_shape)}.")
     if x_shape[-1] != w_shape[2]:
       raise ValueError(f"nm_conv: input channels {x_shape[-1]} of x {tuple(x_shape)} do not match "
                        f"axis 2 of the HWIO kernel {tuple(w_shape)}.")
+    strides = pairs(strides, "nm_conv strides")
+    rhs_dilation = pairs(rhs_dilation, "nm_conv rhs_dilation")
+    padding = explicit_padding(padding, "nm_conv padding")
     if isinstance(padding, str):
       window = [(k - 1) * d + 1 for k, d in zip(w_shape[:2], rhs_dilation)]
-      pads = lax.padtype_to_pads(tuple(x_shape[1:3]), window, strides, padding)
-    else:
-      pads = padding
-    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
-    return cls(strides, pads, rhs_dilation)
+      padding = tuple(lax.padtype_to_pads(tuple(x_shape[1:3]), window, strides, padding))
+    return cls(strides, tuple((int(lo), int(hi)) for lo, hi in padding), rhs_dilation)
 
   def conv(self, x, w, preferred_element_type=None):
     """The plain convolution with this geometry (``lax.conv_general_dilated``)."""

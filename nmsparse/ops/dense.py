@@ -3,15 +3,10 @@
 Forward (FF): ``y = x @ (W * M_ff)``. Backward: ``dx = dy @ (W * M_bp)^T`` with the method's BP mask,
 ``dW = x^T dy + lam * (1 - M_ff) * W`` straight to the dense master weights (SPEC §1).
 
-Saved for the backward: ``x`` (compute dtype), the dense master ``w`` (alive anyway as a parameter)
-and the implementation's ``aux`` residuals: nothing for ``"xla"`` (masks are recomputed from ``w``),
-the packed BP operand (values and positions, ``N/M`` of the weight) for ``"pallas"``. No dense masked
-copy of the weight outlives the forward.
-
-With a ``mask_source`` (a kernel snapshot, ``mask_every > 1``) a second ``custom_vjp`` binds the
-``nm_dense_src_*`` primitives instead: the masks come from the source, the operands from ``w``, the
-SR-STE term is ``lam * (1 - M_ff(source)) * W``, and the source (kept as a residual: it is a layer
-variable, alive anyway) gets no gradient.
+The primitives take the mask source as a third operand: ``w`` itself (masks fresh from ``w``), or a
+given ``mask_source`` (``mask_every > 1``) with ``NMConfig.given_mask_source`` set; the source gets
+no gradient. Saved for the backward: ``x`` (compute dtype), the dense master ``w`` and the source
+(both alive anyway as layer variables) and the implementation's residuals.
 """
 
 from __future__ import annotations
@@ -23,50 +18,30 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from nmsparse.ops.config import NMConfig
-from nmsparse.ops.primitives import (nm_dense_bwd_p, nm_dense_fwd_p, nm_dense_src_bwd_p,
-                                     nm_dense_src_fwd_p)
+from nmsparse.ops.config import LayerSpec, NMConfig
+from nmsparse.ops.primitives import nm_dense_bwd_p, nm_dense_fwd_p
 from nmsparse.ops.registry import resolve_implementation
 from nmsparse.prune.mask import check_groupable
-from nmsparse.types import NMPattern, PatternLike, check_method
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _nm_matmul(x: jax.Array, w: jax.Array, cfg: NMConfig) -> jax.Array:
-  return nm_dense_fwd_p.bind(x, w, cfg=cfg)[0]
-
-
-def _nm_matmul_fwd(x, w, cfg):
-  y, *aux = nm_dense_fwd_p.bind(x, w, cfg=cfg)
-  return y, (x, w, tuple(aux))
-
-
-def _nm_matmul_bwd(cfg, residuals, dy):
-  x, w, aux = residuals
-  dx, dw = nm_dense_bwd_p.bind(x, w, dy, *aux, cfg=cfg)
-  return dx, dw
-
-
-_nm_matmul.defvjp(_nm_matmul_fwd, _nm_matmul_bwd)
+from nmsparse.types import BP_SPARSE_METHODS, NMPattern, PatternLike, check_method
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _nm_matmul_src(x: jax.Array, w: jax.Array, src: jax.Array, cfg: NMConfig) -> jax.Array:
-  return nm_dense_src_fwd_p.bind(x, w, src, cfg=cfg)[0]
+def _nm_matmul(x: jax.Array, w: jax.Array, src: jax.Array, cfg: NMConfig) -> jax.Array:
+  return nm_dense_fwd_p.bind(x, w, src, cfg=cfg)[0]
 
 
-def _nm_matmul_src_fwd(x, w, src, cfg):
-  y, *aux = nm_dense_src_fwd_p.bind(x, w, src, cfg=cfg)
-  return y, (x, w, src, tuple(aux))
+def _nm_matmul_fwd(x, w, src, cfg):
+  y, *res = nm_dense_fwd_p.bind(x, w, src, cfg=cfg)
+  return y, (x, w, src, tuple(res))
 
 
-def _nm_matmul_src_bwd(cfg, residuals, dy):
-  x, w, src, aux = residuals
-  dx, dw = nm_dense_src_bwd_p.bind(x, w, src, dy, *aux, cfg=cfg)
+def _nm_matmul_bwd(cfg, residuals, dy):
+  x, w, src, res = residuals
+  dx, dw = nm_dense_bwd_p.bind(x, w, src, dy, *res, cfg=cfg)
   return dx, dw, None  # the mask source gets no gradient
 
 
-_nm_matmul_src.defvjp(_nm_matmul_src_fwd, _nm_matmul_src_bwd)
+_nm_matmul.defvjp(_nm_matmul_fwd, _nm_matmul_bwd)
 
 
 def check_mask_source(w: jax.Array, mask_source: jax.Array, name: str | None) -> jax.Array:
@@ -75,7 +50,7 @@ def check_mask_source(w: jax.Array, mask_source: jax.Array, name: str | None) ->
   Raises:
     ValueError: a non-floating source or one whose shape differs from ``w``'s.
   """
-  _check_float("mask_source", mask_source)
+  check_float("mask_source", mask_source)
   if mask_source.shape != w.shape:
     raise ValueError(f"mask_source must have the kernel's shape {w.shape}, got "
                      f"{mask_source.shape}{'' if name is None else f' in layer {name!r}'}.")
@@ -83,8 +58,14 @@ def check_mask_source(w: jax.Array, mask_source: jax.Array, name: str | None) ->
 
 
 def make_config(w_shape: tuple[int, ...], pattern: PatternLike | None, method: str,
-                sr_ste_lambda: float, implementation: str | None, name: str | None) -> NMConfig:
-  """Validates a sparse call's settings against the kernel shape and bundles them."""
+                sr_ste_lambda: float, implementation: str | None, name: str | None, *,
+                op: str = "dense", x_shape: tuple[int, ...] | None = None, dtype: Any = None,
+                given_mask_source: bool = False) -> NMConfig:
+  """Validates a sparse call's settings against the kernel shape and bundles them.
+
+  ``x_shape``/``dtype`` (default: a batch of one, ``float32``) describe the call to the
+  implementations' ``supports``.
+  """
   check_method(method)
   if pattern is None:
     raise ValueError(f"method={method!r} needs an N:M pattern (e.g. '2:8'); got pattern=None"
@@ -92,20 +73,33 @@ def make_config(w_shape: tuple[int, ...], pattern: PatternLike | None, method: s
   pattern = NMPattern.parse(pattern)
   what = "kernel" if name is None else f"kernel of layer {name!r}"
   check_groupable(w_shape, -2, pattern, what=what)
-  if method in ("bdwp", "bimask"):
+  if method in BP_SPARSE_METHODS:
     check_groupable(w_shape, -1, pattern, what=what)
-  return NMConfig(pattern, method, float(sr_ste_lambda), resolve_implementation(implementation))
+  x_shape = (1, w_shape[0]) if x_shape is None else tuple(x_shape)
+  dtype = jnp.dtype(jnp.float32 if dtype is None else dtype)
+  layer = LayerSpec(op, x_shape, tuple(w_shape), dtype, pattern, method, given_mask_source)
+  return NMConfig(pattern, method, float(sr_ste_lambda),
+                  resolve_implementation(implementation, layer), given_mask_source)
 
 
-def _check_float(name: str, a: jax.Array):
+def check_float(name: str, a: jax.Array):
+  """Raises ``ValueError`` unless ``a`` is floating point."""
   if not jnp.issubdtype(a.dtype, jnp.floating):
     raise ValueError(f"{name} must be floating point, got dtype {a.dtype} (shape {a.shape}).")
 
 
+def sparse_operands(w: jax.Array, mask_source: jax.Array | None,
+                    name: str | None) -> tuple[jax.Array, bool]:
+  """The primitives' mask-source operand and ``given_mask_source``: ``(w, False)`` without one."""
+  if mask_source is None:
+    return w, False
+  return check_mask_source(w, mask_source, name), True
+
+
 def nm_dense(x: jax.Array, w: jax.Array, pattern: PatternLike | None = None, method: str = "bdwp",
              sr_ste_lambda: float = 2e-4, implementation: str | None = None, *,
-             precision: Any = None, name: str | None = None, mask_source: jax.Array | None = None,
-             **unused: Any) -> jax.Array:
+             precision: Any = None, name: str | None = None,
+             mask_source: jax.Array | None = None) -> jax.Array:
   """``x @ W`` with ``W`` pruned N:M per ``method`` (SPEC §1), differentiable by a custom VJP.
 
   Args:
@@ -114,8 +108,11 @@ def nm_dense(x: jax.Array, w: jax.Array, pattern: PatternLike | None = None, met
       ``mask_source`` is given.
     pattern: ``"N:M"`` or ``NMPattern``; ignored by ``method="dense"``.
     method: ``dense``, ``srste``, ``bdwp`` or ``bimask``.
-    sr_ste_lambda: SR-STE decay ``lam`` on the pruned weights (0 turns it off).
-    implementation: ``"xla"``, ``"pallas"`` or ``None`` (best for the backend).
+    sr_ste_lambda: SR-STE decay ``lam`` on the pruned weights (0 turns it off). It is added to
+      ``w``'s gradient once per call: a weight used by two calls, or shared by the examples of a
+      ``vmap``, gets it once per call (twice, or once per mapped example).
+    implementation: a name in ``nmsparse.ops.IMPLEMENTATIONS`` (``"xla"``, ``"pallas"``) or
+      ``None`` (per layer, the first implementation for the backend that supports it).
     precision: passed to the dense product of ``method="dense"``.
     name: the layer's name, used in error messages only.
     mask_source: ``None`` (masks from ``w``, the default) or an array of ``w``'s shape to compute
@@ -128,22 +125,21 @@ def nm_dense(x: jax.Array, w: jax.Array, pattern: PatternLike | None = None, met
     ``[..., O]`` in ``x``'s dtype. The weight gradient has ``w``'s dtype.
 
   Raises:
-    ValueError: non-floating inputs, mismatched shapes, a bad pattern or method, or a kernel whose
-      grouping axes are not divisible by M.
+    ValueError: non-floating inputs, a scalar ``x``, mismatched shapes, a bad pattern, method or
+      implementation, or a kernel whose grouping axes are not divisible by M.
+    TypeError: an unknown keyword argument.
   """
-  _check_float("x", x)
-  _check_float("w", w)
-  if w.ndim != 2 or x.shape[-1] != w.shape[0]:
+  check_float("x", x)
+  check_float("w", w)
+  if x.ndim < 1 or w.ndim != 2 or x.shape[-1] != w.shape[0]:
     raise ValueError(f"nm_dense needs x [..., K] and w [K, O]; got x {x.shape} and w {w.shape}"
                      f"{'' if name is None else f' in layer {name!r}'}.")
   if method == "dense":
-    check_method(method)
     return lax.dot_general(x, w.astype(x.dtype), (((x.ndim - 1,), (0,)), ((), ())),
                            precision=precision)
-  cfg = make_config(w.shape, pattern, method, sr_ste_lambda, implementation, name)
-  if mask_source is None:
-    y = _nm_matmul(x.reshape(-1, w.shape[0]), w, cfg)
-  else:
-    src = check_mask_source(w, mask_source, name)
-    y = _nm_matmul_src(x.reshape(-1, w.shape[0]), w, src, cfg)
+  src, given = sparse_operands(w, mask_source, name)
+  x2 = x.reshape(-1, w.shape[0])
+  cfg = make_config(w.shape, pattern, method, sr_ste_lambda, implementation, name, op="dense",
+                    x_shape=x2.shape, dtype=x.dtype, given_mask_source=given)
+  y = _nm_matmul(x2, w, src, cfg)
   return y.reshape(x.shape[:-1] + (w.shape[1],))

@@ -1,52 +1,65 @@
 """The ``"pallas"`` implementation: one fused prune pass per step, packed matmuls at small batch.
 
-Same four functions as :mod:`nmsparse.ops.xla` (see its docstring for the contract). Every forward
-runs :func:`nmsparse.kernels.prune_pack` once: it reads the dense fp32 master weight once and writes
-both pruned operands in the compute dtype plus the ``M_ff`` keep bitmap for the SR-STE term. What
-it writes, and what consumes it, follows this dispatch rule:
+Every forward runs :func:`nmsparse.kernels.prune_pack` once: it reads the dense master weight once
+and writes both pruned operands in the compute dtype plus the ``M_ff`` keep bitmap for the SR-STE
+term. What it writes, and what consumes it, follows this dispatch rule:
 
-* **dense, small batch** (``rows of x <= PACKED_MAX_BATCH``, method ``bdwp``/``bimask``): the
-  operands are *packed* (:mod:`nmsparse.pack`); ``y = nm_matmul(x, W_ff)`` and, in the backward,
-  ``dx = nm_matmul_t(dy, W_bp)`` read only ``N/M`` of the values plus bit-packed positions. These
-  products are memory-bound, so fewer weight bytes is the whole gain. ``aux`` = packed BP operand
-  (0.31-0.56 of the bf16 weight) and the keep bitmap.
-* **dense, large batch, and ``srste``** (whose BP operand ``W*M_ff`` is not N:M along the BP
-  reduction axis): the operands are written *masked and dense* in the compute dtype and feed XLA's
-  dense dot (cuBLAS). At large batch the products are compute-bound and a decompress-in-kernel
-  MMA does the same FLOPs as cuBLAS with a slower main loop (without sparse tensor cores there is
-  no FLOP saving to collect). ``aux`` = masked BP operand and the keep bitmap.
+* **dense, at most ``PACKED_MAX_BATCH`` rows, method in ``BP_SPARSE_METHODS``**: the operands are
+  *packed* (:mod:`nmsparse.pack`); ``y = nm_matmul(x, W_ff)`` and, in the backward,
+  ``dx = nm_matmul_t(dy, W_bp)`` read only ``N/M`` of the values plus bit-packed positions.
+* **dense with more rows, and ``srste``** (whose BP operand ``W*M_ff`` is not N:M along the BP
+  reduction axis): the operands are written *masked and dense* and feed XLA's dense dot.
 * **conv**: masked operands feeding ``lax.conv`` (one prune pass instead of two mask passes).
 
 The weight gradient is always XLA's dense dot/conv, plus ``lam * (1 - M_ff) * W`` from the bitmap.
-``PACKED_MAX_BATCH = 16`` comes from ``benchmarks/`` (H100, 4096x4096, 2:8): the packed forward
-ran 1.01-1.06x dense ``jnp.dot`` at batch 8-16 and 0.81x at 64, 0.29x at 256 (its tensor-core
-tiles are 16 rows and the decode is redone per batch tile). Patterns need ``M in (2, 4, 8)``; other
-patterns raise ``ValueError`` (use ``implementation="xla"``), never a silent fallback.
+``PACKED_MAX_BATCH`` was chosen from the measurements in ``benchmarks/README.md``. Patterns need
+``M in (2, 4, 8)`` (``supports`` says so for others).
 
-**A given mask source** (``mask_every > 1``; ``dense_src_*``/``conv_src_*``): the fused prune
-kernel ranks the weight it prunes, but here the masks come from a kernel snapshot and the operands
-from the current weight. These four functions are :mod:`nmsparse.ops.xla`'s: masks from ``nm_mask``
-of the source, masked operands built with ``jnp`` (select + cast) feeding XLA's dots/convs. They
-take any pattern.
+**A given mask source** (``cfg.given_mask_source``, ``mask_every > 1``): the fused prune kernel
+ranks the weight it prunes, but here the masks come from a kernel snapshot and the operands from the
+current weight, so the four functions run :mod:`nmsparse.ops.xla`'s (any pattern).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from nmsparse.kernels import nm_matmul, nm_matmul_t, prune_pack
 from nmsparse.ops import xla
-from nmsparse.ops.config import ConvDims, NMConfig
+from nmsparse.ops.config import ConvDims, LayerSpec, NMConfig
+from nmsparse.ops.impl import Implementation
 from nmsparse.pack import PackedNM, unpack_keep_bits
 from nmsparse.prune.methods import sr_ste_decay
+from nmsparse.types import BP_SPARSE_METHODS
 
 PACKED_MAX_BATCH = 16
+KERNEL_M = (2, 4, 8)
+
+
+class Residuals(NamedTuple):
+  """What the forward's prune pass leaves for the backward (zero-size where a path has none).
+
+  Attributes:
+    bp: the BP operand: packed values (packed path) or ``W * M_bp`` masked dense.
+    bp_positions: the packed BP operand's bit-packed positions; zero-size on the masked path.
+    ff_keep: the per-group keep bitmap of ``M_ff`` (SR-STE term).
+  """
+
+  bp: jax.Array
+  bp_positions: jax.Array
+  ff_keep: jax.Array
+
+
+def _none() -> jax.Array:
+  return jnp.zeros((0,), jnp.uint8)
 
 
 def use_packed(batch: int, cfg: NMConfig) -> bool:
   """Whether a dense layer with ``batch`` rows takes the packed (value-serial) path."""
-  return cfg.method in ("bdwp", "bimask") and batch <= PACKED_MAX_BATCH
+  return cfg.method in BP_SPARSE_METHODS and batch <= PACKED_MAX_BATCH
 
 
 def _decay(w: jax.Array, keep_bits: jax.Array, cfg: NMConfig) -> jax.Array:
@@ -56,41 +69,60 @@ def _decay(w: jax.Array, keep_bits: jax.Array, cfg: NMConfig) -> jax.Array:
   return sr_ste_decay(w, m_ff, cfg.sr_ste_lambda)
 
 
-def dense_fwd(x: jax.Array, w: jax.Array, *, cfg: NMConfig):
+def dense_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *,
+              cfg: NMConfig) -> tuple[jax.Array, Residuals]:
+  """``x @ (W * M_ff)`` from one prune pass: packed matmul or XLA dot (module docstring)."""
+  if cfg.given_mask_source:
+    return xla.dense_fwd(x, w, src, cfg=cfg)[0], Residuals(_none(), _none(), _none())
   if use_packed(x.shape[0], cfg):
     ff, bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=True)
-    return nm_matmul(x, ff), (bp.values, bp.positions, keep)
+    return nm_matmul(x, ff), Residuals(bp.values, bp.positions, keep)
   w_ff, w_bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=False)
   y = jnp.dot(x, w_ff, preferred_element_type=jnp.float32).astype(x.dtype)
-  return y, (w_ff if w_bp is None else w_bp, keep)
+  return y, Residuals(w_ff if w_bp is None else w_bp, _none(), keep)
 
 
-def dense_bwd(x: jax.Array, w: jax.Array, dy: jax.Array, *aux: jax.Array, cfg: NMConfig):
-  if len(aux) == 3:  # packed path (see dense_fwd)
-    values, positions, keep = aux
-    dx = nm_matmul_t(dy, PackedNM(values, positions, cfg.pattern, 1, w.shape[1]))
+def dense_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Residuals, *,
+              cfg: NMConfig) -> tuple[jax.Array, jax.Array]:
+  """``dy @ (W * M_bp)^T`` from the forward's BP operand and ``x^T dy`` plus SR-STE."""
+  if cfg.given_mask_source:
+    return xla.dense_bwd(x, w, src, dy, xla.Residuals(), cfg=cfg)
+  if res.bp_positions.size:
+    dx = nm_matmul_t(dy, PackedNM(res.bp, res.bp_positions, cfg.pattern, 1, w.shape[1]))
   else:
-    w_bp, keep = aux
-    dx = jnp.dot(dy, w_bp.T, preferred_element_type=jnp.float32).astype(x.dtype)
+    dx = jnp.dot(dy, res.bp.T, preferred_element_type=jnp.float32).astype(x.dtype)
   dw = jnp.dot(x.T, dy, preferred_element_type=jnp.float32).astype(w.dtype)
-  return dx, dw + _decay(w, keep, cfg)
+  return dx, dw + _decay(w, res.ff_keep, cfg)
 
 
-def conv_fwd(x: jax.Array, w: jax.Array, *, cfg: NMConfig, geom: ConvDims):
+def conv_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *, cfg: NMConfig,
+             geom: ConvDims) -> tuple[jax.Array, Residuals]:
+  """The convolution with the prune pass's masked ``W * M_ff``."""
+  if cfg.given_mask_source:
+    return xla.conv_fwd(x, w, src, cfg=cfg, geom=geom)[0], Residuals(_none(), _none(), _none())
   w_ff, w_bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=False)
-  return geom.conv(x, w_ff), (w_ff if w_bp is None else w_bp, keep)
+  return geom.conv(x, w_ff), Residuals(w_ff if w_bp is None else w_bp, _none(), keep)
 
 
-def conv_bwd(x: jax.Array, w: jax.Array, dy: jax.Array, w_bp: jax.Array, keep: jax.Array, *,
-             cfg: NMConfig, geom: ConvDims):
-  (dx,) = jax.linear_transpose(lambda x_: geom.conv(x_, w_bp), x)(dy)
+def conv_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Residuals, *,
+             cfg: NMConfig, geom: ConvDims) -> tuple[jax.Array, jax.Array]:
+  """The transposed convolution with the forward's ``W * M_bp`` and the weight gradient."""
+  if cfg.given_mask_source:
+    return xla.conv_bwd(x, w, src, dy, xla.Residuals(), cfg=cfg, geom=geom)
+  (dx,) = jax.linear_transpose(lambda x_: geom.conv(x_, res.bp), x)(dy)
   w_c = jax.ShapeDtypeStruct(w.shape, x.dtype)
   (dw,) = jax.linear_transpose(lambda w_: geom.conv(x, w_), w_c)(dy)
-  return dx, dw.astype(w.dtype) + _decay(w, keep, cfg)
+  return dx, dw.astype(w.dtype) + _decay(w, res.ff_keep, cfg)
 
 
-# A given mask source: the xla implementation's masked operands (see the module docstring).
-dense_src_fwd = xla.dense_src_fwd
-dense_src_bwd = xla.dense_src_bwd
-conv_src_fwd = xla.conv_src_fwd
-conv_src_bwd = xla.conv_src_bwd
+def supports(layer: LayerSpec) -> str | None:
+  """The kernels take ``M in (2, 4, 8)``; a given mask source runs the xla functions (any M)."""
+  if layer.given_mask_source or layer.pattern.m in KERNEL_M:
+    return None
+  return (f"the Pallas kernels support M in {KERNEL_M} (power-of-two Triton tiles, uint8 keep "
+          f"bits), not pattern {layer.pattern}; use implementation='xla' for this layer")
+
+
+IMPLEMENTATION = Implementation(name="pallas", dense_fwd=dense_fwd, dense_bwd=dense_bwd,
+                                conv_fwd=conv_fwd, conv_bwd=conv_bwd, supports=supports,
+                                residuals=Residuals)

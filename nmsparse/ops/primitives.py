@@ -1,70 +1,69 @@
-"""The sparse primitives and their rules: abstract evaluation, lowering, batching, eager impl.
+"""The four sparse primitives and their rules: abstract evaluation, lowering, batching, eager impl.
 
-``nm_dense_fwd``/``nm_conv_fwd`` compute the FF product (and any residuals the chosen
-implementation wants kept); ``nm_dense_bwd``/``nm_conv_bwd`` compute the BP product and the weight
-gradient. ``nm_dense_src_*``/``nm_conv_src_*`` are the same with a given mask source (an extra
-operand after ``w``, the kernel snapshot of ``mask_every > 1``) that the masks are computed from.
-They show up by name in jaxprs. Each lowers through the implementation named by its ``cfg``
-parameter (``nmsparse.ops.xla`` or ``nmsparse.ops.pallas``), so one program can hold both.
-Autodiff is not defined on the primitives: ``nm_dense``/``nm_conv`` wire them into a ``custom_vjp``.
+``nm_dense_fwd``/``nm_conv_fwd`` take ``(x, w, src)`` and return the FF product followed by the
+fields of the implementation's residuals; ``nm_dense_bwd``/``nm_conv_bwd`` take
+``(x, w, src, dy, *residual fields)`` and return ``(dx, dw)``. ``src`` is the mask source (the
+kernel itself unless ``cfg.given_mask_source``). They show up by name in jaxprs. Each lowers through the
+:class:`~nmsparse.ops.impl.Implementation` named by its ``cfg`` parameter, so one program can hold
+several. Autodiff is not defined on the primitives: ``nm_dense``/``nm_conv`` wire them into a
+``custom_vjp``.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 from jax.extend.core import Primitive
 from jax.interpreters import batching, mlir
 
-from nmsparse.ops.registry import get_impl
+from nmsparse.ops.impl import Implementation
+from nmsparse.ops.registry import get_implementation
+
+Select = Callable[[Implementation], Callable]
 
 
-def _impl_fn(fn_name: str, params: dict):
-  cfg = params["cfg"]
-  return functools.partial(getattr(get_impl(cfg.implementation), fn_name), **params)
+def _flat_fn(select: Select, is_fwd: bool, params: dict) -> Callable:
+  """The implementation's function for ``params["cfg"]`` with flat operands and results."""
+  impl = get_implementation(params["cfg"].implementation)
+  fn = functools.partial(select(impl), **params)
+  if is_fwd:
+    def fwd(x, w, src):
+      y, res = fn(x, w, src)
+      return (y, *res)
+    return fwd
 
-
-def _flat(fn, fn_name: str):
-  """Adapts a forward ``-> (y, aux_tuple)`` or a backward ``-> (dx, dw)`` to a flat result tuple."""
-
-  def flat(*args):
-    out = fn(*args)
-    if fn_name.endswith("_fwd"):
-      return (out[0], *out[1])
-    return tuple(out)
-
-  return flat
+  def bwd(x, w, src, dy, *res):
+    return tuple(fn(x, w, src, dy, impl.residuals(*res)))
+  return bwd
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted(fn_name: str, params_key):
-  return jax.jit(_flat(_impl_fn(fn_name, dict(params_key)), fn_name))
+def _jitted(select: Select, is_fwd: bool, params_key):
+  return jax.jit(_flat_fn(select, is_fwd, dict(params_key)))
 
 
-def _define(name: str, fn_name: str) -> Primitive:
+def _define(name: str, select: Select, is_fwd: bool) -> Primitive:
   prim = Primitive(name)
   prim.multiple_results = True
 
   def impl(*args, **params):
-    return _jitted(fn_name, tuple(sorted(params.items())))(*args)
+    return _jitted(select, is_fwd, tuple(sorted(params.items())))(*args)
 
   def abstract_eval(*avals, **params):
-    out = jax.eval_shape(_flat(_impl_fn(fn_name, params), fn_name),
+    out = jax.eval_shape(_flat_fn(select, is_fwd, params),
                          *(jax.ShapeDtypeStruct(a.shape, a.dtype) for a in avals))
     return [jax.core.ShapedArray(o.shape, o.dtype) for o in out]
 
   def lowering(ctx, *args, **params):
-    return mlir.lower_fun(_flat(_impl_fn(fn_name, params), fn_name), multiple_results=True)(ctx, *args)
+    return mlir.lower_fun(_flat_fn(select, is_fwd, params), multiple_results=True)(ctx, *args)
 
   def batch(args, dims, **params):
-    if fn_name.endswith("_fwd") and dims[0] is not None and all(
-        d is None for d in dims[1:]):
+    if is_fwd and dims[0] is not None and all(d is None for d in dims[1:]):
       return _batch_rows(prim, args, dims, params)
-    fn = _flat(_impl_fn(fn_name, params), fn_name)
-    in_axes = tuple(dims)
-    out = jax.vmap(fn, in_axes=in_axes, out_axes=0)(*args)
+    out = jax.vmap(_flat_fn(select, is_fwd, params), in_axes=tuple(dims), out_axes=0)(*args)
     return out, (0,) * len(out)
 
   prim.def_impl(impl)
@@ -80,15 +79,27 @@ def _batch_rows(prim, args, dims, params):
   x = jnp.moveaxis(x, dims[0], 0)
   v, b = x.shape[:2]
   out = prim.bind(x.reshape((v * b,) + x.shape[2:]), *rest, **params)
-  y, aux = out[0], out[1:]
-  return [y.reshape((v, b) + y.shape[1:]), *aux], [0] + [None] * len(aux)
+  y, res = out[0], out[1:]
+  return [y.reshape((v, b) + y.shape[1:]), *res], [0] + [None] * len(res)
 
 
-nm_dense_fwd_p = _define("nm_dense_fwd", "dense_fwd")
-nm_dense_bwd_p = _define("nm_dense_bwd", "dense_bwd")
-nm_conv_fwd_p = _define("nm_conv_fwd", "conv_fwd")
-nm_conv_bwd_p = _define("nm_conv_bwd", "conv_bwd")
-nm_dense_src_fwd_p = _define("nm_dense_src_fwd", "dense_src_fwd")
-nm_dense_src_bwd_p = _define("nm_dense_src_bwd", "dense_src_bwd")
-nm_conv_src_fwd_p = _define("nm_conv_src_fwd", "conv_src_fwd")
-nm_conv_src_bwd_p = _define("nm_conv_src_bwd", "conv_src_bwd")
+def _dense_fwd(impl: Implementation) -> Callable:
+  return impl.dense_fwd
+
+
+def _dense_bwd(impl: Implementation) -> Callable:
+  return impl.dense_bwd
+
+
+def _conv_fwd(impl: Implementation) -> Callable:
+  return impl.conv_fwd
+
+
+def _conv_bwd(impl: Implementation) -> Callable:
+  return impl.conv_bwd
+
+
+nm_dense_fwd_p = _define("nm_dense_fwd", _dense_fwd, is_fwd=True)
+nm_dense_bwd_p = _define("nm_dense_bwd", _dense_bwd, is_fwd=False)
+nm_conv_fwd_p = _define("nm_conv_fwd", _conv_fwd, is_fwd=True)
+nm_conv_bwd_p = _define("nm_conv_bwd", _conv_bwd, is_fwd=False)

@@ -18,7 +18,7 @@ def create_schedule(config: Any, steps_per_epoch: int) -> optax.Schedule:
   warmup = min(total - 1, int(config.warmup_epochs * steps_per_epoch))
   peak = config.learning_rate
   if config.schedule == "onecycle":
-    return optax.join_schedules([optax.linear_schedule(peak * config.get("initial_lr_fraction", 0.1),
+    return optax.join_schedules([optax.linear_schedule(peak * config.initial_lr_fraction,
                                                        peak, max(warmup, 1)),
                                  optax.linear_schedule(peak, 0.0, max(total - warmup, 1))],
                                 [max(warmup, 1)])
@@ -41,13 +41,13 @@ def create_optimizer(config: Any, steps_per_epoch: int) -> tuple[optax.GradientT
   ``adamw`` (decoupled weight decay on kernels); optional global-norm clipping ``grad_clip``."""
   schedule = create_schedule(config, steps_per_epoch)
   parts = []
-  if config.get("grad_clip", 0.0):
+  if config.grad_clip:
     parts.append(optax.clip_by_global_norm(config.grad_clip))
   if config.optimizer == "sgd":
     parts += [optax.add_decayed_weights(config.weight_decay, mask=decay_mask),
               optax.sgd(schedule, momentum=config.momentum, nesterov=config.nesterov)]
   elif config.optimizer == "adamw":
-    parts.append(optax.adamw(schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
+    parts.append(optax.adamw(schedule, b1=config.b1, b2=config.b2,
                              weight_decay=config.weight_decay, mask=decay_mask))
   else:
     raise ValueError(f"Unknown optimizer {config.optimizer!r}; use sgd or adamw.")

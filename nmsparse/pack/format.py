@@ -78,10 +78,6 @@ class PackedNM:
     s = self.values.shape
     return s[:self.axis] + (self.length,) + s[self.axis + 2:]
 
-  @property
-  def groups(self) -> int:
-    return self.length // self.pattern.m
-
 
 jax.tree_util.register_dataclass(PackedNM, data_fields=["values", "positions"],
                                  meta_fields=["pattern", "axis", "length"])

@@ -20,11 +20,12 @@ def check_groupable(shape: tuple[int, ...], axis: int, pattern: NMPattern, what:
   axis = _normalize_axis(shape, axis)
   if shape[axis] % pattern.m:
     lower = shape[axis] // pattern.m * pattern.m
+    fit = f"{lower} or {lower + pattern.m}" if lower else f"{pattern.m}, the smallest multiple of M"
     raise ValueError(
         f"Cannot apply N:M pattern {pattern} to a {what} of shape {shape} along axis {axis}: "
-        f"its length {shape[axis]} is not divisible by M={pattern.m} (nearest that fit: "
-        f"{lower or pattern.m} or {lower + pattern.m}). Keep this layer dense with a layer rule, "
-        f"or choose an M that divides {shape[axis]}.")
+        f"its length {shape[axis]} is not divisible by M={pattern.m} (nearest length that fits: "
+        f"{fit}). Keep this layer dense with a layer rule, or choose an M that divides "
+        f"{shape[axis]}.")
 
 
 def magnitude_key(w: jax.Array) -> jax.Array:

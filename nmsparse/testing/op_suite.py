@@ -71,7 +71,7 @@ class OpSuite:
         for dtype in cls.dtypes:
           for mode in MODES:
             cases.append(OpCase("dense", method, pattern, dtype, mode))
-          for i, (stride, padding) in enumerate(CONV_GEOMETRIES):
+          for stride, padding in CONV_GEOMETRIES:
             cases.append(OpCase("conv", method, pattern, dtype, "jit", stride, padding))
           stride, padding = CONV_GEOMETRIES[len(cases) % len(CONV_GEOMETRIES)]
           for mode in ("eager", "vmap"):

@@ -14,9 +14,7 @@ import numpy as np
 from absl import logging
 
 from nmsparse.prune.rules import LayerRules
-from nmsparse.types import NMPattern
-
-BP_SPARSE_METHODS = ("bdwp", "bimask")
+from nmsparse.types import BP_SPARSE_METHODS, NMPattern
 
 
 @dataclasses.dataclass(frozen=True)

@@ -120,7 +120,7 @@ class Run:
   def __init__(self, config: Any, workdir: str, dataset: ArrayDataset | None = None):
     self.config, self.workdir = config, workdir
     os.makedirs(workdir, exist_ok=True)
-    self.mesh = make_mesh(config.get("num_devices") or None)
+    self.mesh = make_mesh(config.num_devices or None)
     n_dev = self.mesh.size
     if config.batch_size % n_dev or config.eval_batch_size % n_dev:
       raise ValueError(f"batch_size={config.batch_size} and eval_batch_size="
@@ -216,10 +216,10 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
   run.state = ckpt.restore_latest(run.state)
   step = int(jax.device_get(run.state.step))
   first_epoch = step // run.steps_per_epoch
-  writer = MetricWriter(workdir, config.get("tensorboard", True))
+  writer = MetricWriter(workdir, config.tensorboard)
   history = writer.history(completed_epochs=first_epoch)
   previous_wall = history[-1]["wall_time_s"] if history else 0.0
-  progress = Progress(run.total_steps, step, config.get("progress_bar", True))
+  progress = Progress(run.total_steps, step, config.progress_bar)
   masks = {}
   if config.track_mask_flips:
     masks = ff_masks(run.state.params, run.sparse, run.state.nm_masks)

@@ -56,7 +56,7 @@ def build_model(config: Any, rules: LayerRules) -> nn.Module:
   (params stay fp32)."""
   layer_args = dict(pattern=rules, method=config.method, sr_ste_lambda=config.sr_ste_lambda,
                     implementation=config.implementation, dtype=compute_dtype(config),
-                    param_dtype=jnp.float32, mask_every=config.get("mask_every", 1))
+                    param_dtype=jnp.float32, mask_every=config.mask_every)
   return create_model(config.model, num_classes=config.data.num_classes,
                       dense=functools.partial(NMDense, **layer_args),
                       conv=functools.partial(NMConv, **layer_args), dtype=compute_dtype(config),

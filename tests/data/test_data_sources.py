@@ -102,7 +102,8 @@ def test_tfds_source_is_a_clear_error_without_tfds_or_data(tmp_path):
 
 def test_synthetic_only_when_asked():
   cfg = ml_collections.ConfigDict(dict(source="synthetic", name="x", num_classes=3, image_size=4,
-                                       channels=1, synthetic_train=5, synthetic_test=2))
+                                       channels=1, synthetic_train=5, synthetic_test=2,
+                                       synthetic_seed=0))
   ds = load_dataset(cfg)
   assert ds.name == "synthetic" and ds.train_images.shape == (5, 4, 4, 1)
   with pytest.raises(ValueError, match="Unknown data.source"):

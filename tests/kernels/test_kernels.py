@@ -20,7 +20,7 @@ from nmsparse.kernels import (nm_matmul, nm_matmul_t, prune_pack, reference_nm_m
                               reference_nm_matmul_t, reference_prune_pack)
 from nmsparse.kernels.shapes import CI
 from nmsparse.pack import pack_nm
-from nmsparse.testing.interpret import force_interpret
+from nmsparse.kernels import force_interpret
 from nmsparse.testing.tolerance import assert_close
 
 PATTERNS = ("1:4", "2:4", "2:8", "4:8", "1:8")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import nmsparse as nms
-from nmsparse.ops import nm_dense_bwd_p, nm_dense_fwd_p
+from nmsparse.ops import (IMPLEMENTATIONS, LayerSpec, nm_dense_bwd_p, nm_dense_fwd_p,
+                          resolve_implementation)
 from nmsparse.testing import assert_close
 from nmsparse.testing.op_suite import OpSuite
 
@@ -99,3 +100,46 @@ def test_conv_rejects_mismatched_channels():
 def test_integer_inputs_rejected():
   with pytest.raises(ValueError, match="int32"):
     nms.nm_dense(jnp.ones((2, 8), jnp.int32), jnp.ones((8, 8)), "2:4")
+
+
+@pytest.mark.parametrize("op", ["dense", "conv"])
+def test_unknown_keywords_are_type_errors(op):
+  x, w = (jnp.ones((2, 16)), jnp.ones((16, 8))) if op == "dense" else (
+      jnp.ones((1, 4, 4, 8)), jnp.ones((3, 3, 8, 8)))
+  fn = nms.nm_dense if op == "dense" else nms.nm_conv
+  with pytest.raises(TypeError, match="metod"):
+    fn(x, w, "2:8", metod="dense")
+
+
+def test_scalar_x_is_a_clear_error():
+  with pytest.raises(ValueError, match=r"nm_dense needs x \[\.\.\., K\]"):
+    nms.nm_dense(jnp.ones(()), jnp.ones((16, 8)), "2:8")
+  with pytest.raises(ValueError, match="NHWC inputs"):
+    nms.nm_conv(jnp.ones(()), jnp.ones((3, 3, 8, 8)), "2:8")
+
+
+def test_conv_int_strides_and_padding_match_pairs():
+  x = jax.random.normal(_key(0), (2, 8, 8, 8))
+  w = jax.random.normal(_key(1), (3, 3, 8, 8))
+  got = nms.nm_conv(x, w, "2:4", strides=2, padding=1)
+  want = nms.nm_conv(x, w, "2:4", strides=(2, 2), padding=((1, 1), (1, 1)))
+  assert got.shape == (2, 4, 4, 8)
+  np.testing.assert_array_equal(got, want)
+  dense = jax.lax.conv_general_dilated(x, w, (2, 2), ((1, 1), (1, 1)),
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_array_equal(nms.nm_conv(x, w, method="dense", strides=2, padding=1), dense)
+
+
+def test_conv_three_strides_is_a_clear_error():
+  with pytest.raises(ValueError, match=r"strides needs 1 or 2 values, got \(1, 1, 1\)"):
+    nms.nm_conv(jnp.ones((1, 4, 4, 8)), jnp.ones((3, 3, 8, 8)), "2:4", strides=(1, 1, 1))
+
+
+def test_registry_is_static_records_with_supports():
+  assert set(IMPLEMENTATIONS) == {"xla", "pallas"}
+  layer = LayerSpec("dense", (4, 16), (16, 16), jnp.float32, nms.NMPattern(2, 16), "bdwp", False)
+  assert IMPLEMENTATIONS["xla"].supports(layer) is None
+  assert "M in (2, 4, 8)" in IMPLEMENTATIONS["pallas"].supports(layer)
+  with pytest.raises(ValueError, match="M in \\(2, 4, 8\\)"):
+    resolve_implementation("pallas", layer)
+  assert resolve_implementation(None, layer) == "xla"

@@ -92,6 +92,13 @@ def test_axis_not_divisible_names_shape_axis_and_m():
   assert "(3, 3, 12, 16)" in message and "axis 2" in message and "M=8" in message
 
 
+@pytest.mark.parametrize("length, fit", [(5, "nearest length that fits: 8, the smallest"),
+                                         (12, "nearest length that fits: 8 or 16")])
+def test_axis_not_divisible_hint_names_lengths_that_fit(length, fit):
+  with pytest.raises(ValueError, match=fit):
+    nms.nm_mask(jnp.ones((length, 4)), "2:8", axis=0)
+
+
 def test_non_floating_weights():
   with pytest.raises(ValueError, match="int32"):
     nms.nm_mask(jnp.ones((8, 8), jnp.int32), "2:4", axis=0)

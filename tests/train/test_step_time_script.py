@@ -2,6 +2,7 @@
 jax.distributed processes joined over localhost with gloo collectives), then dp_report.py."""
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -13,10 +14,15 @@ COMMON = ["--config", "configs/quickstart.py", "--steps", "10", "--warmup", "1",
           "--without_data=false"]
 
 
+def _env():
+  """The repository's packages (``experiments``, ``configs``) importable by the script."""
+  return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
 def _run(args, tmp_path, name, timeout=600):
   out = tmp_path / f"{name}.json"
   proc = subprocess.run([sys.executable, "scripts/step_time.py", *COMMON, *args, f"--out={out}"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+                        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(out.read_text())
 
