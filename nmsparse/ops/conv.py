@@ -78,5 +78,5 @@ def nm_conv(x: jax.Array, w: jax.Array, pattern: PatternLike | None = None, meth
     return dims.conv(x, w.astype(x.dtype))
   src, given = sparse_operands(w, mask_source, name)
   cfg = make_config(w.shape, pattern, method, sr_ste_lambda, implementation, name, op="conv",
-                    x_shape=x.shape, dtype=x.dtype, given_mask_source=given)
+                    x_shape=x.shape, dtype=x.dtype, given_mask_source=given, geom=dims)
   return _nm_conv(x, w, src, cfg, dims)

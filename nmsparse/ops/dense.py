@@ -60,11 +60,11 @@ def check_mask_source(w: jax.Array, mask_source: jax.Array, name: str | None) ->
 def make_config(w_shape: tuple[int, ...], pattern: PatternLike | None, method: str,
                 sr_ste_lambda: float, implementation: str | None, name: str | None, *,
                 op: str = "dense", x_shape: tuple[int, ...] | None = None, dtype: Any = None,
-                given_mask_source: bool = False) -> NMConfig:
+                given_mask_source: bool = False, geom: Any = None) -> NMConfig:
   """Validates a sparse call's settings against the kernel shape and bundles them.
 
-  ``x_shape``/``dtype`` (default: a batch of one, ``float32``) describe the call to the
-  implementations' ``supports``.
+  ``x_shape``/``dtype`` (default: a batch of one, ``float32``) and a conv's ``geom`` describe the
+  call to the implementations' ``supports``.
   """
   check_method(method)
   if pattern is None:
@@ -77,7 +77,7 @@ def make_config(w_shape: tuple[int, ...], pattern: PatternLike | None, method: s
     check_groupable(w_shape, -1, pattern, what=what)
   x_shape = (1, w_shape[0]) if x_shape is None else tuple(x_shape)
   dtype = jnp.dtype(jnp.float32 if dtype is None else dtype)
-  layer = LayerSpec(op, x_shape, tuple(w_shape), dtype, pattern, method, given_mask_source)
+  layer = LayerSpec(op, x_shape, tuple(w_shape), dtype, pattern, method, given_mask_source, geom)
   return NMConfig(pattern, method, float(sr_ste_lambda),
                   resolve_implementation(implementation, layer), given_mask_source)
 

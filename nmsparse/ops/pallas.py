@@ -4,7 +4,7 @@ Every forward runs :func:`nmsparse.kernels.prune_pack` once: it reads the dense 
 and writes both pruned operands in the compute dtype plus the ``M_ff`` keep bitmap for the SR-STE
 term. What it writes, and what consumes it, follows this dispatch rule:
 
-* **dense, at most ``PACKED_MAX_BATCH`` rows, method in ``BP_SPARSE_METHODS``**: the operands are
+* **dense, at most ``packed_max_batch()`` rows, method in ``BP_SPARSE_METHODS``**: the operands are
   *packed* (:mod:`nmsparse.pack`); ``y = nm_matmul(x, W_ff)`` and, in the backward,
   ``dx = nm_matmul_t(dy, W_bp)`` read only ``N/M`` of the values plus bit-packed positions.
 * **dense with more rows, and ``srste``** (whose BP operand ``W*M_ff`` is not N:M along the BP
@@ -12,7 +12,8 @@ term. What it writes, and what consumes it, follows this dispatch rule:
 * **conv**: masked operands feeding ``lax.conv`` (one prune pass instead of two mask passes).
 
 The weight gradient is always XLA's dense dot/conv, plus ``lam * (1 - M_ff) * W`` from the bitmap.
-``PACKED_MAX_BATCH`` was chosen from the measurements in ``benchmarks/README.md``. Patterns need
+The batch limit is the card's measured one (:func:`packed_max_batch`; 0 on an H200, where the
+packed products lost to dense at every batch). Patterns need
 ``M in (2, 4, 8)`` (``supports`` says so for others).
 
 **A given mask source** (``cfg.given_mask_source``, ``mask_every > 1``): the fused prune kernel
@@ -29,13 +30,14 @@ import jax.numpy as jnp
 
 from nmsparse.kernels import nm_matmul, nm_matmul_t, prune_pack
 from nmsparse.ops import xla
+from nmsparse.ops.cards import DEFAULT, card_rule
 from nmsparse.ops.config import ConvDims, LayerSpec, NMConfig
 from nmsparse.ops.impl import Implementation
 from nmsparse.pack import PackedNM, unpack_keep_bits
 from nmsparse.prune.methods import sr_ste_decay
 from nmsparse.types import BP_SPARSE_METHODS
 
-PACKED_MAX_BATCH = 16
+PACKED_MAX_BATCH = DEFAULT.packed_max_batch  # off-GPU and on cards without measurements
 KERNEL_M = (2, 4, 8)
 
 
@@ -57,9 +59,15 @@ def _none() -> jax.Array:
   return jnp.zeros((0,), jnp.uint8)
 
 
+def packed_max_batch() -> int:
+  """The largest batch that takes the packed path here: this card's measured value
+  (:mod:`nmsparse.ops.cards`), or ``PACKED_MAX_BATCH`` off-GPU and on unmeasured cards."""
+  return card_rule().packed_max_batch
+
+
 def use_packed(batch: int, cfg: NMConfig) -> bool:
   """Whether a dense layer with ``batch`` rows takes the packed (value-serial) path."""
-  return cfg.method in BP_SPARSE_METHODS and batch <= PACKED_MAX_BATCH
+  return cfg.method in BP_SPARSE_METHODS and batch <= packed_max_batch()
 
 
 def _decay(w: jax.Array, keep_bits: jax.Array, cfg: NMConfig) -> jax.Array:

@@ -4,18 +4,43 @@ from __future__ import annotations
 
 import jax
 
-from nmsparse.ops import pallas, xla
+import math
+
+from absl import logging
+
+from nmsparse.ops import pallas, sparse_tc, xla
+from nmsparse.ops.cards import prefers_sparse_tc
 from nmsparse.ops.config import LayerSpec
 from nmsparse.ops.impl import Implementation
 
 IMPLEMENTATIONS: dict[str, Implementation] = {
     "xla": xla.IMPLEMENTATION,
     "pallas": pallas.IMPLEMENTATION,
+    "sparse_tc": sparse_tc.IMPLEMENTATION,
 }
 
-# implementation=None: the first of these that supports the layer, per JAX backend.
-PREFERENCE: dict[str, tuple[str, ...]] = {"gpu": ("pallas", "xla")}
+# implementation=None: the first of these that supports the layer, per JAX backend; sparse_tc only
+# where the card's measurements (nmsparse.ops.cards) say it beats the masked path for the layer.
+PREFERENCE: dict[str, tuple[str, ...]] = {"gpu": ("sparse_tc", "pallas", "xla")}
 DEFAULT_PREFERENCE: tuple[str, ...] = ("xla",)
+MEASURED: dict[str, object] = {
+    "sparse_tc": lambda layer: prefers_sparse_tc(layer.w_shape,
+                                                 math.prod(layer.x_shape[:-1]) or 1),
+}
+_LOGGED: set = set()
+
+
+def _chosen(name: str, layer: LayerSpec) -> bool:
+  return (IMPLEMENTATIONS[name].supports(layer) is None and
+          (name not in MEASURED or MEASURED[name](layer)))
+
+
+def _log_choice(layer: LayerSpec, name: str):
+  key = (layer.op, layer.w_shape, layer.x_shape, layer.pattern, layer.method, name)
+  if key not in _LOGGED:
+    _LOGGED.add(key)
+    logging.info("nmsparse %s %s x %s (%s %s): implementation=None -> %s", layer.op,
+                 layer.x_shape, layer.w_shape, layer.method, layer.pattern, name)
 
 
 def get_implementation(name: str) -> Implementation:
@@ -34,7 +59,9 @@ def resolve_implementation(implementation: str | None, layer: LayerSpec | None =
   """The implementation that runs ``layer``.
 
   ``None`` picks, per layer, the first implementation of the backend's :data:`PREFERENCE` whose
-  ``supports(layer)`` is None (without a layer: the first one). A name is checked and kept.
+  ``supports(layer)`` is None and, where :data:`MEASURED` has a rule for it, whose measurements on
+  this card favour it (without a layer: the first one that needs no measurement); each choice is
+  logged once. A name is checked and kept.
 
   Raises:
     ValueError: an unknown name, or a named implementation that cannot run ``layer`` (the reason
@@ -43,8 +70,10 @@ def resolve_implementation(implementation: str | None, layer: LayerSpec | None =
   if implementation is None:
     order = PREFERENCE.get(jax.default_backend(), DEFAULT_PREFERENCE)
     if layer is None:
-      return order[0]
-    return next((n for n in order if IMPLEMENTATIONS[n].supports(layer) is None), "xla")
+      return next(n for n in order if n not in MEASURED)
+    name = next((n for n in order if _chosen(n, layer)), "xla")
+    _log_choice(layer, name)
+    return name
   impl = get_implementation(implementation)
   reason = None if layer is None else impl.supports(layer)
   if reason is not None:

@@ -136,8 +136,10 @@ def test_conv_three_strides_is_a_clear_error():
 
 
 def test_registry_is_static_records_with_supports():
-  assert set(IMPLEMENTATIONS) == {"xla", "pallas"}
+  assert set(IMPLEMENTATIONS) == {"xla", "pallas", "sparse_tc"}
+  assert all(IMPLEMENTATIONS[name].name == name for name in IMPLEMENTATIONS)
   layer = LayerSpec("dense", (4, 16), (16, 16), jnp.float32, nms.NMPattern(2, 16), "bdwp", False)
+  assert IMPLEMENTATIONS["sparse_tc"].supports(layer)  # bf16 only, 64-multiples, and on CPU: off
   assert IMPLEMENTATIONS["xla"].supports(layer) is None
   assert "M in (2, 4, 8)" in IMPLEMENTATIONS["pallas"].supports(layer)
   with pytest.raises(ValueError, match="M in \\(2, 4, 8\\)"):

@@ -1,0 +1,60 @@
+"""What was measured on each GPU kind, and the per-layer path choices that follow from it.
+
+``implementation=None`` and the ``pallas`` backend's packed/masked choice read this table, keyed by
+``jax.Device.device_kind``. Every entry names the benchmark it comes from. A card not listed gets
+the conservative rule: no ``sparse_tc`` unless asked for, and the packed path at the batch sizes
+the first (H100) measurements chose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+
+
+@dataclasses.dataclass(frozen=True)
+class CardRule:
+  """Measured path choices for one GPU kind.
+
+  Attributes:
+    sparse_tc_min_dim: ``sparse_tc`` takes a layer whose smaller kernel dim is at least this (and
+      whose product has at least ``sparse_tc_min_rows`` rows); ``None``: never measured, never chosen.
+    sparse_tc_min_rows: see above.
+    packed_max_batch: the largest batch at which ``pallas`` uses its packed value-serial products
+      (0: the packed products lost to dense at every measured batch; the masked path runs).
+    source: the benchmark files behind the numbers.
+  """
+
+  sparse_tc_min_dim: int | None
+  sparse_tc_min_rows: int
+  packed_max_batch: int
+  source: str
+
+
+H100 = "NVIDIA H100 80GB HBM3"
+H200 = "NVIDIA H200"
+
+CARDS: dict[str, CardRule] = {
+    # Packed forward 1.01-1.14x dense at batch 8-16, 0.81x at 64 (4096x4096, 2:8).
+    H100: CardRule(None, 0, 16, "benchmarks/h100_run2_kernels.md"),
+    # sparse_tc GEMMs with the compression included beat dense from min(K, O) = 384 and 3136 rows
+    # (smaller 1x1-conv shapes 0.65-1.0x); the packed forward ran 0.59-0.78x dense at batch 8-16.
+    H200: CardRule(384, 3136, 0, "benchmarks/h200_sptc/gemm.json, benchmarks/h200_grid.md"),
+}
+DEFAULT = CardRule(None, 0, 16, "no measurements: the H100 defaults, sparse_tc only when asked")
+
+
+def card_rule() -> CardRule:
+  """The rule of the default device's GPU kind (``DEFAULT`` off-GPU or for an unlisted card)."""
+  if jax.default_backend() != "gpu":
+    return DEFAULT
+  return CARDS.get(jax.devices()[0].device_kind, DEFAULT)
+
+
+def prefers_sparse_tc(w_shape: tuple[int, ...], rows: int) -> bool:
+  """Whether this card measured ``sparse_tc`` faster than the masked path for such a product."""
+  rule = card_rule()
+  k, o = w_shape[-2:]
+  return (rule.sparse_tc_min_dim is not None and min(k, o) >= rule.sparse_tc_min_dim
+          and rows >= rule.sparse_tc_min_rows)
