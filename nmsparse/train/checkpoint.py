@@ -115,9 +115,12 @@ class Checkpointer:
                             {**state.checkpoint_items(), PROGRESS: progress})
     try:
       items = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    except Exception:  # pylint: disable=broad-except
+    except Exception as error:  # pylint: disable=broad-except
       del abstract[PROGRESS]
-      items = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      try:
+        items = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      except Exception:  # pylint: disable=broad-except
+        raise error from None  # the damage, not the failed read without progress
       logging.warning("Checkpoint of step %d predates epoch progress in checkpoints: this "
                       "epoch's train metrics and mask flips cover the steps after the resume.",
                       step)
