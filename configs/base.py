@@ -4,6 +4,7 @@ Fields every run config has:
   name, model, model_kwargs          model registry name and its constructor fields
   data.{source,name,data_dir,num_classes,image_size,channels,crop_padding,flip,test_split,
       synthetic_train,synthetic_test,synthetic_seed}
+      train_limit/test_limit: first n examples of a split (0 = all), per class if limit_stratified
   method, pattern, sr_ste_lambda, implementation, rules, mask_every   sparsity (rules: ordered
       (regex, "dense" | "default" | "N:M"), first match wins, "default" = the run's pattern;
       mask_every: recompute the masks every that many steps, 1 = every step)
@@ -12,6 +13,7 @@ Fields every run config has:
       momentum, nesterov (sgd), b1, b2 (adamw), weight_decay, label_smoothing, grad_clip
   checkpoint_every_steps, keep_checkpoints, log_every_steps, eval_every_epochs,
       track_mask_flips, progress_bar, tensorboard, results_dir, num_devices, distributed
+  allow_config_change: resume a workdir whose recorded run-defining fields differ (SPEC §4)
   sweep: a list of {methods, patterns, seeds} grids that experiments.sweep expands.
 """
 
@@ -47,7 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       source="arrays", name="cifar10", data_dir=CIFAR_DATA_DIR, num_classes=10, image_size=32,
       channels=3, crop_padding=4, flip=True, synthetic_train=512, synthetic_test=256,
-      test_split="test", synthetic_seed=0))
+      test_split="test", synthetic_seed=0, train_limit=0, test_limit=0, limit_stratified=True))
   c.method = "bdwp"
   c.pattern = config_dict.placeholder(str)
   c.pattern = "2:8"
@@ -82,6 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.results_dir = ""
   c.num_devices = 0
   c.distributed = False
+  c.allow_config_change = False
   c.sweep = TABLE_SWEEP
   return c
 
@@ -99,6 +102,7 @@ def smoke(c: ml_collections.ConfigDict, model_kwargs: dict[str, Any]) -> ml_coll
   c.name = c.name + "_smoke"
   c.model_kwargs = ml_collections.ConfigDict(model_kwargs)
   c.data.source = "synthetic"
+  c.data.data_dir = ""  # synthetic data reads no files; a data_dir given with it is an error
   c.data.synthetic_train = 16
   c.data.synthetic_test = 8
   c.epochs = 1

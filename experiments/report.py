@@ -2,7 +2,8 @@
 
   python -m experiments.report results/runs --out results
 
-writes ``accuracy.md`` (mean ± std over seeds, gap to the dense run of the same config),
+writes ``accuracy.md`` (one row per set of run-defining fields, SPEC §4: mean ± std over seeds,
+gap to the dense run of the same fields, duplicate seeds flagged and counted once),
 ``accuracy_vs_ratio.png`` (test accuracy against N/M density, one line per model and method) and
 ``curves_<config>.png`` (test accuracy per epoch of every run).
 """
@@ -13,13 +14,15 @@ import collections
 import glob
 import json
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import numpy as np
 from absl import app, flags, logging
 
+from nmsparse.train.workdir import run_defining
 from nmsparse.types import pattern_density
 
+SOURCE = "_source"  # the file a loaded result came from
 REQUIRED = ("model", "dataset", "method", "pattern", "seed", "epochs", "test_accuracy", "device",
             "git_sha", "jax_version", "wall_time_s", "history")
 
@@ -41,7 +44,7 @@ def load_results(runs_dir: str) -> list[dict[str, Any]]:
       if missing:
         logging.warning("Skipping %s: not a run result (missing %s).", path, ", ".join(missing))
         continue
-      results.append(item)
+      results.append({**item, SOURCE: path})
   return results
 
 
@@ -49,38 +52,107 @@ def config_name(result: dict[str, Any]) -> str:
   return result.get("config", {}).get("name") or f"{result['model']}_{result['dataset']}"
 
 
-Group = tuple[str, str, str | None]
+# Run-defining fields (SPEC §4) that only sparse runs use: a dense run compares against every
+# sparse variant of its config.
+SPARSITY_FIELDS = ("sr_ste_lambda", "rules", "mask_every")
+
+
+class Group(NamedTuple):
+  """One table cell: runs that differ only in their seed."""
+
+  config: str
+  method: str
+  pattern: str | None
+  base: str  # JSON of the run-defining fields shared with the dense run
+  sparsity: str  # JSON of SPARSITY_FIELDS ("" for dense)
+
+  def dense(self) -> "Group":
+    return Group(self.config, "dense", None, self.base, "")
+
+
+def group_of(result: dict[str, Any]) -> Group:
+  """The cell of ``result``: every run-defining field but the seed goes into the key."""
+  fields = run_defining(result.get("config", {}))
+  fields.update(model=result["model"], dataset=result["dataset"], epochs=result["epochs"])
+  dense = result["method"] == "dense"
+  sparsity = {k: fields.pop(k) for k in SPARSITY_FIELDS}
+  for key in ("method", "pattern", "seed"):
+    fields.pop(key)
+  return Group(config_name(result), result["method"], None if dense else result["pattern"],
+               json.dumps(fields, sort_keys=True), "" if dense else json.dumps(sparsity, sort_keys=True))
 
 
 def group_runs(results: Iterable[dict[str, Any]]) -> dict[Group, list[dict[str, Any]]]:
-  """``(config name, method, pattern) -> runs``; dense runs have pattern ``None``."""
+  """Runs by :class:`Group`; a second run of a group's seed is a duplicate, logged and left out
+  (listed by :func:`duplicates`)."""
   groups = collections.defaultdict(list)
   for r in results:
-    pattern = None if r["method"] == "dense" else r["pattern"]
-    groups[(config_name(r), r["method"], pattern)].append(r)
+    runs = groups[group_of(r)]
+    if any(other["seed"] == r["seed"] for other in runs):
+      logging.warning("Duplicate run %s (seed %s, same run-defining fields as %s): not counted.",
+                      r.get(SOURCE), r["seed"], next(o.get(SOURCE) for o in runs
+                                                     if o["seed"] == r["seed"]))
+      continue
+    runs.append(r)
   return groups
 
 
+def duplicates(results: Iterable[dict[str, Any]]) -> list[str]:
+  """``"file (cell label, seed s) duplicates file"`` for every run left out by :func:`group_runs`."""
+  seen, out = {}, []
+  labels = cell_labels({group_of(r) for r in results})
+  for r in results:
+    key = (group_of(r), r["seed"])
+    if key in seen:
+      out.append(f"{r.get(SOURCE)} ({labels[key[0]]} {r['method']} {r['pattern'] or '-'}, seed "
+                 f"{r['seed']}) duplicates {seen[key]}")
+    else:
+      seen[key] = r.get(SOURCE)
+  return out
+
+
+def cell_labels(keys: Iterable[Group]) -> dict[Group, str]:
+  """The config column of each cell: its config name, plus the fields that tell it apart from the
+  other cells of that name (``r18 [epochs=3]``) when the name has several variants."""
+  keys = list(keys)
+  by_name = collections.defaultdict(list)
+  for key in keys:
+    by_name[key.config].append({**json.loads(key.base), **json.loads(key.sparsity or "{}")})
+  labels = {}
+  for key in keys:
+    variants = by_name[key.config]
+    mine = {**json.loads(key.base), **json.loads(key.sparsity or "{}")}
+    differing = [f for f in sorted(mine) if any(v.get(f, mine[f]) != mine[f] for v in variants)]
+    labels[key] = key.config + (f" [{', '.join(f'{f}={_short(mine[f])}' for f in differing)}]"
+                                if differing else "")
+  return labels
+
+
+def _short(value: Any) -> str:
+  text = json.dumps(value, sort_keys=True)
+  return text if len(text) <= 40 else text[:37] + "..."
+
+
 def markdown_table(groups: dict[Group, list[dict[str, Any]]]) -> str:
-  """One row per (config, method, pattern): accuracy mean ± std (%) over seeds, gap to dense."""
+  """One row per cell: accuracy mean ± std (%) over seeds, gap to the dense cell with the same
+  run-defining fields."""
   method_order = {"dense": 0, "bdwp": 1, "srste": 2, "bimask": 3}
+  labels = cell_labels(groups)
   lines = ["| config | model | dataset | method | pattern | epochs | seeds | test acc (%) | "
            "gap to dense (pts) | device |", "|" + "---|" * 10]
-  for key in sorted(groups, key=lambda k: (k[0], method_order.get(k[1], 9), -pattern_density(k[2]),
-                                           k[2] or "")):
-    name, method, pattern = key
+  for key in sorted(groups, key=lambda k: (labels[k], method_order.get(k.method, 9),
+                                           -pattern_density(k.pattern), k.pattern or "", k.sparsity)):
     runs = groups[key]
     accs = 100 * np.array([r["test_accuracy"] for r in runs])
     std = f" ± {accs.std(ddof=1):.2f}" if len(accs) > 1 else ""
-    dense = groups.get((name, "dense", None))
-    gap = "–" if not dense or method == "dense" else (
+    dense = groups.get(key.dense())
+    gap = "–" if not dense or key.method == "dense" else (
         f"{accs.mean() - 100 * np.mean([r['test_accuracy'] for r in dense]):+.2f}")
     seeds = ",".join(str(s) for s in sorted(r["seed"] for r in runs))
-    epochs = ",".join(sorted({str(r["epochs"]) for r in runs}))
     devices = ", ".join(sorted({r["device"] for r in runs}))
-    lines.append(f"| {name} | {runs[0]['model']} | {runs[0]['dataset']} | {method} | "
-                 f"{pattern or '–'} | {epochs} | {seeds} | {accs.mean():.2f}{std} | {gap} | "
-                 f"{devices} |")
+    lines.append(f"| {labels[key]} | {runs[0]['model']} | {runs[0]['dataset']} | {key.method} | "
+                 f"{key.pattern or '–'} | {runs[0]['epochs']} | {seeds} | {accs.mean():.2f}{std} | "
+                 f"{gap} | {devices} |")
   return "\n".join(lines)
 
 
@@ -89,13 +161,15 @@ def _mean_acc(runs: list[dict[str, Any]]) -> float:
 
 
 def summary(groups: dict[Group, list[dict[str, Any]]], method: str, pattern: str) -> str:
-  """Gap of ``method pattern`` to dense per config, its mean and worst, and its gap to srste."""
+  """Gap of ``method pattern`` to dense per cell, its mean and worst, and its gap to srste."""
+  labels = cell_labels(groups)
   rows = []
-  for name in sorted({k[0] for k in groups}):
-    sparse, dense = groups.get((name, method, pattern)), groups.get((name, "dense", None))
-    if sparse and dense:
-      srste = groups.get((name, "srste", pattern))
-      rows.append((name, _mean_acc(sparse) - _mean_acc(dense), len(sparse), len(dense),
+  for key in sorted((k for k in groups if k.method == method and k.pattern == pattern),
+                    key=lambda k: labels[k]):
+    sparse, dense = groups[key], groups.get(key.dense())
+    if dense:
+      srste = groups.get(key._replace(method="srste"))
+      rows.append((labels[key], _mean_acc(sparse) - _mean_acc(dense), len(sparse), len(dense),
                    None if not srste or method == "srste" else _mean_acc(sparse) - _mean_acc(srste)))
   if not rows:
     return f"No config has both dense and {method} {pattern} runs."
@@ -113,24 +187,26 @@ def summary(groups: dict[Group, list[dict[str, Any]]], method: str, pattern: str
 
 
 def plot_ratio(groups: dict[Group, list[dict[str, Any]]], path: str) -> None:
-  """Test accuracy against kept fraction N/M (dense at 1.0), one line per config and method."""
+  """Test accuracy against kept fraction N/M (dense at 1.0), one line per config variant and
+  method."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  labels = cell_labels(groups)
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  names = sorted({k[0] for k in groups})
-  for name in names:
-    dense = groups.get((name, "dense", None))
-    for method in sorted({k[1] for k in groups if k[0] == name and k[1] != "dense"}):
-      keys = sorted((k for k in groups if k[0] == name and k[1] == method),
-                    key=lambda k: pattern_density(k[2]))
-      xs = [pattern_density(k[2]) for k in keys] + ([1.0] if dense else [])
-      ys = [100 * np.mean([r["test_accuracy"] for r in groups[k]]) for k in keys]
-      ys += [100 * np.mean([r["test_accuracy"] for r in dense])] if dense else []
-      line, = ax.plot(xs, ys, marker="o", label=f"{name} {method}")
-      for key, x, y in zip(keys, xs, ys):
-        ax.annotate(key[2], (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6,
-                    color=line.get_color())
+  lines = collections.defaultdict(list)  # (label, method, sparsity) -> sparse cells
+  for key in groups:
+    if key.method != "dense":
+      lines[(labels[key], key.method, key.sparsity)].append(key)
+  for (label, method, _), keys in sorted(lines.items()):
+    keys.sort(key=lambda k: pattern_density(k.pattern))
+    dense = groups.get(keys[0].dense())
+    xs = [pattern_density(k.pattern) for k in keys] + ([1.0] if dense else [])
+    ys = [_mean_acc(groups[k]) for k in keys] + ([_mean_acc(dense)] if dense else [])
+    line, = ax.plot(xs, ys, marker="o", label=f"{label} {method}")
+    for key, x, y in zip(keys, xs, ys):
+      ax.annotate(key.pattern, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6,
+                  color=line.get_color())
   ax.set_xlabel("kept fraction N/M (1.0 = dense)")
   ax.set_ylabel("test accuracy (%)")
   ax.set_title("Accuracy vs N:M ratio")
@@ -189,6 +265,10 @@ def write_report(runs_dir: str, out: str, not_run: Iterable[str] = (),
   md = [f"# Accuracy ({len(results)} runs from `{runs_dir}`)", "",
         "Mean ± sample std over seeds; gap = mean minus the dense mean of the same config.", "",
         markdown_table(groups), ""]
+  dups = duplicates(results)
+  if dups:
+    md += ["Duplicates (same run-defining fields and seed; only the first file is counted):", ""]
+    md += [f"- {line}" for line in dups] + [""]
   not_run = list(not_run)
   if not_run:
     md += ["Not run:", ""] + [f"- {line.partition('=')[0]}: {line.partition('=')[2]}"
@@ -211,10 +291,5 @@ def main(argv):
     print(path)
 
 
-def run() -> None:
-  """The ``nms-report`` entry point."""
-  app.run(main)
-
-
 if __name__ == "__main__":
-  run()
+  app.run(main)

@@ -1,7 +1,8 @@
 """Expands configs' ``sweep`` grids (methods x patterns x seeds) into runs and trains them: in this
 process one after another (``--gpus 0``), or as subprocesses, one per GPU (``--gpus N``, each with
-its own ``CUDA_VISIBLE_DEVICES``). Finished runs (``results.json`` present) are skipped, so a sweep
-can be restarted; unfinished ones resume from their checkpoints.
+its own ``CUDA_VISIBLE_DEVICES``). Every run's config is checked before any run starts. Finished
+runs (``results.json`` present) are skipped, so a sweep can be restarted; unfinished ones resume
+from their checkpoints.
 
   python -m experiments.sweep --config configs/quickstart.py --workdir_root /tmp/qs
   python -m experiments.sweep --config configs/resnet9_cifar10.py --config configs/vit_cifar10.py \
@@ -71,12 +72,55 @@ def expand(config_path: str, workdir_root: str, sets: dict[str, Any]) -> list[Ru
   return runs
 
 
+def run_config(spec: RunSpec, sets: dict[str, Any], results_dir: str) -> Any:
+  """The config one run trains: its file, the sweep's ``--set`` values, its method/pattern/seed."""
+  return apply_overrides(load_config(spec.config_path),
+                         {**sets, **spec.overrides(), "results_dir": results_dir})
+
+
 def run_in_process(spec: RunSpec, sets: dict[str, Any], results_dir: str) -> dict[str, Any]:
   """Trains one run in this process."""
   from nmsparse.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
-  config = apply_overrides(load_config(spec.config_path),
-                           {**sets, **spec.overrides(), "results_dir": results_dir})
-  return train_and_evaluate(config, spec.workdir)
+  return train_and_evaluate(run_config(spec, sets, results_dir), spec.workdir)
+
+
+def parse_sets(items: list[str]) -> dict[str, str]:
+  """``--set`` values as typed (``key=value``).
+
+  Raises:
+    app.UsageError: for an item without ``=`` or without a key.
+  """
+  out = {}
+  for item in items:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+      raise app.UsageError(f"--set {item!r}: expected key=value, e.g. --set epochs=10 or "
+                           "--set data.data_dir=./data.")
+    out[key] = value
+  return out
+
+
+def preflight(runs: list[RunSpec], sets: dict[str, Any], results_dir: str) -> None:
+  """Checks every run of the sweep before any starts: its config builds, passes the runner's
+  start-up validation and fits its workdir (SPEC §4).
+
+  Raises:
+    ValueError: listing every run that would fail, and why.
+  """
+  # pylint: disable=g-import-not-at-top
+  from nmsparse.train.setup import validate_config
+  from nmsparse.train.workdir import check_workdir
+  problems = []
+  for spec in runs:
+    try:
+      config = run_config(spec, sets, results_dir)
+      validate_config(config)
+      check_workdir(config, spec.workdir)
+    except (KeyError, ValueError) as e:
+      problems.append(f"  {spec.name} {spec.method} {spec.pattern or '-'} seed {spec.seed}: {e}")
+  if problems:
+    raise ValueError(f"Not starting the sweep: {len(problems)} of {len(runs)} runs cannot run:\n"
+                     + "\n".join(problems))
 
 
 def command(spec: RunSpec, sets: dict[str, str], results_dir: str) -> list[str]:
@@ -133,7 +177,7 @@ def summarize(runs: list[RunSpec]) -> str:
 
 def main(argv):
   del argv
-  raw_sets = dict(kv.split("=", 1) for kv in FLAGS.set)  # as typed, for subprocess flags
+  raw_sets = parse_sets(FLAGS.set)  # as typed, for subprocess flags
   sets = {k: parse_value(v) for k, v in raw_sets.items()}
   runs = [r for path in FLAGS.config for r in expand(path, FLAGS.workdir_root, sets)
           if FLAGS.filter in f"{r.name}_{r.method}_{r.pattern}_s{r.seed}"]
@@ -144,6 +188,7 @@ def main(argv):
           f"{'' if r in todo else ' (done)'}")
   if FLAGS.dry_run:
     return
+  preflight(runs, sets, FLAGS.results_dir)
   if FLAGS.gpus > 0:
     run_on_gpus(todo, FLAGS.gpus, raw_sets, FLAGS.results_dir)
   else:

@@ -25,3 +25,21 @@ def test_own_model_example_runs(capsys):
       namespace["params"], namespace["x"]))
   assert len(re.findall(r"\bnm_conv_fwd\[", jaxpr)) == 1
   assert len(re.findall(r"\bnm_dense_fwd\[", jaxpr)) == 1
+
+
+def test_readme_and_runner_name_the_same_unpack_script():
+  from nmsparse.data.sources import UNPACK_SCRIPT
+  assert f"python {UNPACK_SCRIPT} --out ./data" in README.read_text()
+  script = README.parent / UNPACK_SCRIPT
+  if not (README.parent.parent / "shared").is_dir():
+    import pytest
+    pytest.skip(f"no shared/ folder next to this checkout ({README.parent.parent})")
+  assert script.resolve().is_file(), script
+
+
+def test_readme_test_command_runs_in_parallel():
+  import tomllib
+  assert "python -m pytest -q -n auto" in README.read_text()
+  extras = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"][
+      "optional-dependencies"]
+  assert "pytest-xdist" in extras["test"]

@@ -2,10 +2,11 @@
 
 from nmsparse.data.augment import augment, normalize, random_crop_flip
 from nmsparse.data.sources import (ArrayDataset, DatasetNotFoundError, load_arrays, load_dataset,
-                                   load_image_folder, load_sklearn_digits, load_tfds, synthetic)
+                                   limit, load_image_folder, load_sklearn_digits, load_tfds,
+                                   synthetic)
 
 __all__ = [
-    "ArrayDataset", "DatasetNotFoundError", "augment", "load_arrays", "load_dataset",
+    "ArrayDataset", "DatasetNotFoundError", "augment", "limit", "load_arrays", "load_dataset",
     "load_image_folder", "load_sklearn_digits", "load_tfds", "normalize", "random_crop_flip",
     "synthetic",
 ]

@@ -14,6 +14,9 @@ from absl import logging
 
 ARRAY_FILES = ("train_images", "train_labels", "test_images", "test_labels")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".JPEG")
+# Where the CIFAR-10 decoder lives, relative to a checkout (shared/data/README.md); the README names
+# the same path.
+UNPACK_SCRIPT = "../shared/data/unpack.py"
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -66,13 +69,49 @@ def load_arrays(data_dir: str, name: str, num_classes: int) -> ArrayDataset:
     raise DatasetNotFoundError(
         f"Dataset {name!r} not found under data_dir={data_dir!r}: missing {', '.join(missing)}. "
         f"Put {', '.join(f'{k}.npy' for k in ARRAY_FILES)} (uint8 [n, H, W, C] images, integer "
-        f"labels) in {folder}/; for CIFAR-10 run `python shared/data/unpack.py --out {data_dir}` "
-        f"(see shared/data/README.md), or set --config.data.data_dir.")
-  arrays = {key: np.load(path, allow_pickle=False) for key, path in paths.items()}
+        f"labels) in {folder}/; for CIFAR-10 run `python {UNPACK_SCRIPT} --out {data_dir}` "
+        f"from the repository root (see shared/data/README.md), or set --config.data.data_dir.")
+  arrays = {key: _load_npy(path) for key, path in paths.items()}
   logging.info("Loaded %s from %s: train %s, test %s", name, folder, arrays["train_images"].shape,
                arrays["test_images"].shape)
   return ArrayDataset(name, arrays["train_images"], arrays["train_labels"].astype(np.int32),
                       arrays["test_images"], arrays["test_labels"].astype(np.int32), num_classes)
+
+
+def _load_npy(path: str) -> np.ndarray:
+  """``np.load`` without pickles; a damaged or pickled file is a ``ValueError`` naming it."""
+  try:
+    return np.load(path, allow_pickle=False)
+  except (ValueError, OSError, EOFError) as e:
+    raise ValueError(f"{path} is not a readable .npy array ({e}). Write it again with np.save "
+                     f"(plain uint8/integer arrays, no pickled objects), e.g. with "
+                     f"`python {UNPACK_SCRIPT} --out DIR` for CIFAR-10.") from e
+
+
+def limit(ds: ArrayDataset, train_limit: int = 0, test_limit: int = 0,
+          stratified: bool = True) -> ArrayDataset:
+  """The first ``train_limit`` / ``test_limit`` examples of each split (0 keeps the split whole).
+
+  ``stratified`` takes them class by class in turn (the first example of every class, then the
+  second, ...), so a small limit still covers every class; otherwise the first n in file order.
+  """
+  splits = {}
+  for split, n in (("train", train_limit), ("test", test_limit)):
+    images, labels = getattr(ds, f"{split}_images"), getattr(ds, f"{split}_labels")
+    if n and n < len(labels):
+      if stratified:
+        rank = np.zeros(len(labels), np.int64)
+        for c in np.unique(labels):
+          rank[labels == c] = np.arange(np.sum(labels == c))
+        keep = np.sort(np.lexsort((np.arange(len(labels)), rank))[:n])
+      else:
+        keep = np.arange(n)
+      logging.info("data.%s_limit=%d: using %d of the %d %s examples (%s; per class %s).", split,
+                   n, n, len(labels), split, "stratified" if stratified else "first in file order",
+                   np.bincount(labels[keep], minlength=ds.num_classes).tolist())
+      images, labels = images[keep], labels[keep]
+    splits[split] = (images, labels)
+  return ArrayDataset(ds.name, *splits["train"], *splits["test"], ds.num_classes)
 
 
 def load_tfds(name: str, data_dir: str | None, num_classes: int, image_size: int | None = None,
@@ -141,8 +180,13 @@ def load_image_folder(root: str, image_size: int, test_split: str = "val") -> Ar
 def load_sklearn_digits(test_fraction: float = 0.2) -> ArrayDataset:
   """scikit-learn's bundled 8x8 handwritten digits (1797 real images, no download), as uint8
   ``[n, 8, 8, 1]``; a fixed stratified split."""
-  from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
-  from sklearn.model_selection import train_test_split  # pylint: disable=g-import-not-at-top
+  try:
+    from sklearn.datasets import load_digits  # pylint: disable=g-import-not-at-top
+    from sklearn.model_selection import train_test_split  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise DatasetNotFoundError(
+        "data.source='digits' reads scikit-learn's bundled digits: pip install scikit-learn "
+        "(the 'test' extra has it: pip install -e '.[test]').") from e
   digits = load_digits()
   images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
   labels = digits.target.astype(np.int32)
@@ -164,7 +208,16 @@ def synthetic(num_train: int, num_test: int, image_shape: tuple[int, int, int], 
 
 
 def load_dataset(cfg: Any) -> ArrayDataset:
-  """Dispatches on ``cfg.source`` (``arrays|tfds|folder|digits|synthetic``) of a ``config.data``."""
+  """Dispatches on ``cfg.source`` (``arrays|tfds|folder|digits|synthetic``) of a ``config.data``,
+  then applies ``train_limit`` / ``test_limit`` (:func:`limit`)."""
+  ds = _load_source(cfg)
+  if cfg.get("train_limit", 0) or cfg.get("test_limit", 0):
+    ds = limit(ds, cfg.get("train_limit", 0), cfg.get("test_limit", 0),
+               cfg.get("limit_stratified", True))
+  return ds
+
+
+def _load_source(cfg: Any) -> ArrayDataset:
   source = cfg.source
   if source == "arrays":
     return load_arrays(cfg.data_dir, cfg.name, cfg.num_classes)
@@ -176,6 +229,12 @@ def load_dataset(cfg: Any) -> ArrayDataset:
   if source == "digits":
     return load_sklearn_digits()
   if source == "synthetic":
+    if cfg.get("data_dir"):
+      raise ValueError(
+          f"data.source='synthetic' reads no files, but data.data_dir={cfg.data_dir!r} is set (a "
+          "smoke config trains on synthetic data). To train on the data there, also set "
+          "--config.data.source=arrays (and data.train_limit / data.test_limit for a quick run); "
+          "for synthetic data, leave data.data_dir empty.")
     logging.warning("Using SYNTHETIC random data (data.source='synthetic'): accuracy is meaningless.")
     size = cfg.image_size
     return synthetic(cfg.synthetic_train, cfg.synthetic_test, (size, size, cfg.channels),

@@ -23,11 +23,11 @@ from nmsparse.train.checkpoint import Checkpointer
 from nmsparse.train.metrics import (MetricWriter, Progress, device_name, git_sha,
                                     quiet_library_logs, write_json)
 from nmsparse.train.parallel import make_mesh, put_batch_sharded, put_replicated
-from nmsparse.train.setup import build_model, build_rules, compute_dtype, create_state, run_pattern
+from nmsparse.train.setup import (build_model, build_rules, compute_dtype, create_state,
+                                  run_pattern, validate_config)
 from nmsparse.train.state import TrainState
 from nmsparse.train.step import InputSpec, make_eval_step, make_train_step
-
-RESULTS_FILE = "results.json"
+from nmsparse.train.workdir import RESULTS_FILE, check_workdir, record_config
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -114,6 +114,16 @@ def eval_order(num_examples: int, batch_size: int) -> tuple[np.ndarray, np.ndarr
           (idx < num_examples).reshape(steps, batch_size))
 
 
+def eval_batch(requested: int, num_test: int, num_devices: int) -> int:
+  """``requested`` clipped to the test set (rounded up to a multiple of the devices), so a large
+  ``eval_batch_size`` never pads a small test set up to it."""
+  fits = -(-num_test // num_devices) * num_devices
+  if requested > fits:
+    logging.info("eval_batch_size=%d exceeds the %d test examples: evaluating in batches of %d.",
+                 requested, num_test, fits)
+  return min(requested, fits)
+
+
 class Run:
   """Everything one training run holds; :func:`train_and_evaluate` drives it."""
 
@@ -148,7 +158,8 @@ class Run:
     self.state: TrainState = put_replicated(jax.device_get(state), self.mesh)
     self.train_arrays = put_replicated((self.data.train_images, self.data.train_labels), self.mesh)
     self.test_arrays = put_replicated((self.data.test_images, self.data.test_labels), self.mesh)
-    eval_idx, eval_valid = eval_order(len(self.data.test_labels), config.eval_batch_size)
+    self.eval_batch_size = eval_batch(config.eval_batch_size, len(self.data.test_labels), n_dev)
+    eval_idx, eval_valid = eval_order(len(self.data.test_labels), self.eval_batch_size)
     self.eval_idx = put_batch_sharded(eval_idx, self.mesh, axis=1)
     self.eval_valid = put_batch_sharded(eval_valid, self.mesh, axis=1)
     num_classes = config.data.num_classes
@@ -198,8 +209,11 @@ def _check_finite(losses: list[tuple[int, jax.Array]]) -> None:
 
 def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | None = None,
                        stop_after_step: int | None = None) -> dict[str, Any] | None:
-  """Trains ``config`` in ``workdir`` (resuming from its latest checkpoint) and returns the
+  """Trains ``config`` in ``workdir`` (resuming from its newest readable checkpoint) and returns the
   results dict that is also written to ``workdir/results.json`` (and ``config.results_dir``).
+
+  A workdir belongs to one run (SPEC §4): its config is recorded in ``workdir/config.json``; a
+  finished run returns its results and rewrites nothing.
 
   Args:
     config: a run config (see ``configs/``).
@@ -207,53 +221,131 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
     dataset: use this dataset instead of loading ``config.data`` (tests).
     stop_after_step: return ``None`` right after this step without a final checkpoint, as a
       preempted job would (tests of resumption).
+  Raises:
+    ConfigMismatchError: ``workdir`` holds a run of another config (nothing is written).
+    ValueError: a config field that cannot run (named in the message).
+    NonFiniteLossError, NonFiniteParamsError: training diverged (the checkpoints stay finite).
   """
   start = time.time()
   quiet_library_logs()
+  finished = check_workdir(config, workdir)
+  if finished is not None:
+    logging.info("Run %s in %s is finished (test accuracy %.4f); left as it is.",
+                 run_name(config), workdir, finished["test_accuracy"])
+    return finished
+  validate_config(config)
   run = Run(config, workdir, dataset)
+  if jax.process_index() == 0:
+    record_config(config, workdir)
   stages = run.report_startup()
   ckpt = Checkpointer(workdir, config.keep_checkpoints)
-  run.state = ckpt.restore_latest(run.state)
+  try:
+    trained = _train(run, ckpt, start, stop_after_step)
+  except BaseException:
+    try:
+      ckpt.close()
+    except Exception as close_error:  # the training error below is the one to report
+      logging.error("Closing the checkpointer after a training error failed too: %r", close_error)
+    raise
+  ckpt.close()
+  if trained is None:
+    return None
+  step, history, wall_before = trained
+  final = run.evaluate()
+  pattern = run_pattern(config)
+  results = {
+      "model": config.model, "dataset": run.data.name, "method": config.method,
+      "pattern": None if pattern is None else str(pattern), "seed": config.seed,
+      "epochs": config.epochs, "test_accuracy": final["test_accuracy"],
+      "test_loss": final["test_loss"], "device": device_name(), "git_sha": git_sha(),
+      "jax_version": jax.__version__, "wall_time_s": wall_before + time.time() - start,
+      "steps": step, "batch_size": config.batch_size,
+      "implementation": resolve_implementation(config.implementation),
+      "gemm_flops_per_example": stages, "history": history, "name": run_name(config),
+      "config": json.loads(config.to_json_best_effort()),
+  }
+  if jax.process_index() == 0:
+    write_json(os.path.join(workdir, RESULTS_FILE), results)
+    if config.results_dir:
+      write_json(os.path.join(config.results_dir, run_name(config) + ".json"), results)
+  logging.info("Finished %s: test accuracy %.4f (%d epochs, %.1f s)", run_name(config),
+               final["test_accuracy"], config.epochs, results["wall_time_s"])
+  return results
+
+
+def _train(run: Run, ckpt: Checkpointer, start: float, stop_after_step: int | None
+           ) -> tuple[int, list[dict[str, Any]], float] | None:
+  """The epochs of ``run`` from its newest checkpoint on; returns ``(step, history, wall time of
+  the earlier segments)``, or ``None`` when stopped at ``stop_after_step``.
+
+  Checkpoints carry the epoch's progress so far (train metric sums, steps, time, FF masks at the
+  epoch's start) and the wall time of all segments, so a resumed epoch reports the whole epoch.
+  """
+  config = run.config
+  spe = run.steps_per_epoch
+  masks = ff_masks(run.state.params, run.sparse, run.state.nm_masks) if config.track_mask_flips \
+      else {}
+  progress = put_replicated(epoch_progress(0.0, 0.0, 0, 0.0, 0.0, jax.device_get(masks)),
+                            run.mesh)
+  run.state, restored = ckpt.restore_latest(run.state, progress)
   step = int(jax.device_get(run.state.step))
-  first_epoch = step // run.steps_per_epoch
-  writer = MetricWriter(workdir, config.tensorboard)
+  first_epoch = step // spe
+  writer = MetricWriter(run.workdir, config.tensorboard)
   history = writer.history(completed_epochs=first_epoch)
-  previous_wall = history[-1]["wall_time_s"] if history else 0.0
-  progress = Progress(run.total_steps, step, config.progress_bar)
-  masks = {}
-  if config.track_mask_flips:
-    masks = ff_masks(run.state.params, run.sparse, run.state.nm_masks)
+  wall_before = epoch_before = 0.0
+  sums = {"loss": progress["loss_sum"], "accuracy": progress["accuracy_sum"]}
+  steps_done = 0
+  if restored is None and history:  # a checkpoint without progress: time up to its epoch
+    wall_before = history[-1]["wall_time_s"]
+  if restored is not None:
+    wall_before = float(restored["wall_time_s"])
+    epoch_before = float(restored["epoch_time_s"])
+    sums = {"loss": restored["loss_sum"], "accuracy": restored["accuracy_sum"]}
+    steps_done = int(restored["steps"])
+    masks = restored["epoch_start_masks"]
+
+  def save() -> None:
+    _check_finite(losses)
+    losses.clear()
+    now = time.time()
+    ckpt.save(run.state, put_replicated(epoch_progress(
+        sums["loss"], sums["accuracy"], steps_done, epoch_before + now - epoch_start,
+        wall_before + now - start, masks), run.mesh))
+
+  progress_bar = Progress(run.total_steps, step, config.progress_bar)
   first_step = step
   log_every = max(1, config.log_every_steps)
+  every = config.checkpoint_every_steps
   try:
     for epoch in range(first_epoch, config.epochs):
       order = put_batch_sharded(epoch_order(run.data_key, epoch, len(run.data.train_labels),
                                             config.batch_size), run.mesh, axis=1)
       epoch_start, window_start, window_step = time.time(), time.time(), step
-      sums, losses = {"loss": 0.0, "accuracy": 0.0}, []
-      steps_done = 0
-      for i in range(step - epoch * run.steps_per_epoch, run.steps_per_epoch):
+      losses = []
+      for i in range(step - epoch * spe, spe):
         run.state, metrics = run.train_step(run.state, *run.train_arrays, order, jnp.int32(i),
                                             run.step_key)
         step += 1
         steps_done += 1
+        last = i == spe - 1
         if step == first_step + 1:
           check_mask_counts(run.state)
         sums = {k: sums[k] + metrics[k] for k in sums}
         losses.append((step, metrics["loss"]))
-        if step % log_every == 0 or i == run.steps_per_epoch - 1:
+        if step % log_every == 0 or last:
           _check_finite(losses)
-          losses = []
+          losses.clear()
           now = time.time()
           ips = (step - window_step) * config.batch_size / max(now - window_start, 1e-9)
           window_start, window_step = now, step
-          progress.update(step, float(metrics["loss"]), float(metrics["accuracy"]), ips)
-        if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
-          ckpt.save(run.state)
+          progress_bar.update(step, float(metrics["loss"]), float(metrics["accuracy"]), ips)
+        if last:
+          break  # the epoch's checkpoint follows its record, so a resume never loses the record
+        if every and step % every == 0:
+          save()
         if stop_after_step is not None and step >= stop_after_step:
-          ckpt.close()
           return None
-      train_time = time.time() - epoch_start
+      train_time = epoch_before + time.time() - epoch_start
       record = {"epoch": epoch + 1, "step": step,
                 "train_loss": float(sums["loss"]) / steps_done,
                 "train_accuracy": float(sums["accuracy"]) / steps_done,
@@ -271,32 +363,28 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
         logging.info("epoch %d FF mask flips since last epoch: %s", epoch + 1,
                      ", ".join(f"{p}={n}" for p, n in flips.items()))
         masks = new_masks
-      record["wall_time_s"] = previous_wall + time.time() - start
+      record["wall_time_s"] = wall_before + time.time() - start
       logging.info("epoch %d: %s", epoch + 1, {k: v for k, v in record.items() if k != "mask_flips"})
       writer.write(record)
       history.append(record)
-    ckpt.save(run.state)
+      sums = {k: jnp.zeros_like(v) for k, v in sums.items()}
+      steps_done, epoch_before, epoch_start = 0, 0.0, time.time()
+      if (every and step % every == 0) or epoch + 1 == config.epochs:
+        save()
+      if stop_after_step is not None and step >= stop_after_step:
+        return None
   finally:
-    progress.close()
+    progress_bar.close()
     writer.close()
-  ckpt.close()
-  final = run.evaluate()
-  pattern = run_pattern(config)
-  results = {
-      "model": config.model, "dataset": run.data.name, "method": config.method,
-      "pattern": None if pattern is None else str(pattern), "seed": config.seed,
-      "epochs": config.epochs, "test_accuracy": final["test_accuracy"],
-      "test_loss": final["test_loss"], "device": device_name(), "git_sha": git_sha(),
-      "jax_version": jax.__version__, "wall_time_s": previous_wall + time.time() - start,
-      "steps": step, "batch_size": config.batch_size,
-      "implementation": resolve_implementation(config.implementation),
-      "gemm_flops_per_example": stages, "history": history, "name": run_name(config),
-      "config": json.loads(config.to_json_best_effort()),
-  }
-  if jax.process_index() == 0:
-    write_json(os.path.join(workdir, RESULTS_FILE), results)
-    if config.results_dir:
-      write_json(os.path.join(config.results_dir, run_name(config) + ".json"), results)
-  logging.info("Finished %s: test accuracy %.4f (%d epochs, %.1f s)", run_name(config),
-               final["test_accuracy"], config.epochs, results["wall_time_s"])
-  return results
+  return step, history, wall_before
+
+
+def epoch_progress(loss_sum: Any, accuracy_sum: Any, steps: int, epoch_time_s: float,
+                   wall_time_s: float, epoch_start_masks: dict[str, Any]) -> dict[str, Any]:
+  """The progress pytree a checkpoint carries besides the train state (host arrays)."""
+  return {"loss_sum": np.asarray(jax.device_get(loss_sum), np.float32),
+          "accuracy_sum": np.asarray(jax.device_get(accuracy_sum), np.float32),
+          "steps": np.asarray(steps, np.int32),
+          "epoch_time_s": np.asarray(epoch_time_s, np.float32),
+          "wall_time_s": np.asarray(wall_time_s, np.float32),
+          "epoch_start_masks": jax.device_get(epoch_start_masks)}

@@ -46,8 +46,42 @@ def build_rules(config: Any) -> LayerRules:
   return LayerRules.create(rules)
 
 
+DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32, "float16": jnp.float16}
+# (field, smallest allowed value) of the integer fields checked at start-up.
+POSITIVE_INTS = (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("mask_every", 1),
+                 ("eval_every_epochs", 1), ("keep_checkpoints", 1), ("checkpoint_every_steps", 0),
+                 ("log_every_steps", 0), ("data.train_limit", 0), ("data.test_limit", 0))
+
+
 def compute_dtype(config: Any) -> Any:
-  return {"bfloat16": jnp.bfloat16, "float32": jnp.float32, "float16": jnp.float16}[config.dtype]
+  """``config.dtype`` as a jnp dtype.
+
+  Raises:
+    ValueError: for a name not in ``DTYPES``.
+  """
+  if config.dtype not in DTYPES:
+    raise ValueError(f"dtype={config.dtype!r} is not a compute dtype; use one of {list(DTYPES)}.")
+  return DTYPES[config.dtype]
+
+
+def validate_config(config: Any) -> None:
+  """Start-up checks of a run config, before any data is loaded or anything is written.
+
+  Raises:
+    ValueError: naming the first field whose value cannot run, and what would.
+  """
+  for field, low in POSITIVE_INTS:
+    node, *rest = field.split(".")
+    value = config.get(node) if not rest else config[node].get(rest[0], 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+      raise ValueError(f"{field}={value!r}: must be an integer >= {low}.")
+  for field in ("learning_rate", "warmup_epochs", "weight_decay", "label_smoothing", "grad_clip",
+                "sr_ste_lambda"):
+    value = config.get(field, 0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+      raise ValueError(f"{field}={value!r}: must be a finite number >= 0.")
+  compute_dtype(config)
+  run_pattern(config)
 
 
 def build_model(config: Any, rules: LayerRules) -> nn.Module:

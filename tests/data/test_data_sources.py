@@ -108,3 +108,50 @@ def test_synthetic_only_when_asked():
   assert ds.name == "synthetic" and ds.train_images.shape == (5, 4, 4, 1)
   with pytest.raises(ValueError, match="Unknown data.source"):
     load_dataset(ml_collections.ConfigDict(dict(source="cifar", name="x")))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickled"])
+def test_a_damaged_npy_is_an_error_naming_the_file(tmp_path, damage):
+  write_arrays(str(tmp_path))
+  path = os.path.join(tmp_path, "cifar10", "train_images.npy")
+  if damage == "truncated":
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
+  else:
+    np.save(path, np.array([{"not": "an image"}], dtype=object), allow_pickle=True)
+  with pytest.raises(ValueError, match="train_images.npy is not a readable .npy array"):
+    load_arrays(str(tmp_path), "cifar10", 10)
+
+
+def test_limits_take_the_first_examples_per_class_and_log_them(tmp_path):
+  write_arrays(str(tmp_path), n_train=40, n_test=20)
+  cfg = ml_collections.ConfigDict(dict(source="arrays", name="cifar10", data_dir=str(tmp_path),
+                                       num_classes=10, train_limit=10, test_limit=5,
+                                       limit_stratified=True))
+  full = load_arrays(str(tmp_path), "cifar10", 10)
+  ds = load_dataset(cfg)
+  assert len(ds.train_labels) == 10 and len(ds.test_labels) == 5
+  present = np.unique(full.train_labels)
+  assert set(np.unique(ds.train_labels)) == set(present[:10])  # one per class first
+  firsts = [int(np.flatnonzero(full.train_labels == c)[0]) for c in present]
+  np.testing.assert_array_equal(ds.train_images, full.train_images[sorted(firsts)[:10]])
+  cfg.limit_stratified = False
+  ds = load_dataset(cfg)
+  np.testing.assert_array_equal(ds.train_labels, full.train_labels[:10])
+  np.testing.assert_array_equal(ds.test_images, full.test_images[:5])
+
+
+def test_synthetic_data_refuses_a_data_dir(tmp_path):
+  cfg = ml_collections.ConfigDict(dict(source="synthetic", name="x", num_classes=3, image_size=4,
+                                       channels=1, synthetic_train=5, synthetic_test=2,
+                                       data_dir=str(tmp_path)))
+  with pytest.raises(ValueError, match=r"data.source='synthetic' reads no files.*source=arrays"):
+    load_dataset(cfg)
+
+
+def test_smoke_configs_use_synthetic_data_without_a_data_dir():
+  from experiments.config_io import load_config
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  config = load_config(os.path.join(root, "configs", "resnet9_cifar10.py:smoke"))
+  assert config.data.source == "synthetic" and config.data.data_dir == ""
+  assert load_dataset(config.data).name == "synthetic"

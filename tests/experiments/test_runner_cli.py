@@ -121,3 +121,50 @@ def test_report_summary_and_not_run(tmp_path):
   assert "- c_cifar100: no data here" in md
   assert "Mean gap over 2 configs: **-0.50 pts**; worst: a -2.00 pts" in md  # (-2 + 1) / 2
   assert "| a | -2.00 | 1 | 1 | +1.00 |" in md and "| b | +1.00 | 1 | 1 | – |" in md
+
+
+def test_set_without_equals_is_a_usage_error():
+  from absl import app
+  assert sweep.parse_sets(["epochs=3", "data.data_dir=a=b"]) == {"epochs": "3",
+                                                                 "data.data_dir": "a=b"}
+  with pytest.raises(app.UsageError, match="--set 'epochs': expected key=value"):
+    sweep.parse_sets(["epochs"])
+
+
+def test_sweep_checks_every_run_before_starting_any(tmp_path):
+  runs = sweep.expand(os.path.join(ROOT, "configs", "quickstart.py:smoke"), str(tmp_path), {})
+  bad = runs[1]
+  os.makedirs(bad.workdir)
+  with open(os.path.join(bad.workdir, "config.json"), "w") as f:
+    json.dump({**json.loads(sweep.run_config(bad, {}, "").to_json_best_effort()), "seed": 7}, f)
+  with pytest.raises(ValueError, match=r"1 of 2 runs cannot run:\n.*bdwp 2:4 seed 0.*seed: 7 -> 0"):
+    sweep.preflight(runs, {}, "")
+  with pytest.raises(ValueError, match=r"(?s)2 of 2 runs cannot run.*batch_size=0"):
+    sweep.preflight(runs, {"batch_size": 0}, "")
+  proc = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config",
+                         "configs/quickstart.py:smoke", "--workdir_root", str(tmp_path)],
+                        cwd=ROOT, env=env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0 and "Not starting the sweep" in proc.stderr
+  assert not os.path.exists(runs[0].workdir)  # the good run did not start
+
+
+def test_report_separates_unlike_runs_and_flags_duplicates(tmp_path):
+  runs = tmp_path / "runs"
+  os.makedirs(runs)
+  fixtures = [fixture_result("r", "resnet18", "dense", None, 0, 0.90),
+              fixture_result("r", "resnet18", "bdwp", "2:8", 0, 0.88),
+              {**fixture_result("r", "resnet18", "bdwp", "2:8", 1, 0.70), "epochs": 1},
+              {**fixture_result("r", "resnet18", "bdwp", "2:8", 0, 0.50), "dataset": "cifar100"},
+              fixture_result("r", "resnet18", "bdwp", "2:8", 0, 0.10)]  # seed 0 again
+  for i, r in enumerate(fixtures):
+    with open(runs / f"{i}.json", "w") as f:
+      json.dump(r, f)
+  report.write_report(str(runs), str(tmp_path / "out"))
+  md = open(tmp_path / "out" / "accuracy.md").read()
+  rows = [l for l in md.splitlines() if "| bdwp | 2:8 |" in l]
+  assert len(rows) == 3, rows  # epochs 3 (cifar10), epochs 1, cifar100: never averaged together
+  main = [l for l in rows if "| cifar10 |" in l and "| 3 |" in l]
+  assert len(main) == 1 and "| 88.00 | -2.00 |" in main[0]  # the duplicate is not counted
+  assert any("epochs=1]" in l for l in rows)
+  assert any('dataset="cifar100"' in l and "| – |" in l for l in rows)  # no cifar100 dense run
+  assert "Duplicates" in md and "4.json" in md and "duplicates" in md and "1.json" in md

@@ -1,0 +1,111 @@
+"""A workdir belongs to one run (SPEC §4): the run's config is recorded in ``workdir/config.json``
+when the run starts, and a resume whose run-defining fields differ is refused before anything is
+written."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from absl import logging
+
+from nmsparse.train.metrics import write_json
+
+CONFIG_FILE = "config.json"
+RESULTS_FILE = "results.json"
+# The fields that define what a run computes (SPEC §4: model, data, method, pattern, rules, seed,
+# schedule, optimizer, batch). Bookkeeping (checkpoint/log cadence, progress bar, results_dir,
+# devices, implementation, data_dir) may change between segments.
+RUN_DEFINING = (
+    "model", "model_kwargs", "data", "method", "pattern", "sr_ste_lambda", "rules", "mask_every",
+    "seed", "epochs", "schedule", "learning_rate", "warmup_epochs", "optimizer", "momentum",
+    "nesterov", "weight_decay", "label_smoothing", "grad_clip", "batch_size", "dtype")
+# Where the data lives may change (another machine, another mount); what it is may not.
+NOT_RUN_DEFINING_DATA = ("data_dir",)
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a run of another config; the message names the fields that differ."""
+
+
+def run_defining(config: Any) -> dict[str, Any]:
+  """The run-defining fields of ``config`` (a ConfigDict or its JSON dict), JSON-normalised."""
+  as_dict = config if isinstance(config, dict) else json.loads(config.to_json_best_effort())
+  fields = {k: as_dict.get(k) for k in RUN_DEFINING}
+  if isinstance(fields["data"], dict):
+    fields["data"] = {k: v for k, v in fields["data"].items() if k not in NOT_RUN_DEFINING_DATA}
+  if fields["method"] == "dense":  # a dense run ignores the pattern
+    fields["pattern"] = None
+  return json.loads(json.dumps(fields))
+
+
+def changed_fields(recorded: dict[str, Any], config: Any) -> list[str]:
+  """Dotted names of the run-defining fields where ``config`` differs from ``recorded``."""
+  old, new = run_defining(recorded), run_defining(config)
+  changed = []
+  for key in RUN_DEFINING:
+    if isinstance(old[key], dict) and isinstance(new[key], dict):
+      changed += [f"{key}.{k}" for k in sorted(set(old[key]) | set(new[key]))
+                  if old[key].get(k) != new[key].get(k)]
+    elif old[key] != new[key]:
+      changed.append(key)
+  return changed
+
+
+def recorded_config(workdir: str) -> dict[str, Any] | None:
+  """The config the workdir's run started with: ``config.json``, else the ``config`` key of a
+  ``results.json`` written before workdirs recorded their config, else ``None``."""
+  for name, key in ((CONFIG_FILE, None), (RESULTS_FILE, "config")):
+    path = os.path.join(workdir, name)
+    if os.path.exists(path):
+      with open(path) as f:
+        data = json.load(f)
+      if key is None:
+        return data
+      if key in data:
+        return data[key]
+  return None
+
+
+def check_workdir(config: Any, workdir: str) -> dict[str, Any] | None:
+  """Checks that ``config`` may run in ``workdir``; writes nothing.
+
+  Returns:
+    The finished run's results (``workdir/results.json``) when the run is finished, else ``None``.
+  Raises:
+    ConfigMismatchError: naming every run-defining field (old -> new) where ``config`` differs from
+      the config the workdir's run was started with, unless ``config.allow_config_change``.
+  """
+  recorded = recorded_config(workdir)
+  if recorded is not None:
+    changed = changed_fields(recorded, config)
+    if changed and not config.get("allow_config_change", False):
+      old, new = run_defining(recorded), run_defining(config)
+      detail = "; ".join(f"{f}: {_lookup(old, f)!r} -> {_lookup(new, f)!r}" for f in changed)
+      raise ConfigMismatchError(
+          f"Workdir {workdir} holds a run of another config: {detail}. Nothing was written. Use a "
+          f"fresh --workdir for the new config, or set --config.allow_config_change=True to "
+          f"continue this run's checkpoints under the new config.")
+    if changed:
+      logging.warning("Workdir %s: continuing under a changed config (allow_config_change=True): "
+                      "%s", workdir, ", ".join(changed))
+  results = os.path.join(workdir, RESULTS_FILE)
+  if os.path.exists(results):
+    with open(results) as f:
+      return json.load(f)
+  return None
+
+
+def record_config(config: Any, workdir: str) -> None:
+  """Writes ``workdir/config.json`` when the workdir has none (or the change was allowed)."""
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path) or config.get("allow_config_change", False):
+    write_json(path, json.loads(config.to_json_best_effort()))
+
+
+def _lookup(fields: dict[str, Any], dotted: str) -> Any:
+  node = fields
+  for part in dotted.split("."):
+    node = node.get(part) if isinstance(node, dict) else None
+  return node
