@@ -24,11 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from nmsparse import native  # noqa: E402
-from nmsparse.kernels import sparse_tc  # noqa: E402
-from nmsparse.types import NMPattern  # noqa: E402
+from nmsparse import native
+from nmsparse.kernels import sparse_tc
+from nmsparse.types import NMPattern
 
 BF16 = jnp.bfloat16
 L2_SPAN = 160e6  # bytes of inputs to rotate through so repeated calls do not run from L2

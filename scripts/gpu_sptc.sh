@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call for the sparse_tc backend: build the native extension, then run the named
 # sections of scripts/bench_sptc.py and the ViT-B/16 step-time variants. Results under $OUT.
-#   SECTIONS=probe,check,gemm VIT="dense:einsum dense:cudnn" bash scripts/gpu_sptc.sh
+#   TESTS="tests/kernels/test_sparse_tc.py tests/ops/test_ops_sparse_tc.py" SECTIONS=check,gemm \
+#     VIT="dense:auto bdwp:auto:sparse_tc:2:4" bash scripts/gpu_sptc.sh
 set -u
 source scripts/gpu_env.sh
 mkdir -p "$OUT"
@@ -11,6 +12,9 @@ python3 -m pip show nvidia-cusparselt-cu13 2>/dev/null | head -2 | tee -a "$OUT/
 t0=$(date +%s)
 python3 -m nmsparse.native.build > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
+if [ -n "${TESTS:-}" ]; then  # the compiled GPU tests of the extension
+  timeout "${TESTS_TIMEOUT:-240}" python3 -m pytest -q -x -p no:cacheprovider $TESTS 2>&1 | tee "$OUT/pytest.log" | tail -5
+fi
 if [ -n "${SECTIONS:-}" ]; then
   python3 scripts/bench_sptc.py --out "$OUT" --sections "$SECTIONS" 2>&1 | tee "$OUT/bench.log" | grep -v "^W\|^I1"
 fi

@@ -23,14 +23,13 @@ import time
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
-from experiments.config_io import apply_overrides, load_config, parse_value  # noqa: E402
-from nmsparse.train.loop import Run, epoch_order  # noqa: E402
-from nmsparse.train.parallel import put_batch_sharded  # noqa: E402
+from experiments.config_io import apply_overrides, load_config, parse_value
+from nmsparse.train.loop import Run, epoch_order
+from nmsparse.train.parallel import put_batch_sharded
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Config file[:arg].")
