@@ -2,15 +2,21 @@
 # One device call for the sparse_tc backend: build the native extension, then run the named
 # sections of scripts/bench_sptc.py and the ViT-B/16 step-time variants. Results under $OUT.
 #   TESTS="tests/kernels/test_sparse_tc.py tests/ops/test_ops_sparse_tc.py" SECTIONS=check,gemm \
-#     VIT="dense:auto bdwp:auto:sparse_tc:2:4" bash scripts/gpu_sptc.sh
+#     RUNS="vit_b16_imagenet224:speed/dense/auto vit_b16_imagenet224:speed/bdwp/auto/sparse_tc/2:4" \
+#     bash scripts/gpu_sptc.sh
 set -u
 source scripts/gpu_env.sh
+FINAL_OUT=$OUT
+OUT=$FINAL_OUT/r  # everything lands here and goes back as one archive (the copy-back takes 8 files)
 mkdir -p "$OUT"
+trap 'tar -C "$OUT" -czf "$FINAL_OUT/results.tgz" . && rm -rf "$OUT"' EXIT
 nvidia-smi -L | tee "$OUT/device.txt"
 python3 -c "import jax; print(jax.__version__, jax.devices())" | tee -a "$OUT/device.txt"
 python3 -m pip show nvidia-cusparselt-cu13 2>/dev/null | head -2 | tee -a "$OUT/device.txt"
 t0=$(date +%s)
-python3 -m nmsparse.native.build > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+if [ -z "${SKIP_BUILD:-}" ]; then
+  python3 -m nmsparse.native.build > "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+fi
 echo "build: $(( $(date +%s) - t0 )) s"
 if [ -n "${TESTS:-}" ]; then  # the compiled GPU tests of the extension
   timeout "${TESTS_TIMEOUT:-240}" python3 -m pytest -q -x -p no:cacheprovider $TESTS 2>&1 | tee "$OUT/pytest.log" | tail -5
@@ -18,12 +24,13 @@ fi
 if [ -n "${SECTIONS:-}" ]; then
   python3 scripts/bench_sptc.py --out "$OUT" --sections "$SECTIONS" 2>&1 | tee "$OUT/bench.log" | grep -v "^W\|^I1"
 fi
-for v in ${VIT:-}; do  # method:attention[:implementation[:pattern]]
-  IFS=: read -r method att impl pattern <<< "$v"
-  python3 scripts/step_time.py --config configs/vit_b16_imagenet224.py:speed --set method="$method" \
-    --set model_kwargs.attention="$att" ${impl:+--set implementation=$impl} \
-    ${pattern:+--set pattern=$pattern} --steps "${STEPS:-20}" --warmup 3 --nowithout_data \
-    --out "$OUT/vitb_${method}_${att}_${impl:-none}_${pattern:-na}.json" 2>&1 | grep -v "^W\|^I1" | tail -2
+for v in ${RUNS:-}; do  # config[:variant]/method/attention/implementation/pattern/extra-set
+  IFS=/ read -r cfg method att impl pattern extra <<< "$v"
+  tag=$(echo "$v" | tr '/:=.' '____')
+  python3 scripts/step_time.py --config "configs/${cfg%%:*}.py${cfg#${cfg%%:*}}" --set method="$method" \
+    ${att:+--set model_kwargs.attention=$att} ${impl:+--set implementation=$impl} \
+    ${pattern:+--set pattern=$pattern} ${extra:+--set ${extra//,/ --set }} --steps "${STEPS:-20}" --warmup 3 \
+    --nowithout_data --out "$OUT/step_$tag.json" 2>&1 | grep -v "^W\|^I1" | tail -1
 done
 for v in ${PROFILE:-}; do  # config-file:method:attention[:implementation[:pattern]]
   IFS=: read -r cfg method att impl pattern <<< "$v"

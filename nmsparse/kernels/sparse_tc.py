@@ -99,7 +99,7 @@ def compress(w: jax.Array, pattern: NMPattern, bp: bool = True):
   out = (jax.ShapeDtypeStruct((size,), jnp.uint8),
          jax.ShapeDtypeStruct((size if bp else 0,), jnp.uint8),
          jax.ShapeDtypeStruct((k // pattern.m, o), keep_dtype))
-  ff, bp_c, keep = jax.ffi.ffi_call("nms_sptc_compress", out)(
+  ff, bp_c, keep = jax.ffi.ffi_call("nms_sptc_compress", out, vmap_method="sequential")(
       w.astype(jnp.float32), n=np.int64(pattern.n), m=np.int64(pattern.m), bp=bool(bp))
   return ff, (bp_c if bp else None), keep
 
@@ -119,7 +119,7 @@ def prune(w: jax.Array, pattern: NMPattern, bp: bool = True):
   out = (jax.ShapeDtypeStruct((o, k), jnp.bfloat16),
          jax.ShapeDtypeStruct((k, o) if bp else (0, 0), jnp.bfloat16),
          jax.ShapeDtypeStruct((k // pattern.m, o), jnp.uint16 if pattern.m > 8 else jnp.uint8))
-  a_ff, a_bp, keep = jax.ffi.ffi_call("nms_sptc_prune", out)(
+  a_ff, a_bp, keep = jax.ffi.ffi_call("nms_sptc_prune", out, vmap_method="sequential")(
       w.astype(jnp.float32), n=np.int64(pattern.n), m=np.int64(pattern.m), bp=bool(bp))
   return a_ff, (a_bp if bp else None), keep
 
@@ -129,7 +129,7 @@ def lib_compress(a: jax.Array) -> jax.Array:
   m, k = a.shape
   size, buf = native.compressed_size(m, k)
   out = (jax.ShapeDtypeStruct((size,), jnp.uint8), jax.ShapeDtypeStruct((max(buf, 1),), jnp.uint8))
-  return jax.ffi.ffi_call("nms_sptc_lib_compress", out)(a.astype(jnp.bfloat16))[0]
+  return jax.ffi.ffi_call("nms_sptc_lib_compress", out, vmap_method="sequential")(a.astype(jnp.bfloat16))[0]
 
 
 def reference_spmm(a: jax.Array, x: jax.Array) -> jax.Array:
@@ -145,5 +145,5 @@ def spmm(a_comp: jax.Array, x: jax.Array, m: int, k: int) -> jax.Array:
   ws, _ = native.prepare_spmm(m, n + pad, k)
   out = (jax.ShapeDtypeStruct((n + pad, m), jnp.bfloat16),
          jax.ShapeDtypeStruct((max(ws, 1),), jnp.uint8))
-  y, _ = jax.ffi.ffi_call("nms_sptc_spmm", out)(a_comp, xp, m=np.int64(m), k=np.int64(k))
+  y, _ = jax.ffi.ffi_call("nms_sptc_spmm", out, vmap_method="sequential")(a_comp, xp, m=np.int64(m), k=np.int64(k))
   return (y[:n] if pad else y).astype(x.dtype)

@@ -27,6 +27,8 @@ class Implementation:
     supports: ``(LayerSpec) -> None`` if the layer can run here, else a sentence saying why not
       (e.g. a pattern the kernels lack, or a backend whose native part is not built).
     residuals: the residual NamedTuple class.
+    available: ``() -> None`` if the backend can run here at all, else why not (e.g. no GPU, or
+      its native part is not built).
   """
 
   name: str
@@ -36,3 +38,4 @@ class Implementation:
   conv_bwd: Callable[..., tuple[Any, Any]]
   supports: Callable[[LayerSpec], str | None]
   residuals: type
+  available: Callable[[], str | None] = lambda: None

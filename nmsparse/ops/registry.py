@@ -27,6 +27,9 @@ MEASURED: dict[str, object] = {
     "sparse_tc": lambda layer: prefers_sparse_tc(layer.w_shape,
                                                  math.prod(layer.x_shape[:-1]) or 1),
 }
+# A named implementation that is available but cannot run a layer (its shape, pattern or method)
+# hands that layer to this one, logged; an unavailable one (off-GPU, extension not built) raises.
+FALLBACK: dict[str, str] = {"sparse_tc": "pallas"}
 _LOGGED: set = set()
 
 
@@ -63,9 +66,13 @@ def resolve_implementation(implementation: str | None, layer: LayerSpec | None =
   this card favour it (without a layer: the first one that needs no measurement); each choice is
   logged once. A name is checked and kept.
 
+  A named implementation that is available but cannot run ``layer`` hands it to its
+  :data:`FALLBACK` (``sparse_tc`` -> ``pallas``: a model asking for sparse tensor cores runs its
+  other layers on the Pallas path), logged once per layer shape.
+
   Raises:
-    ValueError: an unknown name, or a named implementation that cannot run ``layer`` (the reason
-      is in the message; there is no silent fallback).
+    ValueError: an unknown name, or a named implementation that cannot run ``layer`` and has no
+      fallback for it, or is unavailable here (the reason is in the message).
   """
   if implementation is None:
     order = PREFERENCE.get(jax.default_backend(), DEFAULT_PREFERENCE)
@@ -76,6 +83,16 @@ def resolve_implementation(implementation: str | None, layer: LayerSpec | None =
     return name
   impl = get_implementation(implementation)
   reason = None if layer is None else impl.supports(layer)
+  fallback = FALLBACK.get(implementation)
+  if (reason is not None and fallback is not None and impl.available() is None
+      and IMPLEMENTATIONS[fallback].supports(layer) is None):
+    key = (layer.op, layer.w_shape, layer.x_shape, layer.pattern, layer.method, fallback)
+    if key not in _LOGGED:
+      _LOGGED.add(key)
+      logging.info("nmsparse %s %s x %s (%s %s): %s cannot run it (%s) -> %s", layer.op,
+                   layer.x_shape, layer.w_shape, layer.method, layer.pattern, implementation,
+                   reason, fallback)
+    return fallback
   if reason is not None:
     raise ValueError(f"implementation={implementation!r} cannot run this {layer.op} layer "
                      f"(kernel {layer.w_shape}, pattern {layer.pattern}, method {layer.method}): "

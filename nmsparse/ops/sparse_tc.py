@@ -11,7 +11,8 @@ backward-data product.
 Layers: dense kernels and 1x1 convolutions (stride 1, no padding: a GEMM over the pixels), patterns
 with N <= 2 and M in (4, 8, 16), bf16 activations, both kernel dims multiples of 64, masks from the
 kernel itself (no ``mask_every`` source). ``supports`` says which condition a layer misses, and
-off-GPU or without the built extension why the backend is unavailable.
+off-GPU or without the built extension why the backend is unavailable. Asked for by name, an
+available ``sparse_tc`` hands the layers it cannot run to ``pallas`` (logged; ``registry.FALLBACK``).
 """
 
 from __future__ import annotations
@@ -122,4 +123,4 @@ def supports(layer: LayerSpec) -> str | None:
 
 IMPLEMENTATION = Implementation(name="sparse_tc", dense_fwd=dense_fwd, dense_bwd=dense_bwd,
                                 conv_fwd=conv_fwd, conv_bwd=conv_bwd, supports=supports,
-                                residuals=Residuals)
+                                residuals=Residuals, available=native.status)

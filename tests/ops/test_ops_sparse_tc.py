@@ -1,12 +1,17 @@
 """The shared op suite on ``implementation="sparse_tc"`` (compiled on a GPU with the native
 extension built; skipped elsewhere with the reason), plus its refusals, which run everywhere."""
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from nmsparse import native
 from nmsparse.ops import nm_conv, nm_dense
+from nmsparse.ops.config import ConvDims, LayerSpec
+from nmsparse.ops.registry import resolve_implementation
 from nmsparse.ops.sparse_tc import supports
+from nmsparse.types import NMPattern
 from nmsparse.testing.op_suite import OpSuite
 
 
@@ -29,14 +34,21 @@ class TestSparseTC(OpSuite):
     return (2, 5, 5, 64), (1, 1, 64, 128)
 
 
-def test_unavailable_or_unsupported_layers_raise_with_the_reason():
-  x = jnp.ones((4, 128), jnp.bfloat16)
-  w = jnp.ones((128, 192), jnp.float32)
-  with pytest.raises(ValueError, match="sparse_tc"):
-    if native.status() is None:  # available: a pattern it cannot run must be refused
-      nm_dense(x, w, "4:8", "bdwp", implementation="sparse_tc")
-    else:
-      nm_dense(x, w, "2:8", "bdwp", implementation="sparse_tc")
-  with pytest.raises(ValueError, match="sparse_tc"):
-    nm_conv(jnp.ones((1, 6, 6, 64), jnp.bfloat16), jnp.ones((3, 3, 64, 128)), "2:8", "bdwp",
-            implementation="sparse_tc")
+def test_layers_it_cannot_run_go_to_pallas_when_available_else_raise():
+  x = jnp.ones((1, 6, 6, 64), jnp.bfloat16)
+  w = jax.random.normal(jax.random.key(0), (3, 3, 64, 128), jnp.float32)
+  layer = LayerSpec("conv", x.shape, w.shape, jnp.bfloat16, NMPattern(2, 8), "bdwp", False,
+                    ConvDims.create(x.shape, w.shape, 1, "SAME", None))
+  if native.status() is None:
+    assert "1x1" in supports(layer)
+    assert resolve_implementation("sparse_tc", layer) == "pallas"
+    np.testing.assert_array_equal(
+        nm_conv(x, w, "2:8", "bdwp", implementation="sparse_tc"),
+        nm_conv(x, w, "2:8", "bdwp", implementation="pallas"))
+  else:
+    assert supports(layer) == native.status()
+    with pytest.raises(ValueError, match="sparse_tc"):
+      nm_conv(x, w, "2:8", "bdwp", implementation="sparse_tc")
+    with pytest.raises(ValueError, match="sparse_tc"):
+      nm_dense(jnp.ones((4, 128), jnp.bfloat16), jnp.ones((128, 192)), "2:8", "bdwp",
+               implementation="sparse_tc")

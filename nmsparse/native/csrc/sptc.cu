@@ -242,7 +242,10 @@ ffi::Error PruneImpl(cudaStream_t stream, ffi::Buffer<ffi::F32> w,
 // A group of 4 with fewer than 2 kept entries (an N:M group with M > 4) stores zeros at the
 // lowest free positions.
 
-constexpr int kTileRows = 64, kTileCols = 32;
+constexpr int kTileRows = 64, kTileCols = 64;  // one CTA: two metadata blocks of 64 x 32
+constexpr int kChunk = 16;                       // columns of A per thread: 8 stored values
+constexpr int kThreads = kTileRows * (kTileCols / kChunk);
+constexpr int kPitch = kTileCols + 1;            // padded smem rows: conflict-free column reads
 
 __device__ __forceinline__ int MetaNibble(int i, int g) {
   return (i / 16) * 128 + (i % 8) * 16 + ((i / 8) % 2) + (g % 4) * 4 + (g / 4) * 2;
@@ -268,55 +271,72 @@ __device__ __forceinline__ void StoredPositions(uint32_t kb, int* i0, int* i1) {
   *i1 = max(first, second);
 }
 
-// One CTA per 64 x 32 tile of A, one thread per (row, group of M) of the tile. kTransposed: A is
-// W^T (forward operand, groups along W's rows); else A is W (backward operand, groups along W's
-// columns). keep_out (forward only) receives the N:M keep bitmap [K/M, O].
+// One CTA per 64 x 64 tile of A. The tile of W behind it (64 rows of 64 contiguous floats) is
+// staged in shared memory with coalesced 16-byte loads; thread (c, i) then takes row i of the A
+// tile, columns [16c, 16c + 16): its N:M groups, their 8 stored bf16 values (one 16-byte store)
+// and their codes (into the tile's two metadata blocks in shared memory, written out whole).
+// kTransposed: A = W^T (forward operand, groups along W's rows; also writes the keep bits
+// [K/M, O]); else A = W (backward operand, groups along W's columns).
 template <int M, bool kTransposed, typename KeepT>
-__global__ void CompressKernel(const float* __restrict__ w, int64_t K, int64_t O, int n,
-                               uint8_t* __restrict__ out, KeepT* __restrict__ keep_out) {
-  constexpr int kGroups = kTileCols / M;
-  __shared__ uint32_t meta_s[kTileRows * kTileCols / 4 / 8];  // 512 nibbles
+__global__ void __launch_bounds__(kThreads)
+CompressKernel(const float* __restrict__ w, int64_t K, int64_t O, int n, uint8_t* __restrict__ out,
+               KeepT* __restrict__ keep_out) {
+  __shared__ float tile[kTileRows * kPitch];
+  __shared__ uint32_t meta_s[2 * 64];
   const int64_t m = kTransposed ? O : K, k = kTransposed ? K : O;
   const int64_t i0 = (int64_t)blockIdx.y * kTileRows, j0 = (int64_t)blockIdx.x * kTileCols;
   const int t = threadIdx.x;
-  for (int x = t; x < 64; x += blockDim.x) meta_s[x] = 0;
-  __syncthreads();
-  // Forward: consecutive threads take consecutive rows of A (= columns of W): coalesced reads.
-  const int row = kTransposed ? t % kTileRows : t / kGroups;
-  const int grp = kTransposed ? t / kTileRows : t % kGroups;
-  const int64_t i = i0 + row, j = j0 + (int64_t)grp * M;  // A[i, j .. j+M)
-  float v[M];
+  if (t < 128) meta_s[t] = 0;
+  // W rows of this tile: forward W[j0 + r, i0 .. i0+64), backward W[i0 + r, j0 .. j0+64).
+  const float* base = kTransposed ? w + j0 * O + i0 : w + i0 * O + j0;
 #pragma unroll
-  for (int r = 0; r < M; ++r) v[r] = kTransposed ? w[(j + r) * O + i] : w[i * O + j + r];
-  const uint32_t keep = KeepBits<M>(v, n);
-  if (kTransposed) keep_out[(j / M) * O + i] = static_cast<KeepT>(keep);
-  __nv_bfloat16* values = reinterpret_cast<__nv_bfloat16*>(out) + i * (k / 2) + j / 2;
-#pragma unroll
-  for (int s = 0; s < M / 4; ++s) {
-    int p0, p1;
-    StoredPositions((keep >> (4 * s)) & 0xF, &p0, &p1);
-    float a = ((keep >> (4 * s + p0)) & 1) ? v[4 * s + p0] : 0.0f;
-    float b = ((keep >> (4 * s + p1)) & 1) ? v[4 * s + p1] : 0.0f;
-    values[2 * s] = __float2bfloat16(a);
-    values[2 * s + 1] = __float2bfloat16(b);
-    const int g = grp * (M / 4) + s;  // group of 4 inside the tile's 32 columns
-    const int nib = MetaNibble(row, g);
-    atomicOr(&meta_s[nib / 8], static_cast<uint32_t>(p0 | (p1 << 2)) << (4 * (nib % 8)));
+  for (int u = 0; u < kTileRows * kTileCols / 4 / kThreads; ++u) {
+    const int idx = t + u * kThreads, row = idx / 16, col = (idx % 16) * 4;
+    const float4 v4 = *reinterpret_cast<const float4*>(base + row * O + col);
+    float* dst = tile + row * kPitch + col;
+    dst[0] = v4.x; dst[1] = v4.y; dst[2] = v4.z; dst[3] = v4.w;
   }
   __syncthreads();
+  const int i = t % kTileRows, c = t / kTileRows;
+  __align__(16) __nv_bfloat16 vals[8];
+#pragma unroll
+  for (int q = 0; q < kChunk / M; ++q) {
+    float v[M];
+#pragma unroll
+    for (int r = 0; r < M; ++r) {
+      const int jj = c * kChunk + q * M + r;  // column of the A tile
+      v[r] = kTransposed ? tile[jj * kPitch + i] : tile[i * kPitch + jj];
+    }
+    const uint32_t keep = KeepBits<M>(v, n);
+    if (kTransposed) keep_out[((j0 + c * kChunk) / M + q) * O + i0 + i] = static_cast<KeepT>(keep);
+#pragma unroll
+    for (int s = 0; s < M / 4; ++s) {
+      int p0, p1;
+      StoredPositions((keep >> (4 * s)) & 0xF, &p0, &p1);
+      const int slot = q * (M / 4) + s;  // group of 4 within the thread's 16 columns
+      vals[2 * slot] = __float2bfloat16(((keep >> (4 * s + p0)) & 1) ? v[4 * s + p0] : 0.0f);
+      vals[2 * slot + 1] = __float2bfloat16(((keep >> (4 * s + p1)) & 1) ? v[4 * s + p1] : 0.0f);
+      const int g4 = c * (kChunk / 4) + slot;  // group of 4 within the tile: block g4 / 8
+      const int nib = (g4 / 8) * 512 + MetaNibble(i, g4 % 8);
+      atomicOr(&meta_s[nib / 8], static_cast<uint32_t>(p0 | (p1 << 2)) << (4 * (nib % 8)));
+    }
+  }
+  __nv_bfloat16* values = reinterpret_cast<__nv_bfloat16*>(out) + (i0 + i) * (k / 2) +
+                          (j0 + c * kChunk) / 2;
+  *reinterpret_cast<uint4*>(values) = *reinterpret_cast<const uint4*>(vals);
+  __syncthreads();
   uint32_t* meta = reinterpret_cast<uint32_t*>(out + m * k) +
-                   ((i0 / kTileRows) * (k / kTileCols) + j0 / kTileCols) * 64;
-  for (int x = t; x < 64; x += blockDim.x) meta[x] = meta_s[x];
+                   ((i0 / kTileRows) * (k / 32) + j0 / 32) * 64;
+  if (t < 128) meta[t] = meta_s[t];
 }
 
 template <int M, typename KeepT>
 void LaunchCompress(cudaStream_t s, const float* w, int64_t K, int64_t O, int n, uint8_t* ff,
                     uint8_t* bp, KeepT* keep) {
-  constexpr int threads = kTileRows * (kTileCols / M);
-  CompressKernel<M, true, KeepT><<<dim3(K / kTileCols, O / kTileRows), threads, 0, s>>>(
+  CompressKernel<M, true, KeepT><<<dim3(K / kTileCols, O / kTileRows), kThreads, 0, s>>>(
       w, K, O, n, ff, keep);
   if (bp != nullptr)
-    CompressKernel<M, false, KeepT><<<dim3(O / kTileCols, K / kTileRows), threads, 0, s>>>(
+    CompressKernel<M, false, KeepT><<<dim3(O / kTileCols, K / kTileRows), kThreads, 0, s>>>(
         w, K, O, n, bp, keep);
 }
 
