@@ -198,30 +198,6 @@ def gemm(out: str, patterns=("2:4", "2:8")):
     json.dump(rows, f, indent=1)
 
 
-def embed(out: str):
-  """ViT-B/16's patch embedding (256 x 224 px -> 768), forward + weight gradient: ``nn.Conv``
-  (cuDNN) vs ``NMConv``'s one-GEMM path for windows that tile the image."""
-  import flax.linen as nn
-  from nmsparse.nn import NMConv
-  x = lambda i: (jax.random.normal(jax.random.key(i), (256, 224, 224, 3), jnp.float32).astype(BF16),)
-  rows = []
-  for name, layer in (("nn.Conv", nn.Conv(768, (16, 16), (16, 16), padding="VALID", dtype=BF16)),
-                      ("NMConv gemm", NMConv(768, (16, 16), (16, 16), padding="VALID", dtype=BF16,
-                                             pattern=None))):
-    params = layer.init(jax.random.key(0), x(0)[0][:1])
-
-    def fwd_bwd(x, layer=layer):
-      y, pull = jax.vjp(lambda p: layer.apply(p, x), params)
-      return pull(jnp.ones_like(y))
-
-    ms = time_op(fwd_bwd, x, 2 * 256 * 224 * 224 * 3)
-    rows.append(dict(op="patch_embed_fwd_wgrad", layer=name, ms=ms,
-                     device=jax.devices()[0].device_kind, jax_version=jax.__version__))
-    print(f"embed {name:12s} {ms:.3f} ms", flush=True)
-  with open(os.path.join(out, "embed.json"), "w") as f:
-    json.dump(rows, f, indent=1)
-
-
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument("--out", required=True)
@@ -234,7 +210,7 @@ def main():
   print("device:", jax.devices()[0].device_kind, "cuSPARSELt", native.library().nms_sptc_version())
   for section in args.sections.split(","):
     t0 = time.time()
-    {"probe": probe, "check": check, "gemm": gemm, "embed": embed}[section](args.out)
+    {"probe": probe, "check": check, "gemm": gemm}[section](args.out)
     print(f"[{section}] {time.time() - t0:.1f}s", flush=True)
 
 

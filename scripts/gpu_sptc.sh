@@ -6,6 +6,7 @@
 #     bash scripts/gpu_sptc.sh
 set -u
 source scripts/gpu_env.sh
+export NMSPARSE_GIT_SHA=${GIT_SHA:-}  # the copy's .git on the GPU machine is stale: name the commit
 FINAL_OUT=$OUT
 OUT=$FINAL_OUT/r  # everything lands here and goes back as one archive (the copy-back takes 8 files)
 mkdir -p "$OUT"

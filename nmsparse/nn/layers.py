@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from absl import logging
 
-from nmsparse.layer_args import compute_dtype, conv_layer_args, flatten_images, pairs
+from nmsparse.layer_args import compute_dtype, conv_layer_args, flatten_images
 from nmsparse.ops import nm_conv, nm_dense
 from nmsparse.prune.rules import LayerRules
 from nmsparse.prune.schedule import MASK_COLLECTION, check_mask_every, refresh_mask_source
@@ -113,7 +113,7 @@ class NMConv(_NMMixin, nn.Conv):
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
     pattern = self.resolved_pattern()
-    if pattern is None and not self._patchify(inputs):
+    if pattern is None:
       return super().__call__(inputs)
     name = self._layer_name()
     args = conv_layer_args(name, self.kernel_size, self.strides, self.padding,
@@ -123,22 +123,8 @@ class NMConv(_NMMixin, nn.Conv):
     kernel = self.param("kernel", self.kernel_init,
                         args.kernel_size + (x.shape[-1], self.features), self.param_dtype)
     dtype = compute_dtype(self.dtype, x, kernel)
-    y = nm_conv(jnp.asarray(x, dtype), kernel, pattern, self.method if pattern else "dense",
+    y = nm_conv(jnp.asarray(x, dtype), kernel, pattern, self.method,
                 strides=args.strides, padding=args.padding, sr_ste_lambda=self.sr_ste_lambda,
                 implementation=self.implementation, rhs_dilation=args.kernel_dilation, name=name,
-                mask_source=None if pattern is None else self._mask_source(kernel))
+                mask_source=self._mask_source(kernel))
     return restore_batch(self._add_bias(y, dtype))
-
-  def _patchify(self, inputs: jnp.ndarray) -> bool:
-    """A dense conv whose windows tile the input (a patch embedding): run as one GEMM
-    (``ConvDims.conv``) instead of ``nn.Conv``'s cuDNN convolution; same parameters."""
-    if self.feature_group_count != 1 or self.mask is not None or not self.shared_weights:
-      return False
-    if pairs(self.input_dilation, "input_dilation") != (1, 1) or jnp.ndim(inputs) != 4:
-      return False
-    if not isinstance(self.padding, str) or self.padding.upper() != "VALID":
-      return False
-    size = pairs(self.kernel_size, "kernel_size")
-    return (pairs(self.strides, "strides") == size and size != (1, 1)
-            and pairs(self.kernel_dilation, "kernel_dilation") == (1, 1)
-            and inputs.shape[1] % size[0] == 0 and inputs.shape[2] % size[1] == 0)

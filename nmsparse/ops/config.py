@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-import jax.numpy as jnp
 from jax import lax
 
 from nmsparse.layer_args import Padding, explicit_padding, pairs
@@ -76,26 +75,8 @@ class ConvDims:
       padding = tuple(lax.padtype_to_pads(tuple(x_shape[1:3]), window, strides, padding))
     return cls(strides, tuple((int(lo), int(hi)) for lo, hi in padding), rhs_dilation)
 
-  def is_patchify(self, x_shape: Sequence[int], w_shape: Sequence[int]) -> bool:
-    """Whether the windows tile the image exactly (stride = kernel size, no padding or
-    dilation, the image a whole number of windows): a ViT patch embedding."""
-    kh, kw = w_shape[:2]
-    return (self.strides == (kh, kw) and self.rhs_dilation == (1, 1) and (kh, kw) != (1, 1)
-            and all(lo == hi == 0 for lo, hi in self.padding)
-            and x_shape[1] % kh == 0 and x_shape[2] % kw == 0)
-
   def conv(self, x, w, preferred_element_type=None):
-    """The plain convolution with this geometry: ``lax.conv_general_dilated``, or for
-    non-overlapping windows (:meth:`is_patchify`) the same sum as one GEMM over the patches
-    (cuDNN's implicit GEMM for a 16x16/16 3-channel conv ran several times slower on an H200)."""
-    if self.is_patchify(x.shape, w.shape):
-      n, h, wd, c = x.shape
-      kh, kw, _, o = w.shape
-      patches = x.reshape(n, h // kh, kh, wd // kw, kw, c).transpose(0, 1, 3, 2, 4, 5)
-      y = jnp.dot(patches.reshape(-1, kh * kw * c), w.reshape(kh * kw * c, o),
-                  preferred_element_type=jnp.float32 if preferred_element_type is None
-                  else preferred_element_type)
-      return y.astype(preferred_element_type or x.dtype).reshape(n, h // kh, wd // kw, o)
+    """The plain convolution with this geometry (``lax.conv_general_dilated``)."""
     return lax.conv_general_dilated(
         x, w, window_strides=self.strides, padding=self.padding, rhs_dilation=self.rhs_dilation,
         dimension_numbers=("NHWC", "HWIO", "NHWC"), preferred_element_type=preferred_element_type)

@@ -14,7 +14,6 @@ import numpy as np
 from absl import logging
 
 from nmsparse.data.sources import ArrayDataset, load_dataset
-from nmsparse.ops.registry import resolve_implementation
 from nmsparse.prune.methods import ff_mask
 from nmsparse.prune.rules import LayerRules, path_str, sparsity_report
 from nmsparse.prune.schedule import MASK_COLLECTION
@@ -260,7 +259,7 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
       "test_loss": final["test_loss"], "device": device_name(), "git_sha": git_sha(),
       "jax_version": jax.__version__, "wall_time_s": wall_before + time.time() - start,
       "steps": step, "batch_size": config.batch_size,
-      "implementation": resolve_implementation(config.implementation),
+      "implementation": config.implementation or "auto",
       "gemm_flops_per_example": stages, "history": history, "name": run_name(config),
       "config": json.loads(config.to_json_best_effort()),
   }

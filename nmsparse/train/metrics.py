@@ -109,10 +109,12 @@ class Progress:
 def git_sha() -> str:
   """The checked-out commit (``+dirty`` if the tree has changes), or ``"unknown"``.
 
-  ``NMSPARSE_GIT_SHA`` overrides it, for copies of the tree without ``.git`` (e.g. a GPU machine).
+  ``NMSPARSE_GIT_SHA`` or ``GIT_SHA`` overrides it, for copies of the tree whose ``.git`` is
+  missing or stale (e.g. a GPU machine).
   """
-  if os.environ.get("NMSPARSE_GIT_SHA"):
-    return os.environ["NMSPARSE_GIT_SHA"]
+  for var in ("NMSPARSE_GIT_SHA", "GIT_SHA"):
+    if os.environ.get(var):
+      return os.environ[var]
   try:
     sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                          timeout=10).stdout.strip()

@@ -13,7 +13,6 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from nmsparse.data.augment import augment
-from nmsparse.ops.registry import resolve_implementation
 from nmsparse.train.loop import Run, epoch_order
 from nmsparse.train.metrics import device_name, git_sha
 from nmsparse.train.parallel import AXIS, put_batch_sharded, shard_map
@@ -127,7 +126,7 @@ def measure_step_time(config: Any, warmup: int, steps: int, with_data: bool = Tr
 def _row(config, run, with_data_ms, without_data, steps, extra) -> dict[str, Any]:
   return {"config": config.name, "model": config.model, "method": config.method,
           "pattern": None if config.method == "dense" else config.pattern,
-          "implementation": resolve_implementation(config.implementation), "dtype": config.dtype,
+          "implementation": config.implementation or "auto", "dtype": config.dtype,
           "num_devices": run.mesh.size, "global_batch": config.batch_size,
           "device": device_name(), "data_source": config.data.source,
           "step_ms_with_data": with_data_ms, "step_ms_without_data": without_data,

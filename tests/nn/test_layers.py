@@ -114,22 +114,3 @@ def test_nnx_apply_rules():
   assert chosen == {"first/kernel": None, "second/kernel": nms.NMPattern(2, 4)}
   assert model.second.pattern == nms.NMPattern(2, 4) and model.first.pattern is None
 
-
-def test_dense_patch_embedding_runs_as_one_gemm_and_equals_nn_conv():
-  """A dense NMConv whose windows tile the image (ViT's patch embedding) takes the GEMM path of
-  ConvDims.conv: same parameters, outputs and gradients as nn.Conv."""
-  import flax.linen as linen
-  from nmsparse.ops.config import ConvDims
-  x = jax.random.normal(jax.random.key(0), (2, 32, 32, 3))
-  ref = linen.Conv(8, (16, 16), (16, 16), padding="VALID")
-  mine = nms.nn.NMConv(8, (16, 16), (16, 16), padding="VALID", pattern=None)
-  variables = ref.init(jax.random.key(1), x)
-  assert jax.tree.map(jnp.shape, mine.init(jax.random.key(1), x)) == jax.tree.map(jnp.shape,
-                                                                                 variables)
-  assert ConvDims.create(x.shape, (16, 16, 3, 8), 16, "VALID", None).is_patchify(x.shape,
-                                                                                (16, 16, 3, 8))
-  np.testing.assert_allclose(mine.apply(variables, x), ref.apply(variables, x), rtol=1e-5,
-                             atol=1e-5)
-  grads = [jax.grad(lambda v, m=m: jnp.sum(m.apply(v, x) ** 2))(variables) for m in (ref, mine)]
-  for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
