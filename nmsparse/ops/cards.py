@@ -53,9 +53,10 @@ def card_rule() -> CardRule:
   return CARDS.get(jax.devices()[0].device_kind, DEFAULT)
 
 
-def prefers_sparse_tc(w_shape: tuple[int, ...], rows: int) -> bool:
-  """Whether this card measured ``sparse_tc`` faster than the masked path for such a product."""
-  rule = card_rule()
+def prefers_sparse_tc(w_shape: tuple[int, ...], rows: int, rule: CardRule | None = None) -> bool:
+  """Whether the card (``rule``, default this one's) measured ``sparse_tc`` faster than the masked
+  path for a product of ``rows`` rows with a kernel of ``w_shape``."""
+  rule = card_rule() if rule is None else rule
   k, o = w_shape[-2:]
   return (rule.sparse_tc_min_dim is not None and min(k, o) >= rule.sparse_tc_min_dim
           and rows >= rule.sparse_tc_min_rows)

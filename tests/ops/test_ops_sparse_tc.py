@@ -8,6 +8,7 @@ import pytest
 
 from nmsparse import native
 from nmsparse.ops import nm_conv, nm_dense
+from nmsparse.ops.cards import CARDS, DEFAULT, H200, prefers_sparse_tc
 from nmsparse.ops.config import ConvDims, LayerSpec
 from nmsparse.ops.registry import resolve_implementation
 from nmsparse.ops.sparse_tc import supports
@@ -52,3 +53,16 @@ def test_layers_it_cannot_run_go_to_pallas_when_available_else_raise():
     with pytest.raises(ValueError, match="sparse_tc"):
       nm_dense(jnp.ones((4, 128), jnp.bfloat16), jnp.ones((128, 192)), "2:8", "bdwp",
                implementation="sparse_tc")
+
+
+def test_h200_rule_picks_sparse_tc_only_where_it_measured_faster():
+  """ViT-B/16's layers at batch 256 (50176 tokens, dims >= 768) take sparse_tc on an H200; the
+  CIFAR ViT (width 384) and ResNet50's 1x1 convs, which measured slower, do not; an unmeasured
+  card never picks it."""
+  h200 = CARDS[H200]
+  for w_shape in ((768, 2304), (768, 768), (768, 3072), (3072, 768)):
+    assert prefers_sparse_tc(w_shape, 256 * 196, h200)
+  for w_shape, rows in (((384, 1536), 512 * 64), ((1536, 384), 512 * 64), ((2048, 512), 3136),
+                        ((256, 64), 200704), ((768, 3072), 8)):
+    assert not prefers_sparse_tc(w_shape, rows, h200)
+  assert not prefers_sparse_tc((768, 3072), 50176, DEFAULT)
