@@ -1,6 +1,7 @@
-"""Sparse tensor-core (``sparse_tc``) kernels on the GPU: layout probe, checks, GEMM benchmarks.
+"""Sparse tensor-core (``sparse_tc``) kernels on the GPU: layout probe, checks, GEMM benchmark.
 
-  python -m nmsparse.native.build && python scripts/bench_sptc.py --out OUT --sections probe,check,gemm
+  python -m nmsparse.native.build
+  python scripts/bench_sptc.py --out OUT --sections probe,check,gemm
 
 Sections (each writes ``OUT/<section>.json`` or ``.npz``; all timings in one process, SPEC §3):
 * ``probe``: cuSPARSELt's compressed bytes of crafted 2:4 matrices (values that encode their row
@@ -25,12 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 
 
+from bench_kernels import rel_err, time_op  # this folder: the kernel grid's timing (rotated inputs)
 from nmsparse import native
 from nmsparse.kernels import sparse_tc
 from nmsparse.types import NMPattern
 
 BF16 = jnp.bfloat16
-L2_SPAN = 160e6  # bytes of inputs to rotate through so repeated calls do not run from L2
 
 # (name, tokens, K, O): the layer's product x [tokens, K] @ W [K, O].
 GEMM_SHAPES = [
@@ -48,37 +49,6 @@ GEMM_SHAPES = [
     ("r50_1x1_1024_256", 12544, 1024, 256),
     ("r50_1x1_2048_512", 3136, 2048, 512),
 ]
-
-
-def block(out):
-  jax.tree.map(lambda a: a.block_until_ready(), out)
-  return out
-
-
-def time_op(fn, make_set, bytes_per_set: float, samples: int = 30) -> float:
-  """Median ms of one ``fn(*set)``, over input sets rotated so the L2 does not serve them."""
-  rotate = int(min(8, max(1, math.ceil(L2_SPAN / max(bytes_per_set, 1.0)))))
-  sets = [make_set(i) for i in range(rotate)]
-  jf = jax.jit(lambda sets: [fn(*s) for s in sets])
-  for _ in range(3):
-    block(jf(sets))
-  t0 = time.perf_counter()
-  block(jf(sets))
-  one = time.perf_counter() - t0
-  calls = int(min(20, max(1, math.ceil(3e-3 / max(one, 1e-6)))))
-  times = []
-  for _ in range(samples):
-    t0 = time.perf_counter()
-    for _ in range(calls):
-      out = jf(sets)
-    block(out)
-    times.append((time.perf_counter() - t0) / (calls * rotate))
-  return 1e3 * float(np.median(times))
-
-
-def rel_err(got, want) -> float:
-  got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
-  return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
 
 
 def random_24_mask(rng, m, k):
@@ -108,7 +78,8 @@ def probe(out: str):
       arrays[f"{m}x{k}_{t}_mask"] = mask
     meta.append(dict(m=m, k=k, size=native.compressed_size(m, k)[0]))
   sizes_grid = [dict(m=m, k=k, size=native.compressed_size(m, k)[0])
-                for m in (32, 64, 96, 128, 256, 768, 3072, 4096) for k in (32, 64, 128, 256, 768, 4096)]
+                for m in (32, 64, 96, 128, 256, 768, 3072, 4096)
+                for k in (32, 64, 128, 256, 768, 4096)]
   np.savez_compressed(os.path.join(out, "probe.npz"), **arrays)
   with open(os.path.join(out, "probe_sizes.json"), "w") as f:
     json.dump(dict(probed=meta, grid=sizes_grid, version=native.library().nms_sptc_version()), f)
@@ -130,7 +101,7 @@ def check(out: str):
       row = dict(pattern=pattern, k=k, o=o,
                  prune_exact=all(bool(jnp.array_equal(g, r)) for g, r in zip(got, want)),
                  compress_exact=all(bool(jnp.array_equal(g, r)) for g, r in zip(comp, comp_ref)))
-      if pattern == "2:4":  # every group of 4 holds exactly 2 nonzeros: the library's bytes are ours
+      if pattern == "2:4":  # exactly 2 nonzeros in every group of 4: the library's bytes are ours
         row["lib_bytes_equal"] = (bool(jnp.array_equal(comp[0], sparse_tc.lib_compress(got[0]))) and
                                   bool(jnp.array_equal(comp[1], sparse_tc.lib_compress(got[1]))))
       for n in (7, 16, 100):
@@ -161,7 +132,8 @@ def gemm(out: str, patterns=("2:4", "2:8")):
     act_bytes = 2 * n * (k + o)
     dense_ff = time_op(lambda x: jnp.dot(x, wb, preferred_element_type=jnp.float32).astype(BF16),
                        x, act_bytes)
-    dense_bp = time_op(lambda dy: jnp.dot(dy, wb.T, preferred_element_type=jnp.float32).astype(BF16),
+    dense_bp = time_op(lambda dy: jnp.dot(dy, wb.T,
+                                          preferred_element_type=jnp.float32).astype(BF16),
                        dy, act_bytes)
     for pattern in patterns:
       p = NMPattern.parse(pattern)

@@ -56,7 +56,8 @@ def classify(name: str) -> str:
 
 def device_events(trace_dir: str):
   """(name, dur_us) of every event on a GPU track of the Perfetto trace under ``trace_dir``."""
-  path = sorted(glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True))[-1]
+  pattern = os.path.join(trace_dir, "**", "perfetto_trace.json.gz")
+  path = sorted(glob.glob(pattern, recursive=True))[-1]
   with gzip.open(path, "rt") as f:
     trace = json.load(f)
   events = trace["traceEvents"] if isinstance(trace, dict) else trace

@@ -1,6 +1,6 @@
 """Tables of the sparse_tc measurements: the GEMM benchmark and the train-step comparisons.
 
-  python scripts/sptc_report.py          # rewrites benchmarks/h200_sptc.{json,md}, results/speed_sptc.{json,md}
+  python scripts/sptc_report.py   # rewrites benchmarks/h200_sptc.{json,md}, results/speed_sptc.*
 
 Inputs: ``benchmarks/h200_sptc/gemm.json`` (``scripts/bench_sptc.py --sections gemm``, one
 process) and the step-time runs of ``scripts/gpu_sptc.sh`` under ``results/speed_sptc/`` (the
@@ -36,7 +36,8 @@ def kernel_rows(gemm: list[dict]) -> list[dict]:
         dict(base, op="ff+bp+compress", dense_ms=r["dense_ff_ms"] + r["dense_bp_ms"],
              ms=r["spmm_ff_ms"] + r["spmm_bp_ms"] + r["own_compress_ms"]),
         dict(base, op="compress", dense_ms=r["dense_ff_ms"], ms=r["own_compress_ms"]),
-        dict(base, op="library compress (both)", dense_ms=r["dense_ff_ms"], ms=r["lib_compress_ms"]),
+        dict(base, op="library compress (both)", dense_ms=r["dense_ff_ms"],
+             ms=r["lib_compress_ms"]),
     ]
   for row in rows:
     row["ratio"] = row["dense_ms"] / row["ms"]

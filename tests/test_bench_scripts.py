@@ -39,3 +39,27 @@ def test_grid_cell_and_report(tmp_path):
   assert len(merged["rows"]) == len(rows)
   md = out.with_suffix(".md").read_text()
   assert "| odd_24x56 | 24x56 | 2:8 |" in md and f"{len(rows)} rows from 1 processes" in md
+
+
+def test_sptc_report_rows_follow_the_committed_measurements():
+  """scripts/sptc_report.py: every kernel row has SPEC §3's keys and ratio = dense / this, the
+  'incl.' rows charge half the compression, and each speed row's ratio is baseline / this step."""
+  sys.path.insert(0, str(ROOT / "scripts"))
+  try:
+    import sptc_report  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  gemm = json.loads((ROOT / "benchmarks" / "h200_sptc" / "gemm.json").read_text())
+  rows = sptc_report.kernel_rows(gemm)
+  assert len(rows) == 7 * len(gemm) and all(SPEC_KEYS <= set(r) for r in rows)
+  for r in rows:
+    assert abs(r["ratio"] - r["dense_ms"] / r["ms"]) < 1e-12
+  first = gemm[0]
+  incl = next(r for r in rows if r["op"] == "ff+compress/2" and r["batch"] == first["tokens"])
+  assert abs(incl["ms"] - (first["spmm_ff_ms"] + first["own_compress_ms"] / 2)) < 1e-12
+  speed = sptc_report.speed_rows()
+  assert {(r["model"], r["pattern"], r["implementation"]) for r in speed} >= {
+      ("vit_b16_224", "2:4", "sparse_tc"), ("vit_b16_224", "2:8", "sparse_tc"),
+      ("vit_cifar10", "2:8", "auto"), ("resnet50_224", "2:4", "sparse_tc")}
+  for r in speed:
+    assert abs(r["ratio"] - r["dense_step_ms"] / r["sparse_step_ms"]) < 1e-12

@@ -1,4 +1,4 @@
-"""2:4 sparse tensor-core kernels (native, cuSPARSELt behind the XLA FFI), each beside its jnp reference.
+"""2:4 sparse tensor-core kernels (cuSPARSELt behind the XLA FFI), each beside its jnp reference.
 
 Layout: a structured operand ``A [m, k]`` (every 4 consecutive entries of a row hold at most 2
 nonzeros) is kept *compressed* (cuSPARSELt's opaque byte layout, ``compressed_size(m, k)`` bytes);
@@ -39,7 +39,7 @@ def eligible_shape(m: int, k: int) -> str | None:
 
 
 def compressed_bytes(m: int, k: int) -> int:
-  """Bytes of a compressed ``[m, k]`` operand: ``m*k/2`` bf16 values and ``m*k/8`` bytes of codes."""
+  """Bytes of a compressed ``[m, k]`` operand: ``m*k/2`` bf16 values, ``m*k/8`` bytes of codes."""
   return m * k + m * k // 8
 
 
@@ -129,7 +129,8 @@ def lib_compress(a: jax.Array) -> jax.Array:
   m, k = a.shape
   size, buf = native.compressed_size(m, k)
   out = (jax.ShapeDtypeStruct((size,), jnp.uint8), jax.ShapeDtypeStruct((max(buf, 1),), jnp.uint8))
-  return jax.ffi.ffi_call("nms_sptc_lib_compress", out, vmap_method="sequential")(a.astype(jnp.bfloat16))[0]
+  call = jax.ffi.ffi_call("nms_sptc_lib_compress", out, vmap_method="sequential")
+  return call(a.astype(jnp.bfloat16))[0]
 
 
 def reference_spmm(a: jax.Array, x: jax.Array) -> jax.Array:
@@ -145,5 +146,6 @@ def spmm(a_comp: jax.Array, x: jax.Array, m: int, k: int) -> jax.Array:
   ws, _ = native.prepare_spmm(m, n + pad, k)
   out = (jax.ShapeDtypeStruct((n + pad, m), jnp.bfloat16),
          jax.ShapeDtypeStruct((max(ws, 1),), jnp.uint8))
-  y, _ = jax.ffi.ffi_call("nms_sptc_spmm", out, vmap_method="sequential")(a_comp, xp, m=np.int64(m), k=np.int64(k))
+  call = jax.ffi.ffi_call("nms_sptc_spmm", out, vmap_method="sequential")
+  y, _ = call(a_comp, xp, m=np.int64(m), k=np.int64(k))
   return (y[:n] if pad else y).astype(x.dtype)

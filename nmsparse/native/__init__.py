@@ -26,7 +26,8 @@ def _load() -> tuple[ctypes.CDLL | None, str | None]:
   import jax
 
   if jax.default_backend() != "gpu":
-    return None, f"the sparse_tc backend needs a CUDA GPU; the JAX backend is {jax.default_backend()!r}"
+    return None, ("the sparse_tc backend needs a CUDA GPU; the JAX backend is "
+                  f"{jax.default_backend()!r}")
   path = library_path()
   if not os.path.exists(path):
     return None, (f"the native extension is not built ({path} does not exist): run "
@@ -82,7 +83,3 @@ def prepare_spmm(m: int, n: int, k: int) -> tuple[int, int]:
     raise ValueError(f"cuSPARSELt cannot plan a [{n}, {k}] x [{m}, {k}]^T product (code {rc}).")
   return int(ws.value), int(alg.value)
 
-
-def has_target(name: str) -> bool:
-  """Whether the loaded extension exports the FFI target ``name``."""
-  return hasattr(library(), name)

@@ -19,7 +19,8 @@ class CardRule:
 
   Attributes:
     sparse_tc_min_dim: ``sparse_tc`` takes a layer whose smaller kernel dim is at least this (and
-      whose product has at least ``sparse_tc_min_rows`` rows); ``None``: never measured, never chosen.
+      whose product has at least ``sparse_tc_min_rows`` rows); ``None``: never measured, never
+      chosen.
     sparse_tc_min_rows: see above.
     packed_max_batch: the largest batch at which ``pallas`` uses its packed value-serial products
       (0: the packed products lost to dense at every measured batch; the masked path runs).

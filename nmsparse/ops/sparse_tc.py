@@ -1,4 +1,4 @@
-"""The ``"sparse_tc"`` implementation: forward and backward-data products on 2:4 sparse tensor cores.
+"""The ``"sparse_tc"`` implementation: forward and backward-data products on sparse tensor cores.
 
 Every forward runs :func:`nmsparse.kernels.sparse_tc.compress` once: one pass over the fp32 master
 weight writes the compressed forward operand ``(W * M_ff)^T``, for ``bdwp`` the compressed
@@ -12,7 +12,8 @@ Layers: dense kernels and 1x1 convolutions (stride 1, no padding: a GEMM over th
 with N <= 2 and M in (4, 8, 16), bf16 activations, both kernel dims multiples of 64, masks from the
 kernel itself (no ``mask_every`` source). ``supports`` says which condition a layer misses, and
 off-GPU or without the built extension why the backend is unavailable. Asked for by name, an
-available ``sparse_tc`` hands the layers it cannot run to ``pallas`` (logged; ``registry.FALLBACK``).
+available ``sparse_tc`` hands the layers it cannot run to ``pallas`` (logged;
+``registry.FALLBACK``).
 """
 
 from __future__ import annotations
