@@ -218,8 +218,8 @@ class Run:
     c = self.config
     logging.info("Run %s: model %s, data %s (train %d, test %d, %s), method %s, pattern %s, "
                  "%d epochs x %d steps, batch %d on %s", run_name(c), c.model, self.data_name,
-                 self.num_train, self.num_test, self.image_shape, c.method, run_pattern(c), c.epochs, self.steps_per_epoch, c.batch_size,
-                 device_name())
+                 self.num_train, self.num_test, self.image_shape, c.method, run_pattern(c),
+                 c.epochs, self.steps_per_epoch, c.batch_size, device_name())
     logging.info("Model summary (%s):", c.model)
     model_summary(self.state.params)
     # Shapes only: the report checks every rule against its kernel and logs the nominal sparsity
