@@ -145,7 +145,7 @@ def test_a_corrupt_jpeg_is_skipped_and_logged_with_its_path(folder, tmp_path, ca
   assert len(batches) == p.steps_per_epoch and all(len(y) == 20 for _, y in batches)
   assert any(bad in r.getMessage() for r in caplog.records)
   # The batch holding it carries the next record of the shard in its place.
-  position = int(np.flatnonzero(p.train.paths[p.records(0)] == "bee/bee_007.JPEG")[0])
+  position = int(np.flatnonzero(p.train.paths[p.records(0)] == b"bee/bee_007.JPEG")[0])
   labels = np.concatenate([y for _, y in batches])
   assert labels[position] == p.train.labels[p.records(0)[(position + 1) % len(p.records(0))]]
 
