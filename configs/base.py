@@ -5,6 +5,14 @@ Fields every run config has:
   data.{source,name,data_dir,num_classes,image_size,channels,crop_padding,flip,test_split,
       synthetic_train,synthetic_test,synthetic_seed}
       train_limit/test_limit: first n examples of a split (0 = all), per class if limit_stratified
+      pipeline: "device" (whole uint8 dataset on every device, augmentation under jit) or "stream"
+      (sources folder | arrayrecord | tfds read per process on Grain, host decode + Inception crop
+      and flip, eval resize + centre crop of crop_fraction; iterator state in the checkpoint);
+      stream fields: on_corrupt ("skip" | "fail" on an undecodable image, logged with its path),
+      num_workers (decode processes, 0 = in the trainer), prefetch (batches on the devices ahead
+      of the step, >= 2 recommended), min_scale (smallest random-resized-crop area)
+      device_memory_limit_mb: device path's dataset budget (0 = half the memory the device reports;
+      no check where it reports none, e.g. CPU)
   method, pattern, sr_ste_lambda, implementation, rules, mask_every   sparsity (rules: ordered
       (regex, "dense" | "default" | "N:M"), first match wins, "default" = the run's pattern;
       mask_every: recompute the masks every that many steps, 1 = every step)
@@ -49,7 +57,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       source="arrays", name="cifar10", data_dir=CIFAR_DATA_DIR, num_classes=10, image_size=32,
       channels=3, crop_padding=4, flip=True, synthetic_train=512, synthetic_test=256,
-      test_split="test", synthetic_seed=0, train_limit=0, test_limit=0, limit_stratified=True))
+      test_split="test", synthetic_seed=0, train_limit=0, test_limit=0, limit_stratified=True,
+      pipeline="device", on_corrupt="fail", num_workers=0, prefetch=2, crop_fraction=0.875,
+      min_scale=0.08, device_memory_limit_mb=0.0))
   c.method = "bdwp"
   c.pattern = config_dict.placeholder(str)
   c.pattern = "2:8"

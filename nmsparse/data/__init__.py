@@ -1,4 +1,5 @@
-"""Data: array, TFDS, image-folder, digits and synthetic sources; on-device augmentation."""
+"""Data: array, TFDS, image-folder, digits and synthetic sources; on-device augmentation; the
+streaming pipeline (``nmsparse.data.stream``, Grain, imported on use)."""
 
 from nmsparse.data.augment import augment, normalize, random_crop_flip
 from nmsparse.data.sources import (ArrayDataset, DatasetNotFoundError, load_arrays, load_dataset,

@@ -1,12 +1,13 @@
-"""The training run: data on the devices, model and state, start-up report (summary, layer rules,
-per-stage FLOPs), epochs of jitted steps, evaluation, checkpoints, metrics and the results JSON."""
+"""The training run: data on the devices or streamed, model and state, start-up report (summary,
+layer rules, per-stage FLOPs), epochs of jitted steps, evaluation, checkpoints, metrics, results."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -14,18 +15,21 @@ import numpy as np
 from absl import logging
 
 from nmsparse.data.sources import ArrayDataset, load_dataset
+from nmsparse.data.stream import IMAGENET_MEAN, IMAGENET_STD, folder_bytes, make_pipeline
 from nmsparse.prune.methods import ff_mask
 from nmsparse.prune.rules import LayerRules, path_str, sparsity_report
 from nmsparse.prune.schedule import MASK_COLLECTION
 from nmsparse.train import flops as flops_lib
 from nmsparse.train.checkpoint import Checkpointer
+from nmsparse.train.inputs import DevicePrefetch, InputMeter, check_fits_device, put_local_batch
 from nmsparse.train.metrics import (MetricWriter, Progress, device_name, git_sha,
                                     quiet_library_logs, write_json)
 from nmsparse.train.parallel import make_mesh, put_batch_sharded, put_replicated
 from nmsparse.train.setup import (build_model, build_rules, compute_dtype, create_state,
                                   run_pattern, validate_config)
 from nmsparse.train.state import TrainState
-from nmsparse.train.step import InputSpec, make_eval_step, make_train_step
+from nmsparse.train.step import (InputSpec, make_eval_step, make_stream_eval_step,
+                                 make_stream_train_step, make_train_step)
 from nmsparse.train.workdir import RESULTS_FILE, check_workdir, record_config
 
 
@@ -123,6 +127,23 @@ def eval_batch(requested: int, num_test: int, num_devices: int) -> int:
   return min(requested, fits)
 
 
+def check_device_dataset(config: Any, dataset: ArrayDataset | None) -> None:
+  """``data.pipeline="device"``: stops before training when the dataset would not fit in device
+  memory (an image folder is counted before it is read; see ``train/inputs.py``)."""
+  limit_mb = config.data.get("device_memory_limit_mb", 0)
+  if dataset is None:
+    if config.data.source == "folder":
+      splits = ("train", config.data.test_split)
+      check_fits_device(folder_bytes(config.data.data_dir, config.data.image_size,
+                                     config.data.channels, splits),
+                        f"the image folder {config.data.data_dir} at {config.data.image_size} px",
+                        limit_mb)
+    return
+  nbytes = sum(a.nbytes for a in (dataset.train_images, dataset.train_labels,
+                                  dataset.test_images, dataset.test_labels))
+  check_fits_device(nbytes, f"dataset {dataset.name}", limit_mb)
+
+
 class Run:
   """Everything one training run holds; :func:`train_and_evaluate` drives it."""
 
@@ -134,16 +155,35 @@ class Run:
     if config.batch_size % n_dev or config.eval_batch_size % n_dev:
       raise ValueError(f"batch_size={config.batch_size} and eval_batch_size="
                        f"{config.eval_batch_size} must divide by the {n_dev} devices.")
-    self.data = dataset if dataset is not None else load_dataset(config.data)
-    if self.data.num_classes != config.data.num_classes:
-      raise ValueError(f"Dataset {self.data.name} has {self.data.num_classes} classes, config "
-                       f"data.num_classes={config.data.num_classes}.")
-    self.steps_per_epoch = len(self.data.train_labels) // config.batch_size
-    if self.steps_per_epoch == 0:
-      raise ValueError(f"batch_size={config.batch_size} exceeds the {len(self.data.train_labels)} "
-                       "training examples.")
+    self.data, self.stream = None, None
+    if config.data.get("pipeline", "device") == "stream":
+      if dataset is not None:
+        raise ValueError("train_and_evaluate(dataset=...) is for data.pipeline='device'; a "
+                         "stream reads data.source.")
+      self.stream = make_pipeline(config.data, seed=config.seed, batch_size=config.batch_size,
+                                  eval_batch_size=config.eval_batch_size,
+                                  process_index=jax.process_index(),
+                                  process_count=jax.process_count())
+      self.data_name, self.image_shape = config.data.name, self.stream.image_shape
+      self.num_train, self.num_test = len(self.stream.train), len(self.stream.test)
+      self.steps_per_epoch = self.stream.steps_per_epoch
+      mean, std = np.asarray(IMAGENET_MEAN), np.asarray(IMAGENET_STD)
+    else:
+      if dataset is None:
+        check_device_dataset(config, None)
+      self.data = dataset if dataset is not None else load_dataset(config.data)
+      check_device_dataset(config, self.data)
+      if self.data.num_classes != config.data.num_classes:
+        raise ValueError(f"Dataset {self.data.name} has {self.data.num_classes} classes, config "
+                         f"data.num_classes={config.data.num_classes}.")
+      self.data_name, self.image_shape = self.data.name, self.data.image_shape
+      self.num_train, self.num_test = len(self.data.train_labels), len(self.data.test_labels)
+      self.steps_per_epoch = self.num_train // config.batch_size
+      if self.steps_per_epoch == 0:
+        raise ValueError(f"batch_size={config.batch_size} exceeds the {self.num_train} training "
+                         "examples.")
+      mean, std = self.data.channel_stats()
     self.total_steps = config.epochs * self.steps_per_epoch
-    mean, std = self.data.channel_stats()
     self.inputs = InputSpec(tuple(mean.tolist()), tuple(std.tolist()), config.data.crop_padding,
                             config.data.flip, compute_dtype(config))
     self.rules = build_rules(config)
@@ -152,46 +192,74 @@ class Run:
     # augmentation draw many random numbers).
     self.key = jax.random.key(config.seed, impl="rbg")
     init_key, self.data_key, self.step_key = jax.random.split(self.key, 3)
-    state, self.schedule = create_state(config, self.model, self.data.image_shape,
+    state, self.schedule = create_state(config, self.model, self.image_shape,
                                         self.steps_per_epoch, init_key)
     self.state: TrainState = put_replicated(jax.device_get(state), self.mesh)
-    self.train_arrays = put_replicated((self.data.train_images, self.data.train_labels), self.mesh)
-    self.test_arrays = put_replicated((self.data.test_images, self.data.test_labels), self.mesh)
-    self.eval_batch_size = eval_batch(config.eval_batch_size, len(self.data.test_labels), n_dev)
-    eval_idx, eval_valid = eval_order(len(self.data.test_labels), self.eval_batch_size)
-    self.eval_idx = put_batch_sharded(eval_idx, self.mesh, axis=1)
-    self.eval_valid = put_batch_sharded(eval_valid, self.mesh, axis=1)
     num_classes = config.data.num_classes
-    self.train_step = make_train_step(self.model, self.mesh, self.inputs, num_classes,
-                                      config.label_smoothing)
-    self.eval_step = make_eval_step(self.model, self.mesh, self.inputs, num_classes)
+    if self.stream is not None:
+      self.train_step = make_stream_train_step(self.model, self.mesh, self.inputs, num_classes,
+                                               config.label_smoothing)
+      self.eval_step = make_stream_eval_step(self.model, self.mesh, self.inputs, num_classes)
+    else:
+      self.train_arrays = put_replicated((self.data.train_images, self.data.train_labels),
+                                         self.mesh)
+      self.test_arrays = put_replicated((self.data.test_images, self.data.test_labels), self.mesh)
+      self.eval_batch_size = eval_batch(config.eval_batch_size, self.num_test, n_dev)
+      eval_idx, eval_valid = eval_order(self.num_test, self.eval_batch_size)
+      self.eval_idx = put_batch_sharded(eval_idx, self.mesh, axis=1)
+      self.eval_valid = put_batch_sharded(eval_valid, self.mesh, axis=1)
+      self.train_step = make_train_step(self.model, self.mesh, self.inputs, num_classes,
+                                        config.label_smoothing)
+      self.eval_step = make_eval_step(self.model, self.mesh, self.inputs, num_classes)
     self.sparse = sparse_kernels(self.state.params, self.rules, config.method)
 
   def report_startup(self) -> dict[str, Any]:
     """Logs model summary, layer rules and per-stage FLOPs; returns the FLOPs table."""
     c = self.config
     logging.info("Run %s: model %s, data %s (train %d, test %d, %s), method %s, pattern %s, "
-                 "%d epochs x %d steps, batch %d on %s", run_name(c), c.model, self.data.name,
-                 len(self.data.train_labels), len(self.data.test_labels), self.data.image_shape,
-                 c.method, run_pattern(c), c.epochs, self.steps_per_epoch, c.batch_size,
-                 device_name())
+                 "%d epochs x %d steps, batch %d on %s", run_name(c), c.model, self.data_name,
+                 self.num_train, self.num_test, self.image_shape, c.method, run_pattern(c),
+                 c.epochs, self.steps_per_epoch, c.batch_size, device_name())
     logging.info("Model summary (%s):", c.model)
     model_summary(self.state.params)
     # Shapes only: the report checks every rule against its kernel and logs the nominal sparsity
     # without computing masks eagerly, layer by layer.
     sparsity_report(jax.eval_shape(lambda p: p, self.state.params), self.rules, c.method, log=True)
-    example = jax.ShapeDtypeStruct((1,) + self.data.image_shape, jnp.float32)
+    example = jax.ShapeDtypeStruct((1,) + self.image_shape, jnp.float32)
     layers = flops_lib.layer_flops(self.model, self.state.variables(), example, self.rules)
     stages = flops_lib.stage_flops(layers, c.method)
     flops_lib.log_stage_flops(stages, c.method, c.batch_size)
     return stages
 
+  def prefetch(self, batches: Iterator[Any]) -> DevicePrefetch:
+    """Streamed host batches placed on the devices ahead of the step (``data.prefetch``)."""
+    return DevicePrefetch(batches, functools.partial(put_local_batch, self.mesh),
+                          self.config.data.get("prefetch", 2))
+
+  def epoch_batches(self, epoch: int, start: int) -> Iterator[tuple[Any, ...]]:
+    """The train step's arguments after the state, for the steps ``start..`` of ``epoch``."""
+    if self.stream is not None:
+      return self.prefetch(self.stream.epoch(epoch, start))
+    order = put_batch_sharded(epoch_order(self.data_key, epoch, self.num_train,
+                                          self.config.batch_size), self.mesh, axis=1)
+    return ((*self.train_arrays, order, jnp.int32(i), self.step_key)
+            for i in range(start, self.steps_per_epoch))
+
   def evaluate(self) -> dict[str, float]:
     sums = {"loss": 0.0, "correct": 0.0, "count": 0.0}
-    for i in range(self.eval_idx.shape[0]):
-      out = self.eval_step(self.state, *self.test_arrays, self.eval_idx, self.eval_valid,
-                           jnp.int32(i))
-      sums = {k: sums[k] + v for k, v in out.items()}
+    if self.stream is not None:
+      batches = self.prefetch(self.stream.eval_batches())
+      try:
+        for batch in batches:
+          out = self.eval_step(self.state, *batch)
+          sums = {k: sums[k] + v for k, v in out.items()}
+      finally:
+        batches.close()
+    else:
+      for i in range(self.eval_idx.shape[0]):
+        out = self.eval_step(self.state, *self.test_arrays, self.eval_idx, self.eval_valid,
+                             jnp.int32(i))
+        sums = {k: sums[k] + v for k, v in out.items()}
     sums = jax.device_get(sums)
     return {"test_loss": float(sums["loss"] / sums["count"]),
             "test_accuracy": float(sums["correct"] / sums["count"])}
@@ -253,7 +321,7 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
   final = run.evaluate()
   pattern = run_pattern(config)
   results = {
-      "model": config.model, "dataset": run.data.name, "method": config.method,
+      "model": config.model, "dataset": run.data_name, "method": config.method,
       "pattern": None if pattern is None else str(pattern), "seed": config.seed,
       "epochs": config.epochs, "test_accuracy": final["test_accuracy"],
       "test_loss": final["test_loss"], "device": device_name(), "git_sha": git_sha(),
@@ -284,10 +352,16 @@ def _train(run: Run, ckpt: Checkpointer, start: float, stop_after_step: int | No
   spe = run.steps_per_epoch
   masks = ff_masks(run.state.params, run.sparse, run.state.nm_masks) if config.track_mask_flips \
       else {}
-  progress = put_replicated(epoch_progress(0.0, 0.0, 0, 0.0, 0.0, jax.device_get(masks)),
-                            run.mesh)
+
+  def data_state(at_step: int) -> dict[str, int] | None:
+    return None if run.stream is None else run.stream.state(at_step)
+
+  progress = put_replicated(epoch_progress(0.0, 0.0, 0, 0.0, 0.0, jax.device_get(masks),
+                                           data_state(0)), run.mesh)
   run.state, restored = ckpt.restore_latest(run.state, progress)
   step = int(jax.device_get(run.state.step))
+  if restored is not None and run.stream is not None:
+    run.stream.check_state(jax.device_get(restored[DATA_STATE]), step)
   first_epoch = step // spe
   writer = MetricWriter(run.workdir, config.tensorboard)
   history = writer.history(completed_epochs=first_epoch)
@@ -309,21 +383,23 @@ def _train(run: Run, ckpt: Checkpointer, start: float, stop_after_step: int | No
     now = time.time()
     ckpt.save(run.state, put_replicated(epoch_progress(
         sums["loss"], sums["accuracy"], steps_done, epoch_before + now - epoch_start,
-        wall_before + now - start, masks), run.mesh))
+        wall_before + now - start, masks, data_state(step)), run.mesh))
 
   progress_bar = Progress(run.total_steps, step, config.progress_bar)
   first_step = step
   log_every = max(1, config.log_every_steps)
   every = config.checkpoint_every_steps
+  meter, batches = InputMeter(), iter(())
   try:
     for epoch in range(first_epoch, config.epochs):
-      order = put_batch_sharded(epoch_order(run.data_key, epoch, len(run.data.train_labels),
-                                            config.batch_size), run.mesh, axis=1)
+      batches = run.epoch_batches(epoch, step - epoch * spe)
+      streamed = isinstance(batches, DevicePrefetch)
       epoch_start, window_start, window_step = time.time(), time.time(), step
+      if streamed:
+        meter.restart(batches)
       losses = []
       for i in range(step - epoch * spe, spe):
-        run.state, metrics = run.train_step(run.state, *run.train_arrays, order, jnp.int32(i),
-                                            run.step_key)
+        run.state, metrics = run.train_step(run.state, *next(batches))
         step += 1
         steps_done += 1
         last = i == spe - 1
@@ -338,6 +414,11 @@ def _train(run: Run, ckpt: Checkpointer, start: float, stop_after_step: int | No
           ips = (step - window_step) * config.batch_size / max(now - window_start, 1e-9)
           window_start, window_step = now, step
           progress_bar.update(step, float(metrics["loss"]), float(metrics["accuracy"]), ips)
+          if streamed:
+            window = meter.window(batches)
+            logging.info("step %d: step %.0f images/s, input pipeline %.0f images/s, %.1f%% of "
+                         "the time waiting for input", step, ips, window["input_images_per_s"],
+                         100 * window["input_wait_fraction"])
         if last:
           break  # the epoch's checkpoint follows its record, so a resume never loses the record
         if every and step % every == 0:
@@ -351,6 +432,10 @@ def _train(run: Run, ckpt: Checkpointer, start: float, stop_after_step: int | No
                 "learning_rate": float(run.schedule(step - 1)),
                 "epoch_time_s": train_time,
                 "images_per_s": steps_done * config.batch_size / max(train_time, 1e-9)}
+      if streamed:
+        record["input_images_per_s"] = batches.images / max(batches.produce_s, 1e-9)
+        record["input_wait_fraction"] = batches.wait_s / max(time.time() - epoch_start, 1e-9)
+        batches.close()
       if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
         record.update(run.evaluate())
       if masks:
@@ -373,15 +458,24 @@ def _train(run: Run, ckpt: Checkpointer, start: float, stop_after_step: int | No
       if stop_after_step is not None and step >= stop_after_step:
         return None
   finally:
+    if isinstance(batches, DevicePrefetch):
+      batches.close()
     progress_bar.close()
     writer.close()
   return step, history, wall_before
 
 
+DATA_STATE = "data_iterator"
+
+
 def epoch_progress(loss_sum: Any, accuracy_sum: Any, steps: int, epoch_time_s: float,
-                   wall_time_s: float, epoch_start_masks: dict[str, Any]) -> dict[str, Any]:
-  """The progress pytree a checkpoint carries besides the train state (host arrays)."""
-  return {"loss_sum": np.asarray(jax.device_get(loss_sum), np.float32),
+                   wall_time_s: float, epoch_start_masks: dict[str, Any],
+                   data_state: dict[str, int] | None = None) -> dict[str, Any]:
+  """The progress pytree a checkpoint carries besides the train state (host arrays); a streamed
+  run adds its input iterator's state (``StreamPipeline.state``) as ``data_iterator``."""
+  extra = {} if data_state is None else {
+      DATA_STATE: {k: np.asarray(v, np.int32) for k, v in data_state.items()}}
+  return {**extra, "loss_sum": np.asarray(jax.device_get(loss_sum), np.float32),
           "accuracy_sum": np.asarray(jax.device_get(accuracy_sum), np.float32),
           "steps": np.asarray(steps, np.int32),
           "epoch_time_s": np.asarray(epoch_time_s, np.float32),

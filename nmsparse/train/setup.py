@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nmsparse.data.stream import ON_CORRUPT, STREAM_SOURCES
 from nmsparse.models import create_model
 from nmsparse.nn import NMConv, NMDense
 from nmsparse.optim import create_optimizer
@@ -19,6 +20,7 @@ from nmsparse.train.state import TrainState
 from nmsparse.types import NMPattern, check_method
 
 DENSE, DEFAULT = "dense", "default"
+PIPELINES = ("device", "stream")
 
 
 def run_pattern(config: Any) -> NMPattern | None:
@@ -80,6 +82,19 @@ def validate_config(config: Any) -> None:
     value = config.get(field, 0.0)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
       raise ValueError(f"{field}={value!r}: must be a finite number >= 0.")
+  data = config.data
+  pipeline = data.get("pipeline", "device")
+  if pipeline not in PIPELINES:
+    raise ValueError(f"data.pipeline={pipeline!r}; use one of {list(PIPELINES)}.")
+  if pipeline == "stream":
+    for field, allowed in (("source", STREAM_SOURCES), ("on_corrupt", ON_CORRUPT)):
+      if data.get(field) not in allowed:
+        raise ValueError(f"data.{field}={data.get(field)!r} with data.pipeline='stream'; use one "
+                         f"of {list(allowed)}.")
+    for field, low in (("num_workers", 0), ("prefetch", 1)):
+      value = data.get(field, low)
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"data.{field}={value!r}: must be an integer >= {low}.")
   compute_dtype(config)
   run_pattern(config)
 

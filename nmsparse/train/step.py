@@ -123,3 +123,35 @@ def make_eval_step(model: nn.Module, mesh: Mesh, inputs: InputSpec,
   step = shard_map(per_device, mesh, in_specs=(P(), P(), P(), P(None, AXIS), P(None, AXIS), P()),
                    out_specs=P())
   return jax.jit(step)
+
+
+def make_stream_train_step(model: nn.Module, mesh: Mesh, inputs: InputSpec, num_classes: int,
+                           label_smoothing: float) -> Callable[..., tuple[TrainState, Metrics]]:
+  """``step(state, images, labels)`` on a batch-sharded uint8 batch augmented on the host
+  (``data.pipeline="stream"``): normalise on the device, then :func:`update`."""
+  mean, std = jnp.asarray(inputs.mean), jnp.asarray(inputs.std)
+
+  def per_device(state, images, labels):
+    x = normalize(images, mean, std, inputs.dtype)
+    return update(state, model, x, labels, num_classes, label_smoothing)
+
+  step = shard_map(per_device, mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=(P(), P()))
+  return jax.jit(step, donate_argnums=(0,))
+
+
+def make_stream_eval_step(model: nn.Module, mesh: Mesh, inputs: InputSpec,
+                          num_classes: int) -> Callable[..., Metrics]:
+  """``eval(state, images, labels, valid)`` on a batch-sharded uint8 batch: summed loss, correct
+  count and count over the valid entries."""
+  mean, std = jnp.asarray(inputs.mean), jnp.asarray(inputs.std)
+
+  def per_device(state, images, labels, valid):
+    ok = valid.astype(jnp.float32)
+    logits = model.apply(state.variables(), normalize(images, mean, std, inputs.dtype),
+                         train=False)
+    sums = {"loss": jnp.sum(cross_entropy(logits, labels, num_classes, 0.0) * ok),
+            "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * ok), "count": jnp.sum(ok)}
+    return lax.psum(sums, AXIS)
+
+  step = shard_map(per_device, mesh, in_specs=(P(), P(AXIS), P(AXIS), P(AXIS)), out_specs=P())
+  return jax.jit(step)

@@ -87,6 +87,10 @@ def measure_step_time(config: Any, warmup: int, steps: int, with_data: bool = Tr
   the same step with the gradient all-reduce removed (``no_sync_step_ms``, pipelined) and the
   all-reduce of the parameters' pytree alone (``allreduce_ms``).
   """
+  if config.data.get("pipeline", "device") != "device":
+    raise ValueError(f"data.pipeline={config.data.pipeline!r}: this times the in-memory device "
+                     "pipeline; use the config's :speed variant, or scripts/stream_throughput.py "
+                     "for the streaming pipeline.")
   run = Run(config, tempfile.mkdtemp(prefix="step_time_"))
   n = len(run.data.train_labels)
   order = put_batch_sharded(epoch_order(run.data_key, 0, n, config.batch_size), run.mesh, axis=1)

@@ -21,8 +21,12 @@ RUN_DEFINING = (
     "model", "model_kwargs", "data", "method", "pattern", "sr_ste_lambda", "rules", "mask_every",
     "seed", "epochs", "schedule", "learning_rate", "warmup_epochs", "optimizer", "momentum",
     "nesterov", "weight_decay", "label_smoothing", "grad_clip", "batch_size", "dtype")
-# Where the data lives may change (another machine, another mount); what it is may not.
-NOT_RUN_DEFINING_DATA = ("data_dir",)
+# Where the data lives may change (another machine, another mount), and how fast it is read; what
+# it is may not.
+NOT_RUN_DEFINING_DATA = ("data_dir", "num_workers", "prefetch", "device_memory_limit_mb")
+# Data fields added after workdirs were first recorded, with the value older runs had.
+ADDED_DATA_DEFAULTS = {"pipeline": "device", "on_corrupt": "fail", "crop_fraction": 0.875,
+                       "min_scale": 0.08}
 
 
 class ConfigMismatchError(ValueError):
@@ -34,7 +38,8 @@ def run_defining(config: Any) -> dict[str, Any]:
   as_dict = config if isinstance(config, dict) else json.loads(config.to_json_best_effort())
   fields = {k: as_dict.get(k) for k in RUN_DEFINING}
   if isinstance(fields["data"], dict):
-    fields["data"] = {k: v for k, v in fields["data"].items() if k not in NOT_RUN_DEFINING_DATA}
+    fields["data"] = {k: v for k, v in {**ADDED_DATA_DEFAULTS, **fields["data"]}.items()
+                      if k not in NOT_RUN_DEFINING_DATA}
   if fields["method"] == "dense":  # a dense run ignores the pattern
     fields["pattern"] = None
   return json.loads(json.dumps(fields))
