@@ -177,7 +177,7 @@ def export(variables: Mapping[str, Any], rules: LayerRules | Any, method: str, *
   }
   manifest["compression"] = compression(manifest)
   try:
-    json.dumps(manifest)
+    manifest = json.loads(json.dumps(manifest))  # JSON-normal: it reads back equal
   except TypeError as e:
     raise TypeError(f"export: source={source!r} is not JSON-able ({e}).") from e
   return Exported(out, manifest)
