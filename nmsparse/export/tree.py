@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import flax
 import jax
@@ -20,7 +20,7 @@ from nmsparse.prune.mask import check_groupable
 from nmsparse.prune.methods import IN_AXIS, ff_mask
 from nmsparse.prune.rules import LayerRules, is_kernel
 from nmsparse.prune.schedule import MASK_COLLECTION
-from nmsparse.types import NMPattern, check_method
+from nmsparse.types import NMPattern, PatternLike, check_method
 
 FORMAT = "nmsparse-export"
 FORMAT_VERSION = 1
@@ -111,7 +111,8 @@ def compression(manifest: Mapping[str, Any]) -> dict[str, float]:
           "ratio": got / dense if dense else 1.0, "sparse_layers": len(packed)}
 
 
-def export(variables: Mapping[str, Any], rules: LayerRules | Any, method: str, *,
+def export(variables: Mapping[str, Any],
+           rules: LayerRules | Sequence[tuple[str, PatternLike | None]], method: str, *,
            dtype: Any = jnp.bfloat16, require_pruned: bool = False,
            source: Mapping[str, Any] | None = None, git_sha: str | None = None) -> Exported:
   """Packs the forward operand ``W * M_ff`` of every sparse kernel; keeps everything else.
