@@ -23,12 +23,17 @@ from nmsparse.train.setup import DTYPES, build_rules, compute_dtype
 from nmsparse.train.workdir import recorded_config
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "The run's workdir (its config.json and checkpoints/).")
-flags.DEFINE_string("out", None, "Directory to write the export to (must not exist).")
-flags.DEFINE_enum("dtype", "", ["", *DTYPES], "Packed values' dtype; default: the run's dtype.")
-flags.DEFINE_bool("require_pruned", False, "Fail on kernels that are not N:M already.")
-flags.DEFINE_bool("overwrite", False, "Replace an existing --out directory.")
-flags.mark_flags_as_required(["workdir", "out"])
+
+
+def define_flags() -> None:
+  """The command's flags, defined when it runs (``--out``/``--workdir`` are also other commands'
+  flags, and tests import those modules together)."""
+  flags.DEFINE_string("workdir", None, "The run's workdir (its config.json and checkpoints/).")
+  flags.DEFINE_string("out", None, "Directory to write the export to (must not exist).")
+  flags.DEFINE_enum("dtype", "", ["", *DTYPES], "Packed values' dtype; default: the run's dtype.")
+  flags.DEFINE_bool("require_pruned", False, "Fail on kernels that are not N:M already.")
+  flags.DEFINE_bool("overwrite", False, "Replace an existing --out directory.")
+  flags.mark_flags_as_required(["workdir", "out"])
 
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -114,6 +119,7 @@ def main(argv):
 
 def run() -> None:
   """The ``nms-export`` entry point."""
+  define_flags()
   app.run(main)
 
 
