@@ -54,7 +54,7 @@ def config_name(result: dict[str, Any]) -> str:
 
 # Run-defining fields (SPEC §4) that only sparse runs use: a dense run compares against every
 # sparse variant of its config.
-SPARSITY_FIELDS = ("sr_ste_lambda", "rules", "mask_every")
+SPARSITY_FIELDS = ("sr_ste_lambda", "rules", "mask_every", "bimask_candidates", "bimask_refresh")
 
 
 class Group(NamedTuple):
@@ -75,7 +75,7 @@ def group_of(result: dict[str, Any]) -> Group:
   fields = run_defining(result.get("config", {}))
   fields.update(model=result["model"], dataset=result["dataset"], epochs=result["epochs"])
   dense = result["method"] == "dense"
-  sparsity = {k: fields.pop(k) for k in SPARSITY_FIELDS}
+  sparsity = {k: fields.pop(k) for k in SPARSITY_FIELDS if k in fields}
   for key in ("method", "pattern", "seed"):
     fields.pop(key)
   return Group(config_name(result), result["method"], None if dense else result["pattern"],

@@ -10,6 +10,7 @@ from typing import Any
 
 from absl import logging
 
+from nmsparse.data.augment import augment_active
 from nmsparse.train.metrics import write_json
 
 CONFIG_FILE = "config.json"
@@ -21,6 +22,8 @@ RUN_DEFINING = (
     "model", "model_kwargs", "data", "method", "pattern", "sr_ste_lambda", "rules", "mask_every",
     "seed", "epochs", "schedule", "learning_rate", "warmup_epochs", "optimizer", "momentum",
     "nesterov", "weight_decay", "label_smoothing", "grad_clip", "batch_size", "dtype")
+# Run-defining for method="bimask" only (its permutation search), so other runs' records still match.
+BIMASK_DEFINING = ("bimask_candidates", "bimask_refresh")
 # Where the data lives may change (another machine, another mount); what it is may not.
 NOT_RUN_DEFINING_DATA = ("data_dir",)
 
@@ -33,6 +36,10 @@ def run_defining(config: Any) -> dict[str, Any]:
   """The run-defining fields of ``config`` (a ConfigDict or its JSON dict), JSON-normalised."""
   as_dict = config if isinstance(config, dict) else json.loads(config.to_json_best_effort())
   fields = {k: as_dict.get(k) for k in RUN_DEFINING}
+  if as_dict.get("method") == "bimask":
+    fields.update({k: as_dict.get(k) for k in BIMASK_DEFINING})
+  if augment_active(as_dict.get("augment")):  # off: records from before the field still match
+    fields["augment"] = as_dict["augment"]
   if isinstance(fields["data"], dict):
     fields["data"] = {k: v for k, v in fields["data"].items() if k not in NOT_RUN_DEFINING_DATA}
   if fields["method"] == "dense":  # a dense run ignores the pattern
