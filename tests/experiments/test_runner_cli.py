@@ -1,5 +1,6 @@
 """The quickstart, sweep expansion and subprocess mode, and the report."""
 
+import collections
 import json
 import os
 import subprocess
@@ -209,3 +210,21 @@ def test_report_noise_comparisons_gpu_time_and_flip_curves(tmp_path):
   assert set(curves) == {"bdwp 2:8", "srste 2:8", "bimask 2:8"}
   flips = tmp_path / "out" / "flips_r.png"
   assert str(flips) in written and open(flips, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_issue14_full_sweep_lists_exactly_its_runs():
+  runs = {m: sweep.expand(os.path.join(ROOT, "configs", f"{m}_cifar10.py:full"), "/w", {})
+          for m in ("resnet9", "resnet18", "resnet50", "vgg19", "vit")}
+  cells = lambda rs: collections.Counter((r.method, r.pattern, r.mask_every) for r in rs)
+  table = {("dense", None, None): 3, ("bdwp", "2:8", None): 3}
+  ratio = {("bdwp", p, None): 2 for p in ("1:4", "2:4", "4:8", "1:8")}
+  for m in ("resnet9", "resnet50", "vgg19"):
+    assert cells(runs[m]) == {**table, ("srste", "2:8", None): 1, ("bimask", "2:8", None): 1}
+  baselines = {("srste", "2:8", None): 3, ("bimask", "2:8", None): 3}
+  assert cells(runs["vit"]) == {**table, **baselines, **ratio}
+  assert cells(runs["resnet18"]) == {**table, **baselines, **ratio, ("bdwp", "2:8", 10): 1,
+                                     ("bdwp", "2:8", 100): 1}
+  every = [r for r in runs["resnet18"] if r.mask_every == 10][0]
+  assert every.workdir == "/w/resnet18_cifar10_full/bdwp_2x8_every10/seed0"
+  assert every.overrides()["mask_every"] == 10
+  assert sum(map(len, runs.values())) == 66
