@@ -7,13 +7,21 @@ Schedule: 15 epochs, batch 512, peak LR 0.4 (warm-up 3 epochs, linear decay).
 Expected test accuracy (measured, results/runs, 2 seeds, one NVIDIA H100 80GB HBM3 each):
 dense 90.46 ± 0.27 %, bdwp 2:8 89.94 ± 0.61 %.
 Runtime (wall_time_s of those runs): dense 114-123 s, bdwp 2:8 134-139 s per run.
+
+``:full`` is the 200-epoch recipe (issue 14): batch 128, SGD momentum 0.9 (no Nesterov), LR 0.1
+cosine to 0 without warm-up, weight decay 5e-4, crop+flip, no label smoothing. Its sweep is
+dense/bdwp 2:8 x 3 seeds, srste/bimask 2:8 x 1 seed:
+  python -m experiments.sweep --config configs/resnet50_cifar10.py:full --workdir_root runs \
+      --results_dir results/runs --gpus N --set data.data_dir=./data
+Expected dense test accuracy: ~95 % (kuangliu/pytorch-cifar, 200 epochs); not yet measured here.
+Runtime: not measured.
 """
 
 from configs import base
 
 
 def get_config(arg: str | None = None):
-  arg = base.parse_arg(arg)
+  arg = base.parse_arg(arg, base.VARIANTS)
   c = base.base_config()
   c.name = "resnet50_cifar10"
   c.model = "resnet50"
@@ -21,6 +29,16 @@ def get_config(arg: str | None = None):
   c.epochs = 15
   c.learning_rate = 0.4
   c.warmup_epochs = 3.0
+  if arg == "full":
+    base.full_name(c)
+    c.epochs = 200
+    c.batch_size = 128
+    c.learning_rate = 0.1
+    c.schedule = "cosine"
+    c.warmup_epochs = 0.0
+    c.nesterov = False
+    c.label_smoothing = 0.0
+    c.sweep = base.FULL_TABLE + base.FULL_BASELINES_ONE_SEED
   if arg == "smoke":
     base.smoke(c, dict(width=8, stem="cifar", stage_sizes=(1, 1)))
   return c

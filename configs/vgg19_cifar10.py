@@ -7,19 +7,37 @@ Schedule: 25 epochs, batch 512, peak LR 0.2 (warm-up 5 epochs, linear decay).
 Expected test accuracy (measured, results/runs, 2 seeds, one NVIDIA H100 80GB HBM3 each):
 dense 91.17 ± 0.24 %, bdwp 2:8 91.10 ± 0.23 %.
 Runtime (wall_time_s of those runs): dense 53-54 s, bdwp 2:8 65-69 s per run.
+
+``:full`` is the 200-epoch recipe (issue 14): batch 128, SGD momentum 0.9 (no Nesterov), LR 0.1
+cosine to 0 without warm-up, weight decay 5e-4, crop+flip, no label smoothing. Its sweep is
+dense/bdwp 2:8 x 3 seeds, srste/bimask 2:8 x 1 seed:
+  python -m experiments.sweep --config configs/vgg19_cifar10.py:full --workdir_root runs \
+      --results_dir results/runs --gpus N --set data.data_dir=./data
+Expected dense test accuracy: ~93.9 % (VGG19-BN, 200 epochs, public CIFAR-10 results); not yet measured here.
+Runtime: not measured.
 """
 
 from configs import base
 
 
 def get_config(arg: str | None = None):
-  arg = base.parse_arg(arg)
+  arg = base.parse_arg(arg, base.VARIANTS)
   c = base.base_config()
   c.name = "vgg19_cifar10"
   c.model = "vgg19"
   c.epochs = 25
   c.learning_rate = 0.2
   c.warmup_epochs = 5.0
+  if arg == "full":
+    base.full_name(c)
+    c.epochs = 200
+    c.batch_size = 128
+    c.learning_rate = 0.1
+    c.schedule = "cosine"
+    c.warmup_epochs = 0.0
+    c.nesterov = False
+    c.label_smoothing = 0.0
+    c.sweep = base.FULL_TABLE + base.FULL_BASELINES_ONE_SEED
   if arg == "smoke":
     base.smoke(c, dict(layers=(8, "M", 8, 16, "M", 16, "M")))
   return c

@@ -3,9 +3,11 @@
   python -m experiments.report results/runs --out results
 
 writes ``accuracy.md`` (one row per set of run-defining fields, SPEC §4: mean ± std over seeds,
-gap to the dense run of the same fields, duplicate seeds flagged and counted once),
-``accuracy_vs_ratio.png`` (test accuracy against N/M density, one line per model and method) and
-``curves_<config>.png`` (test accuracy per epoch of every run).
+gap to the dense run of the same fields with its seed noise, the GPU time the cell cost, duplicate
+seeds flagged and counted once; bdwp minus srste and minus bimask with their noise),
+``accuracy_vs_ratio.png`` (test accuracy against N/M density, one line per model and method),
+``curves_<config>.png`` (test accuracy per epoch of every run) and ``flips_<config>.png`` (the FF
+mask flip rate per epoch, mean over seeds, per method; where the runs tracked it).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def config_name(result: dict[str, Any]) -> str:
 
 # Run-defining fields (SPEC §4) that only sparse runs use: a dense run compares against every
 # sparse variant of its config.
-SPARSITY_FIELDS = ("sr_ste_lambda", "rules", "mask_every")
+SPARSITY_FIELDS = ("sr_ste_lambda", "rules", "mask_every", "bimask_candidates", "bimask_refresh")
 
 
 class Group(NamedTuple):
@@ -75,7 +77,7 @@ def group_of(result: dict[str, Any]) -> Group:
   fields = run_defining(result.get("config", {}))
   fields.update(model=result["model"], dataset=result["dataset"], epochs=result["epochs"])
   dense = result["method"] == "dense"
-  sparsity = {k: fields.pop(k) for k in SPARSITY_FIELDS}
+  sparsity = {k: fields.pop(k) for k in SPARSITY_FIELDS if k in fields}
   for key in ("method", "pattern", "seed"):
     fields.pop(key)
   return Group(config_name(result), result["method"], None if dense else result["pattern"],
@@ -133,13 +135,37 @@ def _short(value: Any) -> str:
   return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _accs(runs: list[dict[str, Any]]) -> np.ndarray:
+  return 100 * np.array([r["test_accuracy"] for r in runs])
+
+
+def difference_noise(a: np.ndarray, b: np.ndarray) -> float | None:
+  """Seed noise of ``mean(a) - mean(b)``: ``sqrt(var_a / n_a + var_b / n_b)`` (sample variances);
+  a one-seed side borrows the other side's variance; ``None`` when both have one seed."""
+  var_a = a.var(ddof=1) if len(a) > 1 else None
+  var_b = b.var(ddof=1) if len(b) > 1 else None
+  if var_a is None and var_b is None:
+    return None
+  var_a, var_b = (var_b if var_a is None else var_a), (var_a if var_b is None else var_b)
+  return float(np.sqrt(var_a / len(a) + var_b / len(b)))
+
+
+def gpu_hours(runs: list[dict[str, Any]]) -> float:
+  """The GPU time of a cell: its runs' ``wall_time_s`` (one GPU per run) in hours."""
+  return sum(float(r["wall_time_s"]) for r in runs) / 3600.0
+
+
+def _noise(value: float | None) -> str:
+  return "–" if value is None else f"{value:.2f}"
+
+
 def markdown_table(groups: dict[Group, list[dict[str, Any]]]) -> str:
   """One row per cell: accuracy mean ± std (%) over seeds, gap to the dense cell with the same
-  run-defining fields."""
+  run-defining fields and its seed noise (:func:`difference_noise`), GPU hours."""
   method_order = {"dense": 0, "bdwp": 1, "srste": 2, "bimask": 3}
   labels = cell_labels(groups)
   lines = ["| config | model | dataset | method | pattern | epochs | seeds | test acc (%) | "
-           "gap to dense (pts) | device |", "|" + "---|" * 10]
+           "gap to dense (pts) | gap noise (pts) | GPU time (h) | device |", "|" + "---|" * 12]
   for key in sorted(groups, key=lambda k: (labels[k], method_order.get(k.method, 9),
                                            -pattern_density(k.pattern), k.pattern or "", k.sparsity)):
     runs = groups[key]
@@ -148,11 +174,12 @@ def markdown_table(groups: dict[Group, list[dict[str, Any]]]) -> str:
     dense = groups.get(key.dense())
     gap = "–" if not dense or key.method == "dense" else (
         f"{accs.mean() - 100 * np.mean([r['test_accuracy'] for r in dense]):+.2f}")
+    noise = "–" if gap == "–" else _noise(difference_noise(accs, _accs(dense)))
     seeds = ",".join(str(s) for s in sorted(r["seed"] for r in runs))
     devices = ", ".join(sorted({r["device"] for r in runs}))
     lines.append(f"| {labels[key]} | {runs[0]['model']} | {runs[0]['dataset']} | {key.method} | "
                  f"{key.pattern or '–'} | {runs[0]['epochs']} | {seeds} | {accs.mean():.2f}{std} | "
-                 f"{gap} | {devices} |")
+                 f"{gap} | {noise} | {gpu_hours(runs):.2f} | {devices} |")
   return "\n".join(lines)
 
 
@@ -184,6 +211,82 @@ def summary(groups: dict[Group, list[dict[str, Any]]], method: str, pattern: str
     lines.append(f"| {name} | {gap:+.2f} | {n_sparse} | {n_dense} | "
                  f"{'–' if vs_srste is None else f'{vs_srste:+.2f}'} |")
   return "\n".join(lines)
+
+
+BIMASK_ONLY = ("bimask_candidates", "bimask_refresh")
+
+
+def peer(groups: dict[Group, list[dict[str, Any]]], key: Group, method: str) -> Group | None:
+  """The cell of ``method`` with ``key``'s config, fields and pattern (bimask's own fields aside)."""
+  strip = lambda s: {k: v for k, v in json.loads(s or "{}").items() if k not in BIMASK_ONLY}
+  return next((g for g in groups if g.method == method and g.config == key.config and
+               g.base == key.base and g.pattern == key.pattern and
+               strip(g.sparsity) == strip(key.sparsity)), None)
+
+
+def comparisons(groups: dict[Group, list[dict[str, Any]]], method: str = "bdwp",
+                others: tuple[str, ...] = ("srste", "bimask")) -> str:
+  """Per ``method`` cell with a peer of ``others``: the accuracy differences and their seed noise
+  (:func:`difference_noise`), next to each cell's seed std."""
+  labels = cell_labels(groups)
+  head = "| config | pattern | " + f"{method} (%) | " + "".join(f"{o} (%) | " for o in others)
+  head += "".join(f"{method} minus {o} (pts) | noise (pts) | " for o in others)
+  lines = [f"## {method} vs " + ", ".join(others), "",
+           "Mean ± sample std over seeds; noise = seed noise of the difference of means.", "",
+           head.rstrip(), "|---|---|" + "---:|" * (1 + 3 * len(others))]
+  rows = 0
+  for key in sorted((k for k in groups if k.method == method), key=lambda k: (labels[k], k.pattern)):
+    peers = {o: peer(groups, key, o) for o in others}
+    if not any(peers.values()):
+      continue
+    rows += 1
+    mine = _accs(groups[key])
+    cell = lambda a: f"{a.mean():.2f}" + (f" ± {a.std(ddof=1):.2f}" if len(a) > 1 else "")
+    cells = [labels[key], key.pattern, cell(mine)]
+    diffs = []
+    for o in others:
+      if peers[o] is None:
+        cells.append("–")
+        diffs += ["–", "–"]
+      else:
+        theirs = _accs(groups[peers[o]])
+        cells.append(cell(theirs))
+        diffs += [f"{mine.mean() - theirs.mean():+.2f}", _noise(difference_noise(mine, theirs))]
+    lines.append("| " + " | ".join(cells + diffs) + " |")
+  return "\n".join(lines) if rows else f"No config has {method} and one of {', '.join(others)}."
+
+
+def flip_curves(runs: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
+  """Mean FF mask flip fraction per epoch over the seeds of each method/pattern/mask_every of one
+  config (``history[*].mask_flip_fraction``); empty when no run tracked flips."""
+  series = collections.defaultdict(lambda: collections.defaultdict(list))
+  for r in runs:
+    every = r.get("config", {}).get("mask_every", 1)
+    label = f"{r['method']} {r['pattern']}" + ("" if every in (1, None) else f" every {every}")
+    for h in r["history"]:
+      if "mask_flip_fraction" in h:
+        series[label][h["epoch"]].append(h["mask_flip_fraction"])
+  return {label: (sorted(by_epoch), [float(np.mean(by_epoch[e])) for e in sorted(by_epoch)])
+          for label, by_epoch in sorted(series.items())}
+
+
+def plot_flips(curves: dict[str, tuple[list[int], list[float]]], title: str, path: str) -> None:
+  """The :func:`flip_curves` of one config on a log scale."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for label, (epochs, fractions) in curves.items():
+    ax.plot(epochs, [max(f, 1e-7) for f in fractions], marker=".", label=label)
+  ax.set_yscale("log")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("FF mask entries flipped in the epoch (fraction)")
+  ax.set_title(f"Mask flip rate: {title}")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
 
 
 def plot_ratio(groups: dict[Group, list[dict[str, Any]]], path: str) -> None:
@@ -262,9 +365,16 @@ def write_report(runs_dir: str, out: str, not_run: Iterable[str] = (),
   for name, runs in sorted(by_config.items()):
     plots.append(f"curves_{name}.png")
     plot_curves(runs, name, os.path.join(out, plots[-1]))
+    curves = flip_curves(runs)
+    if curves:
+      plots.append(f"flips_{name}.png")
+      plot_flips(curves, name, os.path.join(out, plots[-1]))
   md = [f"# Accuracy ({len(results)} runs from `{runs_dir}`)", "",
-        "Mean ± sample std over seeds; gap = mean minus the dense mean of the same config.", "",
-        markdown_table(groups), ""]
+        "Mean ± sample std over seeds; gap = mean minus the dense mean of the same config; gap noise "
+        "= seed noise of that difference, sqrt(var/n + var_dense/n_dense), a one-seed side "
+        "borrowing the other's variance; GPU time = the runs' wall_time_s summed (one GPU each).",
+        "", markdown_table(groups), "",
+        f"Total GPU time: {sum(gpu_hours(runs) for runs in groups.values()):.2f} h.", ""]
   dups = duplicates(results)
   if dups:
     md += ["Duplicates (same run-defining fields and seed; only the first file is counted):", ""]
@@ -274,8 +384,8 @@ def write_report(runs_dir: str, out: str, not_run: Iterable[str] = (),
     md += ["Not run:", ""] + [f"- {line.partition('=')[0]}: {line.partition('=')[2]}"
                               for line in not_run] + [""]
   method, _, pattern = summarize.partition(":")
-  md += [summary(groups, method, pattern), "", "![accuracy vs N:M ratio](accuracy_vs_ratio.png)",
-         ""]
+  md += [summary(groups, method, pattern), "", comparisons(groups), "",
+         "![accuracy vs N:M ratio](accuracy_vs_ratio.png)", ""]
   md += [f"![{p}]({p})" for p in plots]
   written.append(os.path.join(out, "accuracy.md"))
   with open(written[-1], "w") as f:

@@ -1,4 +1,5 @@
-"""Expands configs' ``sweep`` grids (methods x patterns x seeds) into runs and trains them: in this
+"""Expands configs' ``sweep`` grids (methods x patterns x seeds [x mask_every]) into runs and trains
+them: in this
 process one after another (``--gpus 0``), or as subprocesses, one per GPU (``--gpus N``, each with
 its own ``CUDA_VISIBLE_DEVICES``). Every run's config is checked before any run starts. Finished
 runs (``results.json`` present) are skipped, so a sweep can be restarted; unfinished ones resume
@@ -47,28 +48,35 @@ class RunSpec:
   pattern: str | None
   seed: int
   workdir: str
+  mask_every: int | None = None  # None: the config's own
 
   def overrides(self) -> dict[str, Any]:
     out = {"method": self.method, "seed": self.seed}
     if self.pattern is not None:
       out["pattern"] = self.pattern
+    if self.mask_every is not None:
+      out["mask_every"] = self.mask_every
     return out
 
 
 def expand(config_path: str, workdir_root: str, sets: dict[str, Any]) -> list[RunSpec]:
-  """The config's sweep grids as runs (dense runs carry no pattern; duplicates dropped)."""
+  """The config's sweep grids as runs (dense runs carry no pattern; duplicates dropped). A grid's
+  optional ``mask_every`` list runs every point once per value (workdir tag ``_every<k>``)."""
   config = apply_overrides(load_config(config_path), sets)
   runs, seen = [], set()
   for grid in config.sweep:
     for method in grid["methods"]:
       for pattern in ([None] if method == "dense" else grid["patterns"]):
-        for seed in grid["seeds"]:
-          if (method, pattern, seed) in seen:
-            continue
-          seen.add((method, pattern, seed))
-          tag = method if pattern is None else f"{method}_{pattern.replace(':', 'x')}"
-          runs.append(RunSpec(config_path, config.name, method, pattern, int(seed),
-                              os.path.join(workdir_root, config.name, tag, f"seed{seed}")))
+        for every in grid.get("mask_every", [None]):
+          for seed in grid["seeds"]:
+            if (method, pattern, every, seed) in seen:
+              continue
+            seen.add((method, pattern, every, seed))
+            tag = method if pattern is None else f"{method}_{pattern.replace(':', 'x')}"
+            tag += "" if every is None else f"_every{every}"
+            runs.append(RunSpec(config_path, config.name, method, pattern, int(seed),
+                                os.path.join(workdir_root, config.name, tag, f"seed{seed}"),
+                                None if every is None else int(every)))
   return runs
 
 

@@ -31,11 +31,13 @@ class TestMaskSourceXla(OpSuite):
 
 class TestMaskSourcePallas(TestMaskSourceXla):
   implementation = "pallas"
+  with_permutation = False  # pallas.supports refuses a permuted bimask mask and its conv groups
 
   @classmethod
   def cases(cls):
     return [c for c in super().cases()
-            if c.dtype == "bfloat16" or (c.method == "bdwp" and c.pattern == "2:8")]
+            if (c.dtype == "bfloat16" or (c.method == "bdwp" and c.pattern == "2:8"))
+            and not (c.method == "bimask" and c.op == "conv")]
 
 
 def _inputs(op, seed=0):
@@ -56,6 +58,8 @@ def _op(op, method, implementation, **kwargs):
 @pytest.mark.parametrize("method", SPARSE_METHODS)
 @pytest.mark.parametrize("op", ["dense", "conv"])
 def test_mask_source_w_matches_default_path(op, method, implementation):
+  if (op, method, implementation) == ("conv", "bimask", "pallas"):
+    pytest.skip("pallas.supports refuses bimask's (C, kh, kw) conv groups (test_ops_pallas.py)")
   x, w, rng = _inputs(op)
   default = _op(op, method, implementation)
   y, pullback = jax.vjp(default, x, w)

@@ -11,6 +11,12 @@ the masked kernel, so weight gradients stay in ``param_dtype``.
 ``nm_masks`` is mutable is a training step: when ``count % mask_every == 0`` the snapshot becomes
 the current kernel (before use), then ``count`` grows by one. A call where it is not mutable
 (evaluation) uses the stored snapshot. ``mask_every=1`` (the default) creates no such collection.
+
+``method="bimask"`` (SPEC §1) keeps its backward-mask permutation in the same collection
+(``permutation``, int32 ``[O]``, initially the identity, with the shared ``count``): a training call
+with ``count % bimask_refresh == 0`` replaces it, before use, by the best of ``bimask_candidates``
+random permutations of the mask source (:func:`nmsparse.prune.permutation.best_permutation`),
+drawn from ``bimask_seed``, the layer's path and ``count``.
 """
 
 from __future__ import annotations
@@ -23,6 +29,9 @@ from absl import logging
 
 from nmsparse.layer_args import compute_dtype, conv_layer_args, flatten_images
 from nmsparse.ops import nm_conv, nm_dense
+from nmsparse.prune.permutation import (DEFAULT_CANDIDATES, DEFAULT_REFRESH,
+                                        check_bimask_settings, identity_permutation, layer_key,
+                                        refresh_permutation)
 from nmsparse.prune.rules import LayerRules
 from nmsparse.prune.schedule import MASK_COLLECTION, check_mask_every, refresh_mask_source
 from nmsparse.types import NMPattern, PatternLike, as_pattern, check_method
@@ -44,16 +53,37 @@ class _NMMixin:
       return pattern
     return as_pattern(self.pattern)
 
-  def _mask_source(self, kernel: jnp.ndarray) -> jnp.ndarray | None:
-    """``None`` for ``mask_every=1``, else the ``nm_masks`` kernel snapshot (see the module doc)."""
-    if check_mask_every(self.mask_every, self._layer_name()) == 1:
-      return None
-    snapshot = self.variable(MASK_COLLECTION, "kernel_snapshot", lambda: kernel)
+  def _sparse_state(self, kernel: jnp.ndarray,
+                    pattern: NMPattern) -> tuple[jnp.ndarray | None, jnp.ndarray | None]:
+    """``(mask_source, permutation)`` for the op: the ``mask_every`` kernel snapshot (``None`` for
+    ``mask_every=1``) and bimask's permutation (``None`` for other methods); module docstring."""
+    name = self._layer_name()
+    every = check_mask_every(self.mask_every, name)
+    bimask = self.method == "bimask"
+    if every == 1 and not bimask:
+      return None, None
     count = self.variable(MASK_COLLECTION, "count", lambda: jnp.zeros((), jnp.int32))
-    if self.is_mutable_collection(MASK_COLLECTION) and not self.is_initializing():
-      snapshot.value, count.value = refresh_mask_source(kernel, snapshot.value, count.value,
-                                                        self.mask_every)
-    return snapshot.value
+    training = self.is_mutable_collection(MASK_COLLECTION) and not self.is_initializing()
+    calls = count.value
+    source = None
+    if every > 1:
+      snapshot = self.variable(MASK_COLLECTION, "kernel_snapshot", lambda: kernel)
+      if training:
+        snapshot.value, _ = refresh_mask_source(kernel, snapshot.value, calls, every)
+      source = snapshot.value
+    perm = None
+    if bimask:
+      check_bimask_settings(self.bimask_candidates, self.bimask_refresh, name)
+      perm = self.variable(MASK_COLLECTION, "permutation",
+                           lambda: identity_permutation(kernel.shape[-1]))
+      if training:
+        perm.value = refresh_permutation(
+            kernel if source is None else source, perm.value, calls, pattern,
+            self.bimask_refresh, self.bimask_candidates, layer_key(self.bimask_seed, name))
+      perm = perm.value
+    if training:
+      count.value = calls + 1
+    return source, perm
 
   def _add_bias(self, y: jnp.ndarray, dtype: Any) -> jnp.ndarray:
     """The stock ``bias`` parameter (when ``use_bias``), added in the compute dtype."""
@@ -72,7 +102,8 @@ class NMDense(_NMMixin, nn.Dense):
   Extra attributes: ``pattern`` (``"N:M"``, ``NMPattern``, ``LayerRules`` or ``None`` = dense),
   ``method`` (``dense|srste|bdwp|bimask``), ``sr_ste_lambda``, ``implementation``
   (``"xla"|"pallas"|None``), ``mask_every`` (recompute the masks every that many training calls,
-  from a kernel snapshot in the ``nm_masks`` collection; see the module docstring). With
+  from a kernel snapshot in the ``nm_masks`` collection; see the module docstring),
+  ``bimask_candidates``/``bimask_refresh``/``bimask_seed`` (bimask's permutation search). With
   ``method="dense"`` or no pattern it is exactly ``nn.Dense``.
   """
 
@@ -81,6 +112,9 @@ class NMDense(_NMMixin, nn.Dense):
   sr_ste_lambda: float = 2e-4
   implementation: str | None = None
   mask_every: int = 1
+  bimask_candidates: int = DEFAULT_CANDIDATES
+  bimask_refresh: int = DEFAULT_REFRESH
+  bimask_seed: int = 0
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
@@ -90,9 +124,10 @@ class NMDense(_NMMixin, nn.Dense):
     kernel = self.param("kernel", self.kernel_init, (jnp.shape(inputs)[-1], self.features),
                         self.param_dtype)
     dtype = compute_dtype(self.dtype, inputs, kernel)
+    source, perm = self._sparse_state(kernel, pattern)
     y = nm_dense(jnp.asarray(inputs, dtype), kernel, pattern, self.method, self.sr_ste_lambda,
-                 self.implementation, name=self._layer_name(),
-                 mask_source=self._mask_source(kernel))
+                 self.implementation, name=self._layer_name(), mask_source=source,
+                 permutation=perm)
     return self._add_bias(y, dtype)
 
 
@@ -109,6 +144,9 @@ class NMConv(_NMMixin, nn.Conv):
   sr_ste_lambda: float = 2e-4
   implementation: str | None = None
   mask_every: int = 1
+  bimask_candidates: int = DEFAULT_CANDIDATES
+  bimask_refresh: int = DEFAULT_REFRESH
+  bimask_seed: int = 0
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
@@ -123,8 +161,9 @@ class NMConv(_NMMixin, nn.Conv):
     kernel = self.param("kernel", self.kernel_init,
                         args.kernel_size + (x.shape[-1], self.features), self.param_dtype)
     dtype = compute_dtype(self.dtype, x, kernel)
+    source, perm = self._sparse_state(kernel, pattern)
     y = nm_conv(jnp.asarray(x, dtype), kernel, pattern, self.method,
                 strides=args.strides, padding=args.padding, sr_ste_lambda=self.sr_ste_lambda,
                 implementation=self.implementation, rhs_dilation=args.kernel_dilation, name=name,
-                mask_source=self._mask_source(kernel))
+                mask_source=source, permutation=perm)
     return restore_batch(self._add_bias(y, dtype))

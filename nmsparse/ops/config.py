@@ -18,6 +18,8 @@ class NMConfig:
   ``given_mask_source``: the primitives' mask-source operand is a kernel snapshot to compute the
   masks from (``mask_every > 1``). When False the operand is the kernel itself and every
   implementation ignores it, so the program is the one without a mask source.
+  ``given_permutation`` (``bimask`` only): the primitives take one more operand after the mask
+  source, the int32 output-axis permutation of the backward mask; False adds no operand.
   """
 
   pattern: NMPattern
@@ -25,6 +27,7 @@ class NMConfig:
   sr_ste_lambda: float
   implementation: str
   given_mask_source: bool = False
+  given_permutation: bool = False
 
   def __post_init__(self):
     check_method(self.method)
@@ -42,6 +45,7 @@ class LayerSpec:
   method: str
   given_mask_source: bool
   geom: "ConvDims | None" = None  # a conv's geometry (None for dense)
+  given_permutation: bool = False  # bimask with a backward-mask permutation operand
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,8 +5,10 @@ Forward (FF): ``y = x @ (W * M_ff)``. Backward: ``dx = dy @ (W * M_bp)^T`` with 
 
 The primitives take the mask source as a third operand: ``w`` itself (masks fresh from ``w``), or a
 given ``mask_source`` (``mask_every > 1``) with ``NMConfig.given_mask_source`` set; the source gets
-no gradient. Saved for the backward: ``x`` (compute dtype), the dense master ``w`` and the source
-(both alive anyway as layer variables) and the implementation's residuals.
+no gradient. ``bimask`` may add its backward-mask permutation (``permutation=``) as one more operand
+(``NMConfig.given_permutation``). Saved for the backward: ``x`` (compute dtype), the dense master
+``w``, the source and permutation (alive anyway as layer variables) and the implementation's
+residuals.
 """
 
 from __future__ import annotations
@@ -25,20 +27,26 @@ from nmsparse.prune.mask import check_groupable
 from nmsparse.types import BP_SPARSE_METHODS, NMPattern, PatternLike, check_method
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _nm_matmul(x: jax.Array, w: jax.Array, src: jax.Array, cfg: NMConfig) -> jax.Array:
-  return nm_dense_fwd_p.bind(x, w, src, cfg=cfg)[0]
+def perm_operands(perm: jax.Array | None) -> tuple[jax.Array, ...]:
+  """The primitives' permutation operand: none without one."""
+  return () if perm is None else (perm,)
 
 
-def _nm_matmul_fwd(x, w, src, cfg):
-  y, *res = nm_dense_fwd_p.bind(x, w, src, cfg=cfg)
-  return y, (x, w, src, tuple(res))
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _nm_matmul(x: jax.Array, w: jax.Array, src: jax.Array, perm: jax.Array | None,
+               cfg: NMConfig) -> jax.Array:
+  return nm_dense_fwd_p.bind(x, w, src, *perm_operands(perm), cfg=cfg)[0]
+
+
+def _nm_matmul_fwd(x, w, src, perm, cfg):
+  y, *res = nm_dense_fwd_p.bind(x, w, src, *perm_operands(perm), cfg=cfg)
+  return y, (x, w, src, perm, tuple(res))
 
 
 def _nm_matmul_bwd(cfg, residuals, dy):
-  x, w, src, res = residuals
-  dx, dw = nm_dense_bwd_p.bind(x, w, src, dy, *res, cfg=cfg)
-  return dx, dw, None  # the mask source gets no gradient
+  x, w, src, perm, res = residuals
+  dx, dw = nm_dense_bwd_p.bind(x, w, src, *perm_operands(perm), dy, *res, cfg=cfg)
+  return dx, dw, None, None  # the mask source and the permutation get no gradient
 
 
 _nm_matmul.defvjp(_nm_matmul_fwd, _nm_matmul_bwd)
@@ -60,7 +68,8 @@ def check_mask_source(w: jax.Array, mask_source: jax.Array, name: str | None) ->
 def make_config(w_shape: tuple[int, ...], pattern: PatternLike | None, method: str,
                 sr_ste_lambda: float, implementation: str | None, name: str | None, *,
                 op: str = "dense", x_shape: tuple[int, ...] | None = None, dtype: Any = None,
-                given_mask_source: bool = False, geom: Any = None) -> NMConfig:
+                given_mask_source: bool = False, geom: Any = None,
+                given_permutation: bool = False) -> NMConfig:
   """Validates a sparse call's settings against the kernel shape and bundles them.
 
   ``x_shape``/``dtype`` (default: a batch of one, ``float32``) and a conv's ``geom`` describe the
@@ -72,14 +81,20 @@ def make_config(w_shape: tuple[int, ...], pattern: PatternLike | None, method: s
                      f"{'' if name is None else f' for layer {name!r}'}.")
   pattern = NMPattern.parse(pattern)
   what = "kernel" if name is None else f"kernel of layer {name!r}"
-  check_groupable(w_shape, -2, pattern, what=what)
+  if method == "bimask" and len(w_shape) == 4:  # FF groups along the flattened (C, kh, kw) axis
+    kh, kw, c, o = w_shape
+    check_groupable((c * kh * kw, o), 0, pattern, what=f"{what} flattened to (C, kh, kw) x O")
+  else:
+    check_groupable(w_shape, -2, pattern, what=what)
   if method in BP_SPARSE_METHODS:
     check_groupable(w_shape, -1, pattern, what=what)
   x_shape = (1, w_shape[0]) if x_shape is None else tuple(x_shape)
   dtype = jnp.dtype(jnp.float32 if dtype is None else dtype)
-  layer = LayerSpec(op, x_shape, tuple(w_shape), dtype, pattern, method, given_mask_source, geom)
+  layer = LayerSpec(op, x_shape, tuple(w_shape), dtype, pattern, method, given_mask_source, geom,
+                    given_permutation)
   return NMConfig(pattern, method, float(sr_ste_lambda),
-                  resolve_implementation(implementation, layer), given_mask_source)
+                  resolve_implementation(implementation, layer), given_mask_source,
+                  given_permutation)
 
 
 def check_float(name: str, a: jax.Array):
@@ -96,10 +111,33 @@ def sparse_operands(w: jax.Array, mask_source: jax.Array | None,
   return check_mask_source(w, mask_source, name), True
 
 
+def check_permutation(w: jax.Array, permutation: jax.Array | None, method: str,
+                      name: str | None) -> jax.Array | None:
+  """The ``bimask`` backward-mask permutation as int32 with its gradient stopped (or ``None``).
+
+  Raises:
+    ValueError: a permutation for another method, or one that is not an integer vector of the
+      kernel's output length.
+  """
+  if permutation is None:
+    return None
+  where = "" if name is None else f" in layer {name!r}"
+  if method != "bimask":
+    raise ValueError(f"permutation is bimask's backward-mask order; method={method!r} takes "
+                     f"none{where}.")
+  if (not jnp.issubdtype(permutation.dtype, jnp.integer) or
+      permutation.shape != (w.shape[-1],)):
+    raise ValueError(f"permutation must be an integer vector of the kernel's output length "
+                     f"{w.shape[-1]}, got dtype {permutation.dtype} shape {permutation.shape}"
+                     f"{where}.")
+  return lax.stop_gradient(permutation.astype(jnp.int32))
+
+
 def nm_dense(x: jax.Array, w: jax.Array, pattern: PatternLike | None = None, method: str = "bdwp",
              sr_ste_lambda: float = 2e-4, implementation: str | None = None, *,
              precision: Any = None, name: str | None = None,
-             mask_source: jax.Array | None = None) -> jax.Array:
+             mask_source: jax.Array | None = None,
+             permutation: jax.Array | None = None) -> jax.Array:
   """``x @ W`` with ``W`` pruned N:M per ``method`` (SPEC §1), differentiable by a custom VJP.
 
   Args:
@@ -120,6 +158,8 @@ def nm_dense(x: jax.Array, w: jax.Array, pattern: PatternLike | None = None, met
       (``mask_every > 1``). The products still use ``w`` masked, the SR-STE term is
       ``lam * (1 - M_ff) * W`` with this ``M_ff``, and the source gets no gradient. Ignored by
       ``method="dense"``.
+    permutation: ``bimask`` only: int32 ``[O]``, the output-axis order along which the backward
+      mask's groups run (SPEC §1; the layers keep and refresh it). ``None`` = identity.
 
   Returns:
     ``[..., O]`` in ``x``'s dtype. The weight gradient has ``w``'s dtype.
@@ -138,8 +178,10 @@ def nm_dense(x: jax.Array, w: jax.Array, pattern: PatternLike | None = None, met
     return lax.dot_general(x, w.astype(x.dtype), (((x.ndim - 1,), (0,)), ((), ())),
                            precision=precision)
   src, given = sparse_operands(w, mask_source, name)
+  perm = check_permutation(w, permutation, method, name)
   x2 = x.reshape(-1, w.shape[0])
   cfg = make_config(w.shape, pattern, method, sr_ste_lambda, implementation, name, op="dense",
-                    x_shape=x2.shape, dtype=x.dtype, given_mask_source=given)
-  y = _nm_matmul(x2, w, src, cfg)
+                    x_shape=x2.shape, dtype=x.dtype, given_mask_source=given,
+                    given_permutation=perm is not None)
+  y = _nm_matmul(x2, w, src, perm, cfg)
   return y.reshape(x.shape[:-1] + (w.shape[1],))

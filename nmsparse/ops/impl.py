@@ -15,7 +15,9 @@ class Implementation:
   ``x``/``dy`` are in the compute dtype, ``w`` is the dense master kernel, ``src`` the mask source
   (the kernel itself unless ``cfg.given_mask_source``: then ignore it), ``res`` the
   implementation's residuals, an instance of ``residuals`` (a NamedTuple of arrays, the same
-  fields for every call: the primitives pass its fields as operands).
+  fields for every call: the primitives pass its fields as operands). With
+  ``cfg.given_permutation`` (bimask) the four functions also get the keyword ``perm`` (int32
+  ``[O]``); an implementation without it refuses such layers in ``supports``.
 
   Attributes:
     name: the ``implementation=`` name.

@@ -19,6 +19,10 @@ packed products lost to dense at every batch). Patterns need
 **A given mask source** (``cfg.given_mask_source``, ``mask_every > 1``): the fused prune kernel
 ranks the weight it prunes, but here the masks come from a kernel snapshot and the operands from the
 current weight, so the four functions run :mod:`nmsparse.ops.xla`'s (any pattern).
+
+**bimask** runs here only as a dense layer without a permutation (the identity order): the fused
+kernel ranks BP groups in the stored output order and FF groups per conv tap, so ``supports``
+refuses a permuted backward mask and bimask's flattened ``(C, kh, kw)`` conv groups.
 """
 
 from __future__ import annotations
@@ -124,7 +128,12 @@ def conv_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Res
 
 
 def supports(layer: LayerSpec) -> str | None:
-  """The kernels take ``M in (2, 4, 8)``; a given mask source runs the xla functions (any M)."""
+  """The kernels take ``M in (2, 4, 8)``; a given mask source runs the xla functions (any M);
+  bimask only as a dense layer without a permutation (module docstring)."""
+  if layer.method == "bimask" and (layer.given_permutation or layer.op == "conv"):
+    what = "a permuted backward mask" if layer.given_permutation else "conv groups along (C, kh, kw)"
+    return (f"the fused prune kernel cannot compute bimask's {what}; use implementation='xla' "
+            f"for this layer")
   if layer.given_mask_source or layer.pattern.m in KERNEL_M:
     return None
   return (f"the Pallas kernels support M in {KERNEL_M} (power-of-two Triton tiles, uint8 keep "

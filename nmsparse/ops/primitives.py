@@ -1,9 +1,11 @@
 """The four sparse primitives and their rules: abstract evaluation, lowering, batching, eager impl.
 
-``nm_dense_fwd``/``nm_conv_fwd`` take ``(x, w, src)`` and return the FF product followed by the
-fields of the implementation's residuals; ``nm_dense_bwd``/``nm_conv_bwd`` take
-``(x, w, src, dy, *residual fields)`` and return ``(dx, dw)``. ``src`` is the mask source (the
-kernel itself unless ``cfg.given_mask_source``). They show up by name in jaxprs. Each lowers through the
+``nm_dense_fwd``/``nm_conv_fwd`` take ``(x, w, src[, perm])`` and return the FF product followed by
+the fields of the implementation's residuals; ``nm_dense_bwd``/``nm_conv_bwd`` take
+``(x, w, src[, perm], dy, *residual fields)`` and return ``(dx, dw)``. ``src`` is the mask source
+(the kernel itself unless ``cfg.given_mask_source``); ``perm``, only with
+``cfg.given_permutation``, reaches the implementation as the keyword ``perm``. They show up by name
+in jaxprs. Each lowers through the
 :class:`~nmsparse.ops.impl.Implementation` named by its ``cfg`` parameter, so one program can hold
 several. Autodiff is not defined on the primitives: ``nm_dense``/``nm_conv`` wire them into a
 ``custom_vjp``.
@@ -29,14 +31,17 @@ def _flat_fn(select: Select, is_fwd: bool, params: dict) -> Callable:
   """The implementation's function for ``params["cfg"]`` with flat operands and results."""
   impl = get_implementation(params["cfg"].implementation)
   fn = functools.partial(select(impl), **params)
+  n_perm = int(params["cfg"].given_permutation)
+  perm_kwargs = lambda perm: {"perm": perm[0]} if perm else {}
   if is_fwd:
-    def fwd(x, w, src):
-      y, res = fn(x, w, src)
+    def fwd(x, w, src, *perm):
+      y, res = fn(x, w, src, **perm_kwargs(perm))
       return (y, *res)
     return fwd
 
-  def bwd(x, w, src, dy, *res):
-    return tuple(fn(x, w, src, dy, impl.residuals(*res)))
+  def bwd(x, w, src, *rest):
+    perm, (dy, *res) = rest[:n_perm], rest[n_perm:]
+    return tuple(fn(x, w, src, dy, impl.residuals(*res), **perm_kwargs(perm)))
   return bwd
 
 

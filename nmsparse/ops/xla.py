@@ -1,7 +1,8 @@
 """The ``"xla"`` implementation, the reference: ``nm_mask`` masks on dense operands, XLA products.
 
-Masks come from ``src`` when ``cfg.given_mask_source`` and from ``w`` otherwise; nothing is kept for
-the backward (masks are recomputed), so its residuals are empty.
+Masks come from ``src`` when ``cfg.given_mask_source`` and from ``w`` otherwise; ``bimask``'s
+backward mask runs along the output order ``perm`` when given. Nothing is kept for the backward
+(masks are recomputed), so its residuals are empty.
 """
 
 from __future__ import annotations
@@ -31,42 +32,45 @@ def _masked(w, mask, dtype):
 def _decay(w, src, cfg: NMConfig):
   if not cfg.sr_ste_lambda:
     return jnp.zeros((), w.dtype)
-  return sr_ste_decay(w, ff_mask(src, cfg.pattern), cfg.sr_ste_lambda)
+  return sr_ste_decay(w, ff_mask(src, cfg.pattern, cfg.method), cfg.sr_ste_lambda)
 
 
-def dense_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *,
-              cfg: NMConfig) -> tuple[jax.Array, Residuals]:
-  """``x @ (W * M_ff)``, accumulated in float32."""
+def dense_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *, cfg: NMConfig,
+              perm: jax.Array | None = None) -> tuple[jax.Array, Residuals]:
+  """``x @ (W * M_ff)``, accumulated in float32 (``perm`` only shapes the backward mask)."""
+  del perm
   src = _mask_source(w, src, cfg)
-  y = jnp.dot(x, _masked(w, ff_mask(src, cfg.pattern), x.dtype),
+  y = jnp.dot(x, _masked(w, ff_mask(src, cfg.pattern, cfg.method), x.dtype),
               preferred_element_type=jnp.float32)
   return y.astype(x.dtype), Residuals()
 
 
 def dense_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Residuals, *,
-              cfg: NMConfig) -> tuple[jax.Array, jax.Array]:
+              cfg: NMConfig, perm: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """``dy @ (W * M_bp)^T`` and ``x^T dy + lam * (1 - M_ff) * W``."""
   del res
   src = _mask_source(w, src, cfg)
-  w_bp = _masked(w, bp_mask(src, cfg.pattern, cfg.method), dy.dtype)
+  w_bp = _masked(w, bp_mask(src, cfg.pattern, cfg.method, perm), dy.dtype)
   dx = jnp.dot(dy, w_bp.T, preferred_element_type=jnp.float32).astype(x.dtype)
   dw = jnp.dot(x.T, dy, preferred_element_type=jnp.float32).astype(w.dtype)
   return dx, dw + _decay(w, src, cfg)
 
 
-def conv_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *, cfg: NMConfig,
-             geom: ConvDims) -> tuple[jax.Array, Residuals]:
+def conv_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *, cfg: NMConfig, geom: ConvDims,
+             perm: jax.Array | None = None) -> tuple[jax.Array, Residuals]:
   """The convolution with ``W * M_ff``."""
+  del perm
   src = _mask_source(w, src, cfg)
-  return geom.conv(x, _masked(w, ff_mask(src, cfg.pattern), x.dtype)), Residuals()
+  return geom.conv(x, _masked(w, ff_mask(src, cfg.pattern, cfg.method), x.dtype)), Residuals()
 
 
 def conv_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Residuals, *,
-             cfg: NMConfig, geom: ConvDims) -> tuple[jax.Array, jax.Array]:
+             cfg: NMConfig, geom: ConvDims,
+             perm: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """The transposed convolution with ``W * M_bp`` and the conv weight gradient plus SR-STE."""
   del res
   src = _mask_source(w, src, cfg)
-  w_bp = _masked(w, bp_mask(src, cfg.pattern, cfg.method), x.dtype)
+  w_bp = _masked(w, bp_mask(src, cfg.pattern, cfg.method, perm), x.dtype)
   (dx,) = jax.linear_transpose(lambda x_: geom.conv(x_, w_bp), x)(dy)
   w_c = jax.ShapeDtypeStruct(w.shape, x.dtype)
   (dw,) = jax.linear_transpose(lambda w_: geom.conv(x, w_), w_c)(dy)

@@ -1,7 +1,8 @@
 """The masks each training method uses in the forward (FF) and backward-data (BP) products.
 
-Kernels of every layer kind put input channels on axis ``-2`` and output channels on axis ``-1``
-(dense ``[in, out]``, conv HWIO), so FF groups run along ``-2`` and BP groups along ``-1``.
+Kernels put input channels on axis ``-2`` and outputs on ``-1`` (dense ``[in, out]``, conv HWIO).
+FF groups run along ``-2`` (per tap), BP groups along ``-1``; ``bimask`` conv kernels group FF along
+the flattened ``(C, kh, kw)`` axis and BP along a permuted output axis (Bi-Mask's code, SPEC §1).
 """
 
 from __future__ import annotations
@@ -16,24 +17,57 @@ IN_AXIS = -2
 OUT_AXIS = -1
 
 
-def ff_mask(w: jax.Array, pattern: NMPattern) -> jax.Array:
-  """``M_ff``: N:M along input channels, the reduction axis of the forward product."""
+def flat_taps(w: jax.Array) -> jax.Array:
+  """An HWIO kernel as ``[C * kh * kw, O]`` in PyTorch's ``weight.view(O, -1)`` order (C slowest)."""
+  return jnp.transpose(w, (2, 0, 1, 3)).reshape(-1, w.shape[-1])
+
+
+def unflat_taps(a: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """The inverse of :func:`flat_taps` for a kernel of ``shape`` (HWIO)."""
+  kh, kw, c, o = shape
+  return jnp.transpose(a.reshape(c, kh, kw, o), (1, 2, 0, 3))
+
+
+def ff_mask(w: jax.Array, pattern: NMPattern, method: str | None = None) -> jax.Array:
+  """``M_ff``: N:M along input channels, the reduction axis of the forward product.
+
+  ``method="bimask"`` with an HWIO kernel groups along the flattened ``(C, kh, kw)`` axis
+  (:func:`flat_taps`); every other case groups along ``C`` for every tap.
+  """
+  if method == "bimask" and w.ndim == 4:
+    return unflat_taps(nm_mask(flat_taps(w), pattern, axis=0), w.shape)
   return nm_mask(w, pattern, axis=IN_AXIS)
 
 
-def bp_mask(w: jax.Array, pattern: NMPattern, method: str) -> jax.Array:
+def inverse_permutation(perm: jax.Array) -> jax.Array:
+  """``inv`` with ``inv[perm[j]] = j``."""
+  return jnp.zeros_like(perm).at[perm].set(jnp.arange(perm.shape[0], dtype=perm.dtype))
+
+
+def bimask_backward(w: jax.Array, m_ff: jax.Array, pattern: NMPattern,
+                    perm: jax.Array | None) -> jax.Array:
+  """``M_ff * M_b``: ``M_b`` keeps the N largest ``|W * M_ff|`` of every M consecutive outputs in
+  the order ``perm`` (``None`` = identity), mapped back to the kernel's own output order."""
+  w_s = jnp.where(m_ff, w, jnp.zeros((), w.dtype))
+  if perm is None:
+    return m_ff & nm_mask(w_s, pattern, axis=OUT_AXIS)
+  m_b = nm_mask(jnp.take(w_s, perm, axis=OUT_AXIS), pattern, axis=OUT_AXIS)
+  return m_ff & jnp.take(m_b, inverse_permutation(perm), axis=OUT_AXIS)
+
+
+def bp_mask(w: jax.Array, pattern: NMPattern, method: str,
+            perm: jax.Array | None = None) -> jax.Array:
   """The mask of the weights the backward-data product uses (SPEC §1 table).
 
   ``srste``: ``M_ff``; ``bdwp``: ``M_bp`` (N:M along output channels); ``bimask``:
-  ``M_ff * nm_mask(W * M_ff, axis=out)``.
+  :func:`bimask_backward` with the permutation ``perm`` of the output axis (``None`` = identity).
   """
   if method == "srste":
     return ff_mask(w, pattern)
   if method == "bdwp":
     return nm_mask(w, pattern, axis=OUT_AXIS)
   if method == "bimask":
-    m_ff = ff_mask(w, pattern)
-    return m_ff & nm_mask(jnp.where(m_ff, w, 0), pattern, axis=OUT_AXIS)
+    return bimask_backward(w, ff_mask(w, pattern, method), pattern, perm)
   raise ValueError(f"Method {method!r} has no backward-data mask; expected srste, bdwp or bimask.")
 
 

@@ -117,7 +117,7 @@ def sparsity_report(params: Any, rules: LayerRules, method: str = "bdwp",
       for axis in (IN_AXIS, OUT_AXIS):
         check_groupable(tuple(leaf.shape), axis, pattern, what=f"kernel {path!r}")
       if isinstance(leaf, (jax.Array, np.ndarray)):
-        ff = 1.0 - float(np.mean(ff_mask(leaf, pattern)))
+        ff = 1.0 - float(np.mean(ff_mask(leaf, pattern, method)))
         bp = 1.0 - float(np.mean(bp_mask(leaf, pattern, method)))
       else:
         ff = bp = 1.0 - pattern.density

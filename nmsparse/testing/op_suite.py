@@ -4,7 +4,8 @@ Each case draws fresh random inputs (seeded by the case's name), pulls a random 
 ``jax.vjp`` and checks ``y``, ``dx`` and ``dW`` against an independent reference built from explicit
 numpy masks (SPEC §1 table), eagerly, under ``jit`` and under ``vmap`` over ``x``. With
 ``with_mask_source`` the op gets ``mask_source=stale_source(w)`` and the reference takes its masks
-from that source (``mask_every > 1``).
+from that source (``mask_every > 1``); with ``with_permutation`` bimask cases get a random
+backward-mask permutation drawn per case.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def _rng(case: OpCase) -> np.random.Generator:
   return np.random.default_rng(zlib.crc32(case.id.encode()))
 
 
+def case_permutation(case: OpCase, features: int) -> np.ndarray:
+  """The case's bimask backward-mask permutation of ``features`` outputs (seeded by its name)."""
+  return np.random.default_rng(zlib.crc32(f"{case.id}/permutation".encode())).permutation(features)
+
+
 class OpSuite:
   """Subclass and set ``implementation``; ``tests/conftest.py`` parametrises ``case`` from ``cases``."""
 
@@ -62,6 +68,7 @@ class OpSuite:
   dtypes: tuple[str, ...] = DTYPES
   methods: tuple[str, ...] = METHODS
   with_mask_source: bool = False
+  with_permutation: bool = True
 
   @classmethod
   def cases(cls) -> list[OpCase]:
@@ -80,9 +87,17 @@ class OpSuite:
 
   # The op under test and its independent reference -------------------------------------------
 
+  def _permutation(self, case: OpCase) -> np.ndarray | None:
+    if case.method != "bimask" or not self.with_permutation:
+      return None
+    return case_permutation(case, self._shapes(case)[1][-1])
+
   def _op(self, case: OpCase):
     kwargs = dict(pattern=case.pattern, method=case.method, sr_ste_lambda=LAMBDA,
                   implementation=self.implementation)
+    perm = self._permutation(case)
+    if perm is not None:
+      kwargs["permutation"] = jnp.asarray(perm, jnp.int32)
     source = lambda w: {"mask_source": stale_source(w)} if self.with_mask_source else {}
     if case.op == "dense":
       return lambda x, w: nm_dense(x, w, **kwargs, **source(w))
@@ -94,7 +109,8 @@ class OpSuite:
     pattern = NMPattern.parse(case.pattern)
     w64 = np.asarray(w, np.float64)
     src = stale_source(w) if self.with_mask_source else w
-    m_ff, m_bp = method_masks(np.asarray(src, np.float64), pattern, case.method)
+    m_ff, m_bp = method_masks(np.asarray(src, np.float64), pattern, case.method,
+                              self._permutation(case))
     cast = lambda a: np.asarray(jnp.asarray(a, case.dtype).astype(jnp.float32), np.float64)
     w_ff, w_bp = cast(w64 * m_ff), cast(w64 * m_bp)
     x64, dy64 = np.asarray(x, np.float64), np.asarray(dy, np.float64)

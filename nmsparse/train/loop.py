@@ -66,18 +66,19 @@ def sparse_kernels(params: Any, rules: LayerRules, method: str) -> dict[str, Any
   return out
 
 
-_ff_mask = jax.jit(ff_mask, static_argnums=1)
+_ff_mask = jax.jit(ff_mask, static_argnums=(1, 2))
 
 
-def ff_masks(params: Any, kernels: dict[str, Any], nm_masks: Any = None) -> dict[str, jax.Array]:
-  """The FF masks the sparse kernels use now (on the device): from the kernel, or from its
-  ``kernel_snapshot`` in ``nm_masks`` where the layer keeps one (``mask_every > 1``)."""
+def ff_masks(params: Any, kernels: dict[str, Any], nm_masks: Any = None,
+             method: str | None = None) -> dict[str, jax.Array]:
+  """The FF masks the sparse kernels of ``method`` use now (on the device): from the kernel, or
+  from its ``kernel_snapshot`` in ``nm_masks`` where the layer keeps one (``mask_every > 1``)."""
   flat = {path_str(k): v for k, v in jax.tree_util.tree_flatten_with_path(params)[0]}
   for key_path, leaf in jax.tree_util.tree_flatten_with_path(nm_masks or {})[0]:
     path = path_str(key_path)
     if path.endswith("/kernel_snapshot"):
       flat[path[: -len("_snapshot")]] = leaf
-  return {path: _ff_mask(flat[path], pattern) for path, pattern in kernels.items()}
+  return {path: _ff_mask(flat[path], pattern, method) for path, pattern in kernels.items()}
 
 
 def check_mask_counts(state: TrainState) -> None:
@@ -185,7 +186,8 @@ class Run:
       mean, std = self.data.channel_stats()
     self.total_steps = config.epochs * self.steps_per_epoch
     self.inputs = InputSpec(tuple(mean.tolist()), tuple(std.tolist()), config.data.crop_padding,
-                            config.data.flip, compute_dtype(config))
+                            config.data.flip, compute_dtype(config),
+                            **dict(config.get("augment") or {}))
     self.rules = build_rules(config)
     self.model = build_model(config, self.rules)
     # RBG keys: deterministic per seed and far cheaper to compile than threefry (initialisers and
@@ -350,8 +352,8 @@ def _train(run: Run, ckpt: Checkpointer, start: float, stop_after_step: int | No
   """
   config = run.config
   spe = run.steps_per_epoch
-  masks = ff_masks(run.state.params, run.sparse, run.state.nm_masks) if config.track_mask_flips \
-      else {}
+  masks = (ff_masks(run.state.params, run.sparse, run.state.nm_masks, config.method)
+           if config.track_mask_flips else {})
 
   def data_state(at_step: int) -> dict[str, int] | None:
     return None if run.stream is None else run.stream.state(at_step)
@@ -439,7 +441,7 @@ def _train(run: Run, ckpt: Checkpointer, start: float, stop_after_step: int | No
       if (epoch + 1) % config.eval_every_epochs == 0 or epoch + 1 == config.epochs:
         record.update(run.evaluate())
       if masks:
-        new_masks = ff_masks(run.state.params, run.sparse, run.state.nm_masks)
+        new_masks = ff_masks(run.state.params, run.sparse, run.state.nm_masks, config.method)
         flips = jax.device_get({p: jnp.sum(new_masks[p] != masks[p]) for p in masks})
         flips = {p: int(n) for p, n in flips.items()}
         record["mask_flips"] = flips

@@ -14,6 +14,7 @@ from nmsparse.data.stream import ON_CORRUPT, STREAM_SOURCES
 from nmsparse.models import create_model
 from nmsparse.nn import NMConv, NMDense
 from nmsparse.optim import create_optimizer
+from nmsparse.prune.permutation import DEFAULT_CANDIDATES, DEFAULT_REFRESH
 from nmsparse.prune.rules import LayerRules
 from nmsparse.prune.schedule import MASK_COLLECTION
 from nmsparse.train.state import TrainState
@@ -52,7 +53,8 @@ DTYPES = {"bfloat16": jnp.bfloat16, "float32": jnp.float32, "float16": jnp.float
 # (field, smallest allowed value) of the integer fields checked at start-up.
 POSITIVE_INTS = (("epochs", 1), ("batch_size", 1), ("eval_batch_size", 1), ("mask_every", 1),
                  ("eval_every_epochs", 1), ("keep_checkpoints", 1), ("checkpoint_every_steps", 0),
-                 ("log_every_steps", 0), ("data.train_limit", 0), ("data.test_limit", 0))
+                 ("log_every_steps", 0), ("data.train_limit", 0), ("data.test_limit", 0),
+                 ("bimask_candidates", 1), ("bimask_refresh", 1))
 
 
 def compute_dtype(config: Any) -> Any:
@@ -101,11 +103,15 @@ def validate_config(config: Any) -> None:
 
 def build_model(config: Any, rules: LayerRules) -> nn.Module:
   """``config.model`` with ``config.model_kwargs``; dense and conv layers are the nmsparse layers
-  carrying the rules, method, lambda, implementation, ``mask_every`` (default 1) and compute dtype
-  (params stay fp32)."""
+  carrying the rules, method, lambda, implementation, ``mask_every`` (default 1), bimask's
+  permutation search (candidates, refresh, seeded by ``config.seed``) and compute dtype (params
+  stay fp32)."""
   layer_args = dict(pattern=rules, method=config.method, sr_ste_lambda=config.sr_ste_lambda,
                     implementation=config.implementation, dtype=compute_dtype(config),
-                    param_dtype=jnp.float32, mask_every=config.mask_every)
+                    param_dtype=jnp.float32, mask_every=config.mask_every,
+                    bimask_candidates=config.get("bimask_candidates", DEFAULT_CANDIDATES),
+                    bimask_refresh=config.get("bimask_refresh", DEFAULT_REFRESH),
+                    bimask_seed=config.seed)
   return create_model(config.model, num_classes=config.data.num_classes,
                       dense=functools.partial(NMDense, **layer_args),
                       conv=functools.partial(NMConv, **layer_args), dtype=compute_dtype(config),

@@ -18,7 +18,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from nmsparse.data.augment import augment, normalize
+from nmsparse.data.augment import augment, mix_batch, normalize, recipe_augment
 from nmsparse.train.parallel import AXIS, shard_map
 from nmsparse.train.state import TrainState
 
@@ -27,13 +27,28 @@ Metrics = dict[str, jax.Array]
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-  """How raw uint8 images become model inputs."""
+  """How raw uint8 images become model inputs; the recipe fields (config ``augment``) default off."""
 
   mean: tuple[float, ...]
   std: tuple[float, ...]
   pad: int
   flip: bool
   dtype: Any
+  cutout: int = 0
+  randaugment_ops: int = 0
+  randaugment_magnitude: float = 0.0
+  mixup_alpha: float = 0.0
+  cutmix_alpha: float = 0.0
+  mix_switch_prob: float = 0.5
+
+  @property
+  def recipe(self) -> bool:
+    """Whether any recipe augmentation is on (else the plain crop/flip path)."""
+    return bool(self.cutout or self.randaugment_ops or self.mixup_alpha or self.cutmix_alpha)
+
+  @property
+  def mixes(self) -> bool:
+    return bool(self.mixup_alpha or self.cutmix_alpha)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
@@ -44,18 +59,22 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
 
 
 def update(state: TrainState, model: nn.Module, images: jax.Array, labels: jax.Array,
-           num_classes: int, label_smoothing: float,
-           grad_sync: bool = True) -> tuple[TrainState, Metrics]:
+           num_classes: int, label_smoothing: float, grad_sync: bool = True,
+           targets: jax.Array | None = None) -> tuple[TrainState, Metrics]:
   """One device's step: loss, gradients averaged over ``data``, optimizer update.
 
   ``grad_sync=False`` skips the gradient and BatchNorm all-reduces (each device then trains its
-  own replica): only for measuring what the all-reduce costs, never for training.
+  own replica): only for measuring what the all-reduce costs, never for training. ``targets``:
+  soft targets (mixup/CutMix, already smoothed) in place of ``labels`` in the loss.
   """
 
   def loss_fn(params):
     logits, new_vars = model.apply(state.variables(params), images, train=True,
                                    mutable=["batch_stats", "nm_masks"])
-    loss = cross_entropy(logits, labels, num_classes, label_smoothing).mean()
+    if targets is None:
+      loss = cross_entropy(logits, labels, num_classes, label_smoothing).mean()
+    else:
+      loss = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
     return loss, (logits, new_vars.get("batch_stats", state.batch_stats),
                   new_vars.get("nm_masks", state.nm_masks))
 
@@ -85,9 +104,21 @@ def make_train_step(model: nn.Module, mesh: Mesh, inputs: InputSpec, num_classes
   def per_device(state, images, labels, order, i, key):
     idx = order[i]
     key = jax.random.fold_in(jax.random.fold_in(key, state.step), lax.axis_index(AXIS))
-    x = augment(key, images[idx], mean, std, pad=inputs.pad, flip=inputs.flip,
-                dtype=inputs.dtype)
-    return update(state, model, x, labels[idx], num_classes, label_smoothing, grad_sync)
+    if not inputs.recipe:
+      x = augment(key, images[idx], mean, std, pad=inputs.pad, flip=inputs.flip,
+                  dtype=inputs.dtype)
+      return update(state, model, x, labels[idx], num_classes, label_smoothing, grad_sync)
+    aug_key, mix_key = jax.random.split(key)
+    x = recipe_augment(aug_key, images[idx], mean, std, pad=inputs.pad, flip=inputs.flip,
+                       dtype=inputs.dtype, cutout_size=inputs.cutout,
+                       randaugment_ops=inputs.randaugment_ops,
+                       randaugment_magnitude=inputs.randaugment_magnitude)
+    targets = None
+    if inputs.mixes:
+      smooth = optax.smooth_labels(jax.nn.one_hot(labels[idx], num_classes), label_smoothing)
+      x, targets = mix_batch(mix_key, x, smooth, inputs.mixup_alpha, inputs.cutmix_alpha,
+                             inputs.mix_switch_prob)
+    return update(state, model, x, labels[idx], num_classes, label_smoothing, grad_sync, targets)
 
   step = shard_map(per_device, mesh, in_specs=(P(), P(), P(), P(None, AXIS), P(), P()),
                    out_specs=(P(), P()))

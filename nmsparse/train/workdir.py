@@ -10,6 +10,7 @@ from typing import Any
 
 from absl import logging
 
+from nmsparse.data.augment import augment_active
 from nmsparse.train.metrics import write_json
 
 CONFIG_FILE = "config.json"
@@ -27,6 +28,8 @@ NOT_RUN_DEFINING_DATA = ("data_dir", "num_workers", "prefetch", "device_memory_l
 # Data fields added after workdirs were first recorded, with the value older runs had.
 ADDED_DATA_DEFAULTS = {"pipeline": "device", "on_corrupt": "fail", "crop_fraction": 0.875,
                        "min_scale": 0.08}
+# Run-defining for method="bimask" only (its permutation search), so other runs' records still match.
+BIMASK_DEFINING = ("bimask_candidates", "bimask_refresh")
 
 
 class ConfigMismatchError(ValueError):
@@ -37,6 +40,10 @@ def run_defining(config: Any) -> dict[str, Any]:
   """The run-defining fields of ``config`` (a ConfigDict or its JSON dict), JSON-normalised."""
   as_dict = config if isinstance(config, dict) else json.loads(config.to_json_best_effort())
   fields = {k: as_dict.get(k) for k in RUN_DEFINING}
+  if as_dict.get("method") == "bimask":
+    fields.update({k: as_dict.get(k) for k in BIMASK_DEFINING})
+  if augment_active(as_dict.get("augment")):  # off: records from before the field still match
+    fields["augment"] = as_dict["augment"]
   if isinstance(fields["data"], dict):
     fields["data"] = {k: v for k, v in {**ADDED_DATA_DEFAULTS, **fields["data"]}.items()
                       if k not in NOT_RUN_DEFINING_DATA}

@@ -1,5 +1,6 @@
 """The quickstart, sweep expansion and subprocess mode, and the report."""
 
+import collections
 import json
 import os
 import subprocess
@@ -168,3 +169,62 @@ def test_report_separates_unlike_runs_and_flags_duplicates(tmp_path):
   assert any("epochs=1]" in l for l in rows)
   assert any('dataset="cifar100"' in l and "| – |" in l for l in rows)  # no cifar100 dense run
   assert "Duplicates" in md and "4.json" in md and "duplicates" in md and "1.json" in md
+
+
+def test_report_noise_comparisons_gpu_time_and_flip_curves(tmp_path):
+  runs = tmp_path / "runs"
+  os.makedirs(runs)
+
+  def run(method, pattern, seed, acc, flips, **config):
+    r = fixture_result("r", "resnet18", method, pattern, seed, acc)
+    for h, f in zip(r["history"], flips):
+      h["mask_flip_fraction"] = f
+    return {**r, "wall_time_s": 1800.0, "config": {"name": "r", "method": method,
+                                                   "pattern": pattern, **config}}
+
+  fixtures = [run("dense", None, 0, 0.90, []), run("dense", None, 1, 0.92, []),
+              run("bdwp", "2:8", 0, 0.89, [0.1, 0.01, 0.001]),
+              run("bdwp", "2:8", 1, 0.91, [0.1, 0.02, 0.002]),
+              run("srste", "2:8", 0, 0.88, [0.2, 0.02, 0.002]),
+              run("bimask", "2:8", 0, 0.85, [0.3, 0.03, 0.003], bimask_candidates=10,
+                  bimask_refresh=100),
+              run("bimask", "2:8", 1, 0.87, [0.3, 0.03, 0.003], bimask_candidates=10,
+                  bimask_refresh=100)]
+  for i, r in enumerate(fixtures):
+    with open(runs / f"{i}.json", "w") as f:
+      json.dump(r, f)
+  written = report.write_report(str(runs), str(tmp_path / "out"))
+  md = open(tmp_path / "out" / "accuracy.md").read()
+  bdwp = [l for l in md.splitlines() if l.startswith("| r | resnet18 | cifar10 | bdwp |")][0]
+  noise = np.sqrt(np.var([89.0, 91.0], ddof=1) / 2 + np.var([90.0, 92.0], ddof=1) / 2)
+  assert f"| 90.00 ± 1.41 | -1.00 | {noise:.2f} | 1.00 |" in bdwp  # two 1800 s runs = 1 h
+  assert "Total GPU time: 3.50 h." in md
+  var = np.var([89.0, 91.0], ddof=1)
+  srste_noise = np.sqrt(var / 2 + var / 1)  # the one srste seed borrows bdwp's variance
+  bimask_noise = np.sqrt(np.var([89.0, 91.0], ddof=1) / 2 + np.var([85.0, 87.0], ddof=1) / 2)
+  row = [l for l in md.splitlines() if l.startswith("| r | 2:8 | 90.00 ± 1.41 |")][0]
+  assert row == (f"| r | 2:8 | 90.00 ± 1.41 | 88.00 | 86.00 ± 1.41 | +2.00 | {srste_noise:.2f} | "
+                 f"+4.00 | {bimask_noise:.2f} |")
+  curves = report.flip_curves(fixtures)
+  assert curves["bdwp 2:8"] == ([1, 2, 3], [0.1, 0.015, 0.0015])
+  assert set(curves) == {"bdwp 2:8", "srste 2:8", "bimask 2:8"}
+  flips = tmp_path / "out" / "flips_r.png"
+  assert str(flips) in written and open(flips, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_issue14_full_sweep_lists_exactly_its_runs():
+  runs = {m: sweep.expand(os.path.join(ROOT, "configs", f"{m}_cifar10.py:full"), "/w", {})
+          for m in ("resnet9", "resnet18", "resnet50", "vgg19", "vit")}
+  cells = lambda rs: collections.Counter((r.method, r.pattern, r.mask_every) for r in rs)
+  table = {("dense", None, None): 3, ("bdwp", "2:8", None): 3}
+  ratio = {("bdwp", p, None): 2 for p in ("1:4", "2:4", "4:8", "1:8")}
+  for m in ("resnet9", "resnet50", "vgg19"):
+    assert cells(runs[m]) == {**table, ("srste", "2:8", None): 1, ("bimask", "2:8", None): 1}
+  baselines = {("srste", "2:8", None): 3, ("bimask", "2:8", None): 3}
+  assert cells(runs["vit"]) == {**table, **baselines, **ratio}
+  assert cells(runs["resnet18"]) == {**table, **baselines, **ratio, ("bdwp", "2:8", 10): 1,
+                                     ("bdwp", "2:8", 100): 1}
+  every = [r for r in runs["resnet18"] if r.mask_every == 10][0]
+  assert every.workdir == "/w/resnet18_cifar10_full/bdwp_2x8_every10/seed0"
+  assert every.overrides()["mask_every"] == 10
+  assert sum(map(len, runs.values())) == 66

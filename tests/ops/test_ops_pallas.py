@@ -24,11 +24,15 @@ class TestPallas(OpSuite):
   methods = ("srste", "bdwp", "bimask")
   patterns = ("2:4", "2:8")
 
+  with_permutation = False  # pallas.supports refuses a permuted bimask mask (test below)
+
   @classmethod
   def cases(cls):
-    """bdwp 2:8 in both dtypes; other methods and 2:4 (same kernels, other masks) in bf16."""
+    """bdwp 2:8 in both dtypes; other methods and 2:4 (same kernels, other masks) in bf16; bimask
+    dense only (its flattened conv groups are refused, test below)."""
     return [c for c in super().cases()
-            if c.dtype == "bfloat16" or (c.method == "bdwp" and c.pattern == "2:8")]
+            if (c.dtype == "bfloat16" or (c.method == "bdwp" and c.pattern == "2:8"))
+            and not (c.method == "bimask" and c.op == "conv")]
 
 
 @pytest.mark.parametrize("method", ["bdwp", "bimask"])

@@ -1,0 +1,71 @@
+"""Bi-Mask's permutation search: the output-axis order of a ``bimask`` layer's backward mask."""
+
+from __future__ import annotations
+
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from nmsparse.prune.methods import bimask_backward, ff_mask
+from nmsparse.types import NMPattern
+
+# Bi-Mask's CIFAR defaults (CnnModels/utils/options.py: --greedy_num 10, --iter 100).
+DEFAULT_CANDIDATES = 10
+DEFAULT_REFRESH = 100
+
+
+def check_bimask_settings(candidates: int, refresh: int, name: str | None = None) -> None:
+  """Raises ``ValueError`` unless both are integers >= 1 (the message names the field and layer)."""
+  where = "" if name is None else f" of layer {name!r}"
+  for field, value in (("bimask_candidates", candidates), ("bimask_refresh", refresh)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise ValueError(f"{field}{where} must be an integer >= 1, got {value!r}.")
+
+
+def kept_count(w: jax.Array, pattern: NMPattern, perm: jax.Array) -> jax.Array:
+  """How many weights the backward mask keeps with output order ``perm`` (Bi-Mask's score)."""
+  m_ff = ff_mask(w, pattern, "bimask")
+  return jnp.sum(bimask_backward(w, m_ff, pattern, perm), dtype=jnp.int32)
+
+
+def candidate_permutations(key: jax.Array, features: int, candidates: int) -> jax.Array:
+  """``candidates`` random permutations of ``range(features)`` as int32 ``[candidates, features]``."""
+  return jax.vmap(lambda k: jax.random.permutation(k, features))(
+      jax.random.split(key, candidates)).astype(jnp.int32)
+
+
+def best_of(w: jax.Array, pattern: NMPattern, perms: jax.Array) -> jax.Array:
+  """The first row of ``perms`` whose backward mask keeps the most weights (``M_ff * M_b``
+  summed; Bi-Mask's score, first maximum as its strict ``>``)."""
+  w = lax.stop_gradient(w)
+  m_ff = ff_mask(w, pattern, "bimask")
+  counts = lax.map(lambda p: jnp.sum(bimask_backward(w, m_ff, pattern, p), dtype=jnp.int32), perms)
+  return perms[jnp.argmax(counts)]
+
+
+def best_permutation(w: jax.Array, pattern: NMPattern, key: jax.Array,
+                     candidates: int) -> jax.Array:
+  """Bi-Mask's search: :func:`best_of` ``candidates`` random permutations of the output axis."""
+  return best_of(w, pattern, candidate_permutations(key, w.shape[-1], candidates))
+
+
+def layer_key(seed: int, name: str) -> jax.Array:
+  """The permutation draws' key of one layer: ``seed`` folded with a hash of its name."""
+  return jax.random.fold_in(jax.random.key(seed), np.uint32(zlib.crc32(name.encode())))
+
+
+def refresh_permutation(w: jax.Array, perm: jax.Array, count: jax.Array, pattern: NMPattern,
+                        refresh: int, candidates: int, key: jax.Array) -> jax.Array:
+  """One training call of the refresh rule: a new :func:`best_permutation` of ``w`` (drawn with
+  ``key`` folded with ``count``) when ``count % refresh == 0``, else ``perm``."""
+  return lax.cond(count % refresh == 0,
+                  lambda: best_permutation(w, pattern, jax.random.fold_in(key, count), candidates),
+                  lambda: perm)
+
+
+def identity_permutation(features: int) -> jax.Array:
+  """The initial permutation, ``arange(features)`` as int32."""
+  return jnp.arange(features, dtype=jnp.int32)
