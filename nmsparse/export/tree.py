@@ -160,6 +160,12 @@ def export(variables: Mapping[str, Any],
       layers[path] = _layer_entry(path, w, None, None)
       continue
     w = jnp.asarray(w)
+    if method == "bimask" and w.ndim == 4:
+      raise ValueError(
+          f"Kernel {path!r} of shape {tuple(w.shape)}: bimask groups a conv kernel's forward mask "
+          f"along the flattened (C, kh, kw) axis (SPEC §1), which the packed format (groups of "
+          f"{pattern.m} along C for every tap) cannot hold; export bimask models with dense "
+          "kernels only, or keep this layer dense with a layer rule.")
     check_groupable(w.shape, IN_AXIS, pattern, what=f"kernel {path!r}")
     packed[path], mask = _pack_ff(w, jnp.asarray(snapshots.get(path, w)), pattern,
                                   jnp.dtype(dtype))

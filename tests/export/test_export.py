@@ -230,6 +230,9 @@ def test_bad_exports_raise_clearly(tmp_path):
     ex.export(variables, LayerRules.uniform("2:8"), "bdwp")
   with pytest.raises(ValueError, match="apply variables"):
     ex.export(variables["params"], rules, "bdwp")
+  with pytest.raises(ValueError, match=r"bimask groups a conv kernel's forward mask along the "
+                                       r"flattened \(C, kh, kw\) axis"):
+    ex.export(variables, rules, "bimask")
   with pytest.raises(TypeError, match="not JSON-able"):
     ex.export(variables, rules, "bdwp", source={"step": object()})
   exported = ex.export(variables, rules, "bdwp")
