@@ -34,14 +34,7 @@ def get_config(arg: str | None = None):
   c.warmup_epochs = 4.0
   c.sweep = base.METHODS_SWEEP + base.RATIO_SWEEP
   if arg == "full":
-    base.full_name(c)
-    c.epochs = 200
-    c.batch_size = 128
-    c.learning_rate = 0.1
-    c.schedule = "cosine"
-    c.warmup_epochs = 0.0
-    c.nesterov = False
-    c.label_smoothing = 0.0
+    base.full_sgd_recipe(c)
     c.sweep = base.FULL_TABLE + base.FULL_BASELINES + base.FULL_RATIO + base.FULL_MASK_EVERY
   if arg == "smoke":
     base.smoke(c, dict(width=8, stem="cifar", stage_sizes=(1, 1)))

@@ -30,14 +30,7 @@ def get_config(arg: str | None = None):
   c.learning_rate = 0.4
   c.warmup_epochs = 3.0
   if arg == "full":
-    base.full_name(c)
-    c.epochs = 200
-    c.batch_size = 128
-    c.learning_rate = 0.1
-    c.schedule = "cosine"
-    c.warmup_epochs = 0.0
-    c.nesterov = False
-    c.label_smoothing = 0.0
+    base.full_sgd_recipe(c)
     c.sweep = base.FULL_TABLE + base.FULL_BASELINES_ONE_SEED
   if arg == "smoke":
     base.smoke(c, dict(width=8, stem="cifar", stage_sizes=(1, 1)))

@@ -29,14 +29,7 @@ def get_config(arg: str | None = None):
   c.learning_rate = 0.2
   c.warmup_epochs = 5.0
   if arg == "full":
-    base.full_name(c)
-    c.epochs = 200
-    c.batch_size = 128
-    c.learning_rate = 0.1
-    c.schedule = "cosine"
-    c.warmup_epochs = 0.0
-    c.nesterov = False
-    c.label_smoothing = 0.0
+    base.full_sgd_recipe(c)
     c.sweep = base.FULL_TABLE + base.FULL_BASELINES_ONE_SEED
   if arg == "smoke":
     base.smoke(c, dict(layers=(8, "M", 8, 16, "M", 16, "M")))

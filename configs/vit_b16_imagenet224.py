@@ -31,40 +31,17 @@ def get_config(arg: str | None = None):
   c.model_kwargs.heads = 12
   c.model_kwargs.mlp_ratio = 4
   c.model_kwargs.attention = "auto"
-  c.data.source = "folder"
-  c.data.pipeline = "stream"
-  c.data.num_workers = 14  # decode processes: 16 cores less the trainer and the prefetch thread
-  c.data.prefetch = 2
-  c.data.on_corrupt = "skip"  # a bad file among 1.28M is logged with its path, not fatal
-  c.data.name = "imagenet"
-  c.data.data_dir = ""
-  c.data.num_classes = 1000
-  c.data.image_size = 224
-  c.data.crop_padding = 0
-  c.data.test_split = "val"
+  base.imagenet224(c)
   c.epochs = 300
   c.batch_size = 1024
-  c.eval_batch_size = 500
   c.optimizer = "adamw"
   c.learning_rate = 1e-3
   c.schedule = "cosine"
   c.warmup_epochs = 5.0
   c.weight_decay = 0.05
   c.grad_clip = 1.0
-  c.label_smoothing = 0.1
-  c.checkpoint_every_steps = 2000
-  c.sweep = [dict(methods=["dense", "bdwp"], patterns=["2:4", "2:8"], seeds=[0])]
   if arg == "speed":
-    c.name += "_speed"
-    c.data.source = "synthetic"
-    c.data.pipeline = "device"
-    c.data.synthetic_train = 1024
-    c.data.synthetic_test = 256
-    c.batch_size = 256
-    c.epochs = 1
-    c.track_mask_flips = False
-    c.progress_bar = False
-    c.tensorboard = False
+    base.speed(c)
   if arg == "smoke":
     base.smoke(c, dict(patch=16, width=32, depth=1, heads=2, mlp_ratio=2, attention="einsum"))
     c.data.pipeline = "device"
