@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One device call for the sparse_tc backend: build the native extension, then run the named
-# sections of scripts/bench_sptc.py and the ViT-B/16 step-time variants. Results under $OUT.
+# One device call for the native backend: build the extension, then run the named sections of
+# scripts/bench_sptc.py, of scripts/bench_decode.py (DECODE=kernel,sweep,models), the streaming
+# measurement (STREAM=1), the CIFAR auto-vs-pallas timing (AUTO_VS_PALLAS="--set ..." flags) and
+# the step-time variants. Results under $OUT (one archive, results.tgz).
 #   TESTS="tests/kernels/test_sparse_tc.py tests/ops/test_ops_sparse_tc.py" SECTIONS=check,gemm \
 #     RUNS="vit_b16_imagenet224:speed/dense/auto vit_b16_imagenet224:speed/bdwp/auto/sparse_tc/2:4" \
 #     bash scripts/gpu_sptc.sh
@@ -24,6 +26,18 @@ if [ -n "${TESTS:-}" ]; then  # the compiled GPU tests of the extension
 fi
 if [ -n "${SECTIONS:-}" ]; then
   python3 scripts/bench_sptc.py --out "$OUT" --sections "$SECTIONS" 2>&1 | tee "$OUT/bench.log" | grep -v "^W\|^I1"
+fi
+if [ -n "${DECODE:-}" ]; then
+  python3 scripts/bench_decode.py --out "$OUT" --sections "$DECODE" 2>&1 | tee "$OUT/decode.log" \
+    | grep -v "^W\|^I1" | tail -40
+fi
+if [ -n "${STREAM:-}" ]; then
+  bash scripts/gpu_stream.sh "$OUT/stream_throughput.json" > "$OUT/stream.log" 2>&1
+  tail -25 "$OUT/stream.log"
+fi
+if [ -n "${AUTO_VS_PALLAS:-}" ]; then
+  python3 scripts/auto_vs_pallas.py $AUTO_VS_PALLAS --out "$OUT/auto_vs_pallas.json" 2>&1 \
+    | tee "$OUT/auto_vs_pallas.log" | grep -v "^W\|^I1" | tail -12
 fi
 for v in ${RUNS:-}; do  # config[:variant]/method/attention/implementation/pattern/extra-set
   IFS=/ read -r cfg method att impl pattern extra <<< "$v"

@@ -10,20 +10,43 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from nmsparse.export.tree import PACKED, Exported
+from nmsparse import native
 from nmsparse.kernels import nm_matmul, reference_nm_matmul
+from nmsparse.kernels import value_serial
 from nmsparse.layer_args import conv_layer_args, flatten_images
+from nmsparse.ops.cards import CardRule, native_decode_max_rows
 from nmsparse.ops.config import ConvDims
 from nmsparse.ops.pallas import KERNEL_M
 from nmsparse.pack import PackedNM, unpack
 
 
+def decode_path(k: int, o: int, pattern, rows: int, rule: CardRule | None = None,
+                dtype=jnp.bfloat16) -> str:
+  """The path ``implementation=None`` takes for ``x [rows, k] @ W [k, o]`` of an exported layer:
+  ``"native"`` (:func:`nmsparse.kernels.value_serial.vs_matmul` on the packed operand) where the
+  card (``rule``, default this one's: ``nmsparse/ops/cards.py``) measured it faster than dense at
+  this pattern and row count and the extension is loaded, else ``"dense"``."""
+  del k, o  # the measured rule is per pattern and row count (benchmarks/h200_decode.md)
+  if rows > native_decode_max_rows(pattern, rule) or jnp.dtype(dtype) != jnp.bfloat16:
+    return "dense"
+  return "native" if native.status() is None else "dense"
+
+
 def packed_matmul(x: jax.Array, packed: PackedNM) -> jax.Array:
-  """``x @ unpack(packed)`` for ``[..., K]`` activations: the value-serial ``nm_matmul`` kernel
-  (Pallas; interpreted off-GPU) for ``M in (2, 4, 8)``, its jnp reference for other M."""
-  matmul = nm_matmul if packed.pattern.m in KERNEL_M else reference_nm_matmul
+  """``x @ unpack(packed)`` for ``[..., K]`` activations: the native value-serial kernel where
+  :func:`decode_path` says ``"native"``; else the Pallas ``nm_matmul`` kernel (interpreted
+  off-GPU) for ``M in (2, 4, 8)``, its jnp reference for other M."""
   lead = x.shape[:-1]
+  rows = int(np.prod(lead))
+  k, o = packed.shape
+  if (decode_path(k, o, packed.pattern, rows, dtype=x.dtype) == "native"
+      and value_serial.unsupported(x.dtype, packed) is None):
+    matmul = value_serial.vs_matmul
+  else:
+    matmul = nm_matmul if packed.pattern.m in KERNEL_M else reference_nm_matmul
   y = matmul(x.reshape(-1, x.shape[-1]), packed)
   return y.reshape(lead + (packed.shape[1],))
 

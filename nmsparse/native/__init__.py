@@ -13,7 +13,8 @@ import os
 
 from nmsparse.native.build import HERE, LIB_NAME
 
-TARGETS = ("nms_sptc_prune", "nms_sptc_lib_compress", "nms_sptc_compress", "nms_sptc_spmm")
+TARGETS = ("nms_sptc_prune", "nms_sptc_lib_compress", "nms_sptc_compress", "nms_sptc_spmm",
+           "nms_vs_matmul")
 
 
 def library_path() -> str:
@@ -50,15 +51,15 @@ def status() -> str | None:
   return _load()[1]
 
 
-def library() -> ctypes.CDLL:
-  """The loaded extension.
+def library(what: str = "implementation='sparse_tc'") -> ctypes.CDLL:
+  """The loaded extension; ``what`` names the caller in the error.
 
   Raises:
     ValueError: off-GPU, or the extension is not built or does not load (the message says which).
   """
   lib, why = _load()
   if lib is None:
-    raise ValueError(f"implementation='sparse_tc' is not available: {why}.")
+    raise ValueError(f"{what} is not available: {why}.")
   return lib
 
 

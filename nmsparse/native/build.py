@@ -17,7 +17,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LIB_NAME = "libnmsparse_native.so"
-SOURCES = ("sptc.cu",)
+SOURCES = ("sptc.cu", "vs.cu")
 
 
 def find_cusparselt() -> tuple[str, str]:

@@ -25,12 +25,16 @@ class CardRule:
     packed_max_batch: the largest batch at which ``pallas`` uses its packed value-serial products
       (0: the packed products lost to dense at every measured batch; the masked path runs).
     source: the benchmark files behind the numbers.
+    native_decode: ``((pattern, max_rows), ...)``: the exported model's forward runs the native
+      value-serial kernel for a product of at most ``max_rows`` rows at that pattern (it measured
+      faster than dense ``jnp.dot`` there); other patterns and larger products run dense.
   """
 
   sparse_tc_min_dim: int | None
   sparse_tc_min_rows: int
   packed_max_batch: int
   source: str
+  native_decode: tuple[tuple[str, int], ...] = ()
 
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -61,3 +65,10 @@ def prefers_sparse_tc(w_shape: tuple[int, ...], rows: int, rule: CardRule | None
   k, o = w_shape[-2:]
   return (rule.sparse_tc_min_dim is not None and min(k, o) >= rule.sparse_tc_min_dim
           and rows >= rule.sparse_tc_min_rows)
+
+
+def native_decode_max_rows(pattern, rule: CardRule | None = None) -> int:
+  """The most rows at which the card measured the native value-serial forward faster than dense
+  for ``pattern`` (0: not measured faster, or not measured)."""
+  rule = card_rule() if rule is None else rule
+  return dict(rule.native_decode).get(str(pattern), 0)

@@ -72,6 +72,23 @@ def allreduce_ms(tree: Any, mesh: Any, steps: int = 50) -> float:
   return median_step_ms(one, tree, lambda i: (), 3, steps)[1]
 
 
+def fixed_batch(run: Run, idx: np.ndarray | None = None) -> tuple[jax.Array, jax.Array]:
+  """One training batch as the train step prepares it (random crop/flip, normalised, compute
+  dtype), batch-sharded over ``run.mesh``: the input of :func:`make_batch_train_step`'s step.
+
+  Args:
+    run: a run with its dataset in memory (``data.pipeline="device"``).
+    idx: the examples; default the first batch of epoch 0.
+  """
+  if idx is None:
+    idx = epoch_order(run.data_key, 0, len(run.data.train_labels), run.config.batch_size)[0]
+  x = augment(run.step_key, jnp.asarray(run.data.train_images[idx]), jnp.asarray(run.inputs.mean),
+              jnp.asarray(run.inputs.std), pad=run.inputs.pad, flip=run.inputs.flip,
+              dtype=run.inputs.dtype)
+  return (put_batch_sharded(np.asarray(x), run.mesh),
+          put_batch_sharded(run.data.train_labels[idx], run.mesh))
+
+
 def measure_step_time(config: Any, warmup: int, steps: int, with_data: bool = True,
                       without_data: bool = True, probes: bool = False) -> dict[str, Any]:
   """Median train-step ms of ``config`` (its devices, its global batch) with and without data.
@@ -115,12 +132,7 @@ def measure_step_time(config: Any, warmup: int, steps: int, with_data: bool = Tr
                  param_bytes=int(sum(a.nbytes for a in jax.tree.leaves(run.state.params))))
   if not without_data:
     return _row(config, run, with_data_ms, None, steps, extra)
-  idx = np.asarray(order[0])
-  x = augment(run.step_key, jnp.asarray(run.data.train_images[idx]), jnp.asarray(run.inputs.mean),
-              jnp.asarray(run.inputs.std), pad=run.inputs.pad, flip=run.inputs.flip,
-              dtype=run.inputs.dtype)
-  x = put_batch_sharded(np.asarray(x), run.mesh)
-  y = put_batch_sharded(run.data.train_labels[idx], run.mesh)
+  x, y = fixed_batch(run, np.asarray(order[0]))
   batch_step = make_batch_train_step(run.model, run.mesh, config.data.num_classes,
                                      config.label_smoothing)
   run.state, without_data = median_step_ms(batch_step, run.state, lambda i: (x, y), warmup, steps)

@@ -1,0 +1,184 @@
+"""Issue 10's benchmark, one GPU, one process (SPEC §3): the native value-serial forward
+(``nmsparse.kernels.value_serial.vs_matmul``) against dense ``jnp.dot`` at small batches, and the
+whole-model forward of exported ViTs.
+
+    python scripts/bench_decode.py --out /tmp/d                  # kernel table + models
+    python scripts/bench_decode.py --out /tmp/d --sections sweep # split-count sweep only
+
+Sections:
+* ``kernel``: batch 1, 4, 8, 16, 32, 64 x K x O in {4096^2, 8192^2, 768x3072, 3072x768,
+  4096x11008, 11008x4096} x {2:8, 2:4, 1:8}: ``vs_matmul`` on the packed FF operand vs
+  ``x @ W`` with the masked bf16 weight; packed bytes / time next to the copy ceiling; the path
+  ``implementation=None`` takes (``nmsparse.export.inference.decode_path``) and its ratio.
+* ``sweep``: split counts around the default at a few shapes (tunes ``splits_for``).
+* ``models``: batch 1 and 8 forward of ViT-B/16 (224 px) and the CIFAR ViT at 2:8: the masked
+  dense model vs the exported model (packed operands, ``implementation=None``).
+
+Timing is ``scripts/bench_kernels.time_op`` (rotated input sets so weights are not L2-resident).
+Results: ``decode.json`` under ``--out``; a short table is printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_kernels import _git_sha, ceilings, rel_err, time_op  # noqa: E402
+
+from nmsparse.export import inference  # noqa: E402
+from nmsparse.kernels import reference_nm_matmul  # noqa: E402
+from nmsparse.kernels import value_serial as vs  # noqa: E402
+from nmsparse.pack import pack_nm, packed_bytes, unpack  # noqa: E402
+from nmsparse.types import NMPattern  # noqa: E402
+
+BF16 = jnp.bfloat16
+SHAPES = [(4096, 4096), (8192, 8192), (768, 3072), (3072, 768), (4096, 11008), (11008, 4096)]
+PATTERNS = ["2:8", "2:4", "1:8"]
+BATCHES = [1, 4, 8, 16, 32, 64]
+
+
+def _device() -> str:
+  return jax.devices()[0].device_kind
+
+
+def kernel_rows(args, copy_gbps: float) -> list[dict]:
+  rows = []
+  for k, o in SHAPES:
+    w = jax.random.normal(jax.random.key(k + o), (k, o), jnp.float32) / np.sqrt(k)
+    for pattern in args.patterns:
+      p = NMPattern.parse(pattern)
+      ff = pack_nm(w, p, axis=0, dtype=BF16)
+      dense_w = unpack(ff)  # the masked bf16 weight: what a dense deployment reads
+      nbytes = packed_bytes((k, o), p, 0, 2)
+      ffs = lambda i, ff=ff: ff if i == 0 else jax.tree.map(lambda a: jnp.array(a, copy=True), ff)
+      ws = lambda i, dw=dense_w: dw if i == 0 else jnp.array(dw, copy=True)
+      for batch in args.batches:
+        x = jax.random.normal(jax.random.key(batch), (batch, k), jnp.float32).astype(BF16)
+        dense_ms = time_op(lambda x, w: x @ w, lambda i: (x, ws(i)), 2 * k * o, args.max_rotate)
+        ms = time_op(vs.vs_matmul, lambda i: (x, ffs(i)), nbytes, args.max_rotate)
+        err = rel_err(vs.vs_matmul(x, ff), reference_nm_matmul(x, ff))
+        path = inference.decode_path(k, o, p, batch)
+        auto_ms = ms if path == "native" else dense_ms
+        row = {"op": "fwd_packed_native", "K": k, "O": o, "pattern": str(p), "batch": batch,
+               "implementation": "native", "device": _device(), "dense_ms": dense_ms, "ms": ms,
+               "ratio": dense_ms / ms, "packed_bytes": nbytes,
+               "packed_GBps": nbytes / (ms * 1e-3) / 1e9,
+               "dense_GBps": 2 * k * o / (dense_ms * 1e-3) / 1e9,
+               "fraction_of_copy": nbytes / (ms * 1e-3) / 1e9 / copy_gbps,
+               "splits": vs.splits_for(batch, k, o, p.m), "rel_err": err,
+               "auto_path": path, "auto_ratio": dense_ms / auto_ms,
+               "jax_version": jax.__version__, "git_sha": _git_sha()}
+        rows.append(row)
+        print(f"{k}x{o} {p} b{batch}: dense {dense_ms * 1e3:.1f} us, native {ms * 1e3:.1f} us "
+              f"({row['ratio']:.2f}x, {row['packed_GBps']:.0f} GB/s), auto={path}", flush=True)
+  return rows
+
+
+def sweep_rows(args) -> list[dict]:
+  rows = []
+  for (k, o), pattern, batch in [((4096, 4096), "2:8", 1), ((4096, 4096), "2:8", 16),
+                                 ((4096, 4096), "2:4", 16), ((3072, 768), "2:8", 8),
+                                 ((768, 3072), "2:8", 8), ((8192, 8192), "2:8", 16)]:
+    p = NMPattern.parse(pattern)
+    w = jax.random.normal(jax.random.key(1), (k, o), jnp.float32)
+    ff = pack_nm(w, p, axis=0, dtype=BF16)
+    x = jax.random.normal(jax.random.key(2), (batch, k), jnp.float32).astype(BF16)
+    nbytes = packed_bytes((k, o), p, 0, 2)
+    base = vs.splits_for(batch, k, o, p.m)
+    gq = -(-(k // p.m) // (8 // (2 if p.m <= 4 else 4)))
+    for s in sorted({1, max(1, base // 4), max(1, base // 2), base, base * 2, base * 4}):
+      if s > max(1, gq // vs.WARPS):
+        continue
+      fn = functools.partial(vs.vs_matmul, splits=s)
+      ms = time_op(fn, lambda i: (x, jax.tree.map(lambda a: jnp.array(a, copy=True), ff)), nbytes,
+                   args.max_rotate)
+      rows.append({"K": k, "O": o, "pattern": str(p), "batch": batch, "splits": s,
+                   "default_splits": base, "ms": ms, "packed_GBps": nbytes / (ms * 1e-3) / 1e9})
+      print(f"sweep {k}x{o} {p} b{batch} splits {s}{' (default)' if s == base else ''}: "
+            f"{ms * 1e3:.1f} us", flush=True)
+  return rows
+
+
+def model_rows(args) -> list[dict]:
+  from experiments.config_io import apply_overrides, load_config
+  from nmsparse.export import export
+  from nmsparse.train.setup import build_model, build_rules
+
+  rows = []
+  for cfg_path in args.models:
+    config = apply_overrides(load_config(cfg_path), {"method": "bdwp", "pattern": "2:8",
+                                                     "implementation": "xla"})
+    rules = build_rules(config)
+    model = build_model(config, rules)
+    size = config.data.image_size
+    shape = (size, size, 3)
+    variables = jax.jit(lambda key: model.init(key, jnp.zeros((1,) + shape), train=False))(
+        jax.random.key(0))
+    exported = export(variables, rules, config.method, dtype=BF16)
+    for batch in args.model_batches:
+      images = jax.random.normal(jax.random.key(batch), (batch,) + shape, jnp.float32)
+      dense_vars = inference.materialize(exported, batch, implementation="dense")
+      auto_vars = inference.materialize(exported, batch)
+
+      def fwd(variables, x):
+        return inference.apply(model, variables, x, train=False)
+
+      dense_ms = time_op(fwd, lambda i: (dense_vars, images), 1.0, 1)
+      auto_ms = time_op(fwd, lambda i: (auto_vars, images), 1.0, 1)
+      err = rel_err(fwd(auto_vars, images), fwd(dense_vars, images))
+      paths = inference.layer_paths(auto_vars)
+      rows.append({"op": "model_forward", "config": config.name, "batch": batch,
+                   "pattern": "2:8", "device": _device(), "dense_ms": dense_ms, "ms": auto_ms,
+                   "ratio": dense_ms / auto_ms, "rel_err": err, "paths": paths,
+                   "jax_version": jax.__version__, "git_sha": _git_sha()})
+      print(f"{config.name} b{batch}: dense {dense_ms:.3f} ms, exported {auto_ms:.3f} ms "
+            f"({dense_ms / auto_ms:.2f}x), paths {paths}", flush=True)
+  return rows
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--out", required=True)
+  ap.add_argument("--sections", default="kernel,models")
+  ap.add_argument("--patterns", nargs="+", default=PATTERNS)
+  ap.add_argument("--batches", nargs="+", type=int, default=BATCHES)
+  ap.add_argument("--model_batches", nargs="+", type=int, default=[1, 8])
+  ap.add_argument("--models", nargs="+",
+                  default=["configs/vit_b16_imagenet224.py:speed", "configs/vit_cifar10.py"])
+  ap.add_argument("--max_rotate", type=int, default=16)
+  args = ap.parse_args()
+  os.makedirs(args.out, exist_ok=True)
+  result = {"device": _device(), "jax_version": jax.__version__, "git_sha": _git_sha()}
+  sections = args.sections.split(",")
+  result["ceilings"] = ceilings()
+  print("ceilings", result["ceilings"], flush=True)
+  path = os.path.join(args.out, "decode.json")
+
+  def save():
+    with open(path, "w") as f:
+      json.dump(result, f, indent=1)
+
+  for name, fn in (("sweep", lambda: sweep_rows(args)),
+                   ("kernel", lambda: kernel_rows(args, result["ceilings"]["copy_GBps"])),
+                   ("models", lambda: model_rows(args))):
+    if name in sections:
+      result[name] = fn()
+      save()
+  for r in result.get("kernel", []):
+    if r["K"] >= 4096 and r["O"] >= 4096 and r["batch"] <= 16:
+      print(f"| {r['K']}x{r['O']} | {r['pattern']} | {r['batch']} | {r['ratio']:.2f} | "
+            f"{r['fraction_of_copy']:.2f} | {r['auto_ratio']:.2f} |")
+  for r in result.get("models", []):
+    print(f"| {r['config']} | b{r['batch']} | {r['ratio']:.2f} |")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,96 @@
+"""The native value-serial kernel (``nms_vs_matmul``): its schedule rules (CPU) and its products
+against ``reference_nm_matmul`` (GPU, with the extension built: ``python -m nmsparse.native.build``).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nmsparse import native
+from nmsparse.kernels import reference_nm_matmul
+from nmsparse.kernels import value_serial as vs
+from nmsparse.pack import fields_per_byte, pack_nm
+from nmsparse.testing.tolerance import assert_close
+
+needs_native = pytest.mark.skipif(native.status() is not None,
+                                  reason=f"native kernel unavailable: {native.status()}")
+
+
+def _operands(batch, k, o, pattern, seed=0):
+  kx, kw = jax.random.split(jax.random.key(seed))
+  x = jax.random.normal(kx, (batch, k), jnp.float32).astype(jnp.bfloat16)
+  w = jax.random.normal(kw, (k, o), jnp.float32)
+  return x, pack_nm(w, pattern, axis=0, dtype=jnp.bfloat16)
+
+
+@pytest.mark.parametrize("batch,k,o,m", [(1, 4096, 4096, 8), (16, 4096, 4096, 8),
+                                         (16, 768, 3072, 4), (64, 11008, 4096, 8),
+                                         (3, 40, 100, 8), (8, 3072, 768, 4)])
+def test_splits_respect_the_kernels_limits(batch, k, o, m):
+  splits = vs.splits_for(batch, k, o, m)
+  gq = -(-(k // m) // fields_per_byte(m))
+  rows = -(-gq // splits)
+  assert 1 <= splits <= max(1, gq // vs.WARPS)
+  assert rows * fields_per_byte(m) * m * vs.batch_tile(batch) * 2 <= vs.SMEM_X_BYTES
+  tiles = -(-o // vs.COLS_PER_BLOCK) * -(-batch // vs.MAX_BATCH_TILE)
+  if splits < max(1, gq // vs.WARPS):  # more slices were possible: they were not needed
+    assert tiles * splits >= vs.TARGET_BLOCKS
+
+
+def test_batch_tiles():
+  assert [vs.batch_tile(b) for b in (1, 2, 3, 5, 8, 15, 16, 64)] == [1, 2, 2, 4, 8, 8, 16, 16]
+
+
+def test_unsupported_says_why():
+  x, ff = _operands(2, 64, 32, "2:8")
+  assert vs.unsupported(x.dtype, ff) is None
+  assert "bfloat16" in vs.unsupported(jnp.float32, ff)
+  assert "outside" in vs.unsupported(x.dtype, pack_nm(jnp.ones((64, 32)), "1:2", axis=0,
+                                                      dtype=jnp.bfloat16))
+  assert "input axis" in vs.unsupported(x.dtype, pack_nm(jnp.ones((64, 32)), "2:8", axis=1,
+                                                         dtype=jnp.bfloat16))
+
+
+@pytest.mark.skipif(native.status() is None, reason="the extension is loaded here")
+def test_without_the_extension_the_error_names_what_is_missing():
+  x, ff = _operands(2, 64, 32, "2:8")
+  with pytest.raises(ValueError, match="value-serial kernel is not available"):
+    vs.vs_matmul(x, ff)
+
+
+@needs_native
+@pytest.mark.parametrize("pattern", ["1:4", "2:4", "1:8", "2:8", "4:8", "2:16"])
+@pytest.mark.parametrize("batch", [1, 3, 8, 16, 17, 64])
+def test_matches_the_reference(pattern, batch):
+  x, ff = _operands(batch, 1024, 768, pattern, seed=batch)
+  got = jax.jit(vs.vs_matmul)(x, ff)
+  assert got.dtype == jnp.bfloat16 and got.shape == (batch, 768)
+  assert_close(got, np.asarray(reference_nm_matmul(x, ff), np.float32), jnp.bfloat16, 1024,
+               f"{pattern} batch {batch}")
+
+
+@needs_native
+@pytest.mark.parametrize("k,o,pattern", [(40, 100, "2:8"), (24, 33, "2:4"), (8, 64, "2:8"),
+                                         (4096, 130, "2:8"), (48, 1, "1:4")])
+def test_ragged_shapes(k, o, pattern):
+  """Group counts that leave padding bytes, odd widths (unaligned value pairs), a lone column."""
+  x, ff = _operands(5, k, o, pattern)
+  assert_close(vs.vs_matmul(x, ff), np.asarray(reference_nm_matmul(x, ff), np.float32),
+               jnp.bfloat16, k, f"{k}x{o} {pattern}")
+
+
+@needs_native
+@pytest.mark.parametrize("splits", [1, 2, 7, 64])
+def test_any_split_count_gives_the_same_product(splits):
+  x, ff = _operands(16, 4096, 256, "2:8")
+  ref = np.asarray(reference_nm_matmul(x, ff), np.float32)
+  assert_close(vs.vs_matmul(x, ff, splits=splits), ref, jnp.bfloat16, 4096, f"splits {splits}")
+
+
+@needs_native
+def test_vmap_over_rows_and_under_jit():
+  x, ff = _operands(12, 512, 256, "2:4")
+  got = jax.jit(jax.vmap(lambda r: vs.vs_matmul(r, ff)))(x.reshape(3, 4, 512))
+  assert_close(got.reshape(12, 256), np.asarray(reference_nm_matmul(x, ff), np.float32),
+               jnp.bfloat16, 512)
