@@ -149,7 +149,7 @@ class Variant:
     self.program = program_text(self.step, self.run.state, x, y)
 
   def warm_up(self, x, y, steps: int) -> None:
-    """``steps`` synchronised steps; the first one's seconds (compilation) go to ``first_step_s``."""
+    """``steps`` synchronised steps; ``first_step_s``: the first one's seconds (compilation)."""
     for i in range(steps):
       start = time.perf_counter()
       self.run.state, metrics = self.step(self.run.state, x, y)

@@ -107,6 +107,40 @@ def sweep_rows(args) -> list[dict]:
   return rows
 
 
+def profile_rows(args) -> list[dict]:
+  """Kernel durations from a profiler trace (device time apart from host dispatch)."""
+  import collections
+  import tempfile
+  from profile_step import device_events
+
+  rows = []
+  for (k, o), pattern, batch in [((4096, 4096), "2:8", 1), ((4096, 4096), "2:8", 16),
+                                 ((4096, 4096), "2:4", 16), ((768, 3072), "2:8", 8)]:
+    p = NMPattern.parse(pattern)
+    w = jax.random.normal(jax.random.key(1), (k, o), jnp.float32)
+    ff = pack_nm(w, p, axis=0, dtype=BF16)
+    dw = unpack(ff)
+    x = jax.random.normal(jax.random.key(2), (batch, k), jnp.float32).astype(BF16)
+    sets = [jax.tree.map(lambda a: jnp.array(a, copy=True), (ff, dw)) for _ in range(8)]
+    f = jax.jit(lambda x, sets: [vs.vs_matmul(x, s[0]) for s in sets] +
+                [x @ s[1] for s in sets])
+    jax.block_until_ready(f(x, sets))
+    trace_dir = tempfile.mkdtemp(prefix="trace_")
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      for _ in range(5):
+        jax.block_until_ready(f(x, sets))
+    events, _ = device_events(trace_dir)
+    per = collections.defaultdict(list)
+    for name, dur in events:
+      per[name].append(dur)
+    kernels = {name: {"count": len(d), "mean_us": float(np.mean(d))} for name, d in per.items()}
+    rows.append({"K": k, "O": o, "pattern": str(p), "batch": batch, "kernels": kernels})
+    for name, v in sorted(kernels.items(), key=lambda kv: -kv[1]["mean_us"] * kv[1]["count"])[:6]:
+      print(f"profile {k}x{o} {p} b{batch}: {v['count']:4d} x {v['mean_us']:7.2f} us  {name[:70]}",
+            flush=True)
+  return rows
+
+
 def model_rows(args) -> list[dict]:
   from experiments.config_io import apply_overrides, load_config
   from nmsparse.export import export
@@ -166,7 +200,8 @@ def main():
     with open(path, "w") as f:
       json.dump(result, f, indent=1)
 
-  for name, fn in (("sweep", lambda: sweep_rows(args)),
+  for name, fn in (("profile", lambda: profile_rows(args)),
+                   ("sweep", lambda: sweep_rows(args)),
                    ("kernel", lambda: kernel_rows(args, result["ceilings"]["copy_GBps"])),
                    ("models", lambda: model_rows(args))):
     if name in sections:

@@ -104,14 +104,49 @@ vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restri
   const int r0 = split * rows_per_split;
   const int r1 = min(Gq, r0 + rows_per_split);
   const int k0 = r0 * Q * M;
-  const int kspan = (r1 - r0) * Q * M;  // may run past K in the padding groups: zeros there
+  const int kspan = max(0, r1 - r0) * Q * M;  // may run past K in the padding groups: zeros there
 
-  // Stage x[b0 : b0 + BT, k0 : k0 + kspan] as xs[k][b]; rows past B and columns past K are zero.
-  for (int i = threadIdx.x; i < kspan * BT; i += blockDim.x) {
-    const int b = i / kspan, k = i - b * kspan;  // consecutive threads read consecutive k
-    const int gb = b0 + b, gk = k0 + k;
-    xs[k * BT + b] = (gb < B && gk < K) ? x[static_cast<int64_t>(gb) * K + gk]
-                                        : __float2bfloat16(0.f);
+  // Stage x[b0 : b0 + BT, k0 : k0 + kspan] as xs[k][b] (rows past B, columns past K: zeros), in
+  // chunks of 8 k (16 bytes), kStage chunks per thread in flight. Consecutive threads take
+  // consecutive batch rows of one chunk, so their 2-byte stores land in consecutive banks.
+  {
+    constexpr int kStage = 8;
+    const int chunks = (kspan + 7) / 8;
+    const int total = BT * chunks;
+    const bool vec = ((K | k0) & 7) == 0;
+    for (int base = threadIdx.x; base < total; base += blockDim.x * kStage) {
+      uint4 buf[kStage];
+#pragma unroll
+      for (int u = 0; u < kStage; ++u) {
+        const int i = base + u * blockDim.x;
+        const int b = i % BT, ch = i / BT;
+        const int gb = b0 + b, gk = k0 + ch * 8;
+        buf[u] = make_uint4(0, 0, 0, 0);
+        if (i < total && gb < B) {
+          const __nv_bfloat16* src = x + static_cast<int64_t>(gb) * K + gk;
+          if (vec && gk + 8 <= K) {
+            buf[u] = __ldg(reinterpret_cast<const uint4*>(src));
+          } else {
+            __nv_bfloat16* e = reinterpret_cast<__nv_bfloat16*>(&buf[u]);
+            for (int t = 0; t < 8 && gk + t < K; ++t) e[t] = src[t];
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kStage; ++u) {
+        const int i = base + u * blockDim.x;
+        if (i >= total) break;
+        const int b = i % BT, ch = i / BT;
+        const __nv_bfloat16* e = reinterpret_cast<const __nv_bfloat16*>(&buf[u]);
+        if (BT == 1 && ch * 8 + 8 <= kspan) {
+          *reinterpret_cast<uint4*>(xs + ch * 8) = buf[u];
+        } else {
+#pragma unroll
+          for (int t = 0; t < 8; ++t)
+            if (ch * 8 + t < kspan) xs[(ch * 8 + t) * BT + b] = e[t];
+        }
+      }
+    }
   }
   __syncthreads();
 
@@ -134,8 +169,12 @@ vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restri
           const int64_t prow = (static_cast<int64_t>(j) * Gq + r) * O + c;
           uint32_t p = 0;
           if (live) {
-            p = positions[prow];
-            if (pair) p |= static_cast<uint32_t>(positions[prow + 1]) << 8;
+            if (vec) {
+              p = __ldg(reinterpret_cast<const unsigned short*>(positions + prow));
+            } else {
+              p = positions[prow];
+              if (pair) p |= static_cast<uint32_t>(positions[prow + 1]) << 8;
+            }
           }
           pbits[u][j] = p;
 #pragma unroll
