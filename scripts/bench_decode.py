@@ -43,13 +43,20 @@ BF16 = jnp.bfloat16
 SHAPES = [(4096, 4096), (8192, 8192), (768, 3072), (3072, 768), (4096, 11008), (11008, 4096)]
 PATTERNS = ["2:8", "2:4", "1:8"]
 BATCHES = [1, 4, 8, 16, 32, 64]
+L2_SPAN_SETS = 150e6 / 8  # bytes_per_set that makes time_op rotate 8 sets
 
 
 def _device() -> str:
   return jax.devices()[0].device_kind
 
 
+def _copies(tree, i):
+  return tree if i == 0 else jax.tree.map(lambda a: jnp.array(a, copy=True), tree)
+
+
 def kernel_rows(args, copy_gbps: float) -> list[dict]:
+  """Dense ``x @ W`` vs the CUDA-core kernel (``vs_matmul``) vs the tensor-core kernel
+  (``tiled_matmul`` on the ``prepare``-d operand; N <= 2, M in 4, 8), each timed on its own."""
   rows = []
   for k, o in SHAPES:
     w = jax.random.normal(jax.random.key(k + o), (k, o), jnp.float32) / np.sqrt(k)
@@ -57,28 +64,38 @@ def kernel_rows(args, copy_gbps: float) -> list[dict]:
       p = NMPattern.parse(pattern)
       ff = pack_nm(w, p, axis=0, dtype=BF16)
       dense_w = unpack(ff)  # the masked bf16 weight: what a dense deployment reads
+      tiled = vs.prepare(ff) if vs.tiled_unsupported(BF16, ff) is None else None
       nbytes = packed_bytes((k, o), p, 0, 2)
-      ffs = lambda i, ff=ff: ff if i == 0 else jax.tree.map(lambda a: jnp.array(a, copy=True), ff)
-      ws = lambda i, dw=dense_w: dw if i == 0 else jnp.array(dw, copy=True)
+      tiled_bytes = (sum(a.nbytes for a in jax.tree.leaves(tiled)) if tiled is not None
+                     else None)
       for batch in args.batches:
         x = jax.random.normal(jax.random.key(batch), (batch, k), jnp.float32).astype(BF16)
-        dense_ms = time_op(lambda x, w: x @ w, lambda i: (x, ws(i)), 2 * k * o, args.max_rotate)
-        ms = time_op(vs.vs_matmul, lambda i: (x, ffs(i)), nbytes, args.max_rotate)
-        err = rel_err(vs.vs_matmul(x, ff), reference_nm_matmul(x, ff))
-        path = inference.decode_path(k, o, p, batch)
-        auto_ms = ms if path == "native" else dense_ms
+        ref = reference_nm_matmul(x, ff)
+        dense_ms = time_op(lambda x, w: x @ w, lambda i: (x, _copies(dense_w, i)), 2 * k * o,
+                           args.max_rotate)
+        fma_ms = time_op(vs.vs_matmul, lambda i: (x, _copies(ff, i)), nbytes, args.max_rotate)
         row = {"op": "fwd_packed_native", "K": k, "O": o, "pattern": str(p), "batch": batch,
-               "implementation": "native", "device": _device(), "dense_ms": dense_ms, "ms": ms,
-               "ratio": dense_ms / ms, "packed_bytes": nbytes,
-               "packed_GBps": nbytes / (ms * 1e-3) / 1e9,
-               "dense_GBps": 2 * k * o / (dense_ms * 1e-3) / 1e9,
-               "fraction_of_copy": nbytes / (ms * 1e-3) / 1e9 / copy_gbps,
-               "splits": vs.splits_for(batch, k, o, p.m), "rel_err": err,
-               "auto_path": path, "auto_ratio": dense_ms / auto_ms,
+               "device": _device(), "dense_ms": dense_ms, "fma_ms": fma_ms,
+               "fma_ratio": dense_ms / fma_ms, "fma_rel_err": rel_err(vs.vs_matmul(x, ff), ref),
+               "packed_bytes": nbytes, "dense_GBps": 2 * k * o / (dense_ms * 1e-3) / 1e9,
+               "fma_splits": vs.splits_for(batch, k, o, p.m),
                "jax_version": jax.__version__, "git_sha": _git_sha()}
+        best, best_ms, best_bytes = "fma", fma_ms, nbytes
+        if tiled is not None:
+          tiled_ms = time_op(vs.tiled_matmul, lambda i: (x, _copies(tiled, i)), tiled_bytes,
+                             args.max_rotate)
+          row.update(tiled_ms=tiled_ms, tiled_ratio=dense_ms / tiled_ms, tiled_bytes=tiled_bytes,
+                     tiled_rel_err=rel_err(vs.tiled_matmul(x, tiled), ref),
+                     tiled_splits=vs.tiled_splits_for(batch, *tiled.values.shape[1::-1]))
+          if tiled_ms < best_ms:
+            best, best_ms, best_bytes = "tiled", tiled_ms, tiled_bytes
+        gbps = best_bytes / (best_ms * 1e-3) / 1e9
+        row.update(ms=best_ms, kernel=best, ratio=dense_ms / best_ms, packed_GBps=gbps,
+                   fraction_of_copy=gbps / copy_gbps)
         rows.append(row)
-        print(f"{k}x{o} {p} b{batch}: dense {dense_ms * 1e3:.1f} us, native {ms * 1e3:.1f} us "
-              f"({row['ratio']:.2f}x, {row['packed_GBps']:.0f} GB/s), auto={path}", flush=True)
+        print(f"{k}x{o} {p} b{batch}: dense {dense_ms * 1e3:.1f} us, fma {fma_ms * 1e3:.1f} us, "
+              f"tiled {row.get('tiled_ms', float('nan')) * 1e3:.1f} us -> {best} "
+              f"{row['ratio']:.2f}x at {gbps:.0f} GB/s", flush=True)
   return rows
 
 
@@ -95,7 +112,8 @@ def sweep_rows(args) -> list[dict]:
     base = vs.splits_for(batch, k, o, p.m)
     gq = -(-(k // p.m) // (8 // (2 if p.m <= 4 else 4)))
     for s in sorted({1, max(1, base // 4), max(1, base // 2), base, base * 2, base * 4}):
-      if s > max(1, gq // vs.WARPS):
+      rows_per = -(-gq // s)
+      if s > max(1, gq // vs.WARPS) or rows_per * 16 * vs.batch_tile(batch) * 2 > vs.SMEM_X_BYTES:
         continue
       fn = functools.partial(vs.vs_matmul, splits=s)
       ms = time_op(fn, lambda i: (x, jax.tree.map(lambda a: jnp.array(a, copy=True), ff)), nbytes,
@@ -104,6 +122,21 @@ def sweep_rows(args) -> list[dict]:
                    "default_splits": base, "ms": ms, "packed_GBps": nbytes / (ms * 1e-3) / 1e9})
       print(f"sweep {k}x{o} {p} b{batch} splits {s}{' (default)' if s == base else ''}: "
             f"{ms * 1e3:.1f} us", flush=True)
+    if vs.tiled_unsupported(BF16, ff) is None:
+      tl = vs.prepare(ff)
+      kt, ot = tl.values.shape[1], tl.values.shape[0]
+      tb = vs.tiled_splits_for(batch, kt, ot)
+      for s in sorted({1, 2, max(1, tb // 2), tb, tb * 2, tb * 4}):
+        if s > kt // vs.STEP_TILES or (8 if batch <= 8 else 16) * -(-(kt // vs.STEP_TILES) // s) \
+            * vs.STEP_TILES * vs.TILE_K * 2 > 200 * 1024:
+          continue
+        fn = functools.partial(vs.tiled_matmul, splits=s)
+        ms = time_op(fn, lambda i: (x, jax.tree.map(lambda a: jnp.array(a, copy=True), tl)),
+                     nbytes, args.max_rotate)
+        rows.append({"K": k, "O": o, "pattern": str(p), "batch": batch, "splits": s,
+                     "kernel": "tiled", "default_splits": tb, "ms": ms})
+        print(f"sweep tiled {k}x{o} {p} b{batch} splits {s}{' (default)' if s == tb else ''}: "
+              f"{ms * 1e3:.1f} us", flush=True)
   return rows
 
 
@@ -121,9 +154,17 @@ def profile_rows(args) -> list[dict]:
     ff = pack_nm(w, p, axis=0, dtype=BF16)
     dw = unpack(ff)
     x = jax.random.normal(jax.random.key(2), (batch, k), jnp.float32).astype(BF16)
-    sets = [jax.tree.map(lambda a: jnp.array(a, copy=True), (ff, dw)) for _ in range(8)]
+    tl = vs.prepare(ff)
+    sets = [jax.tree.map(lambda a: jnp.array(a, copy=True), (ff, dw, tl)) for _ in range(8)]
     f = jax.jit(lambda x, sets: [vs.vs_matmul(x, s[0]) for s in sets] +
-                [x @ s[1] for s in sets])
+                [x @ s[1] for s in sets] + [vs.tiled_matmul(x, s[2]) for s in sets])
+    for name, g in (("tiled", lambda x, s: vs.tiled_matmul(x, s[2])),
+                    ("tiled_nocb", lambda x, s: vs.tiled_matmul(x, s[2], command_buffer=False)),
+                    ("fma", lambda x, s: vs.vs_matmul(x, s[0])), ("dense", lambda x, s: x @ s[1])):
+      wall = time_op(g, lambda i: (x, sets[i]), L2_SPAN_SETS, len(sets))
+      print(f"wall {k}x{o} {p} b{batch} {name}: {wall * 1e3:.1f} us", flush=True)
+      rows.append({"K": k, "O": o, "pattern": str(p), "batch": batch, "variant": name,
+                   "wall_us": wall * 1e3})
     jax.block_until_ready(f(x, sets))
     trace_dir = tempfile.mkdtemp(prefix="trace_")
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):

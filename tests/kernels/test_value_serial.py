@@ -94,3 +94,81 @@ def test_vmap_over_rows_and_under_jit():
   got = jax.jit(jax.vmap(lambda r: vs.vs_matmul(r, ff)))(x.reshape(3, 4, 512))
   assert_close(got.reshape(12, 256), np.asarray(reference_nm_matmul(x, ff), np.float32),
                jnp.bfloat16, 512)
+
+
+# --- the tensor-core kernel (tiled operands) -----------------------------------------------------
+
+TILED_PATTERNS = ["1:4", "2:4", "1:8", "2:8"]
+
+
+@pytest.mark.parametrize("pattern", TILED_PATTERNS)
+@pytest.mark.parametrize("k,o", [(64, 64), (200, 100), (1024, 768), (8, 1)])
+def test_tiled_layout_decodes_to_the_packed_operand(pattern, k, o):
+  """``prepare`` only moves bytes: decoding its layout the way the kernel's lanes do gives the
+  packed operand's product bit for bit (CPU; the kernel itself is checked on the GPU below)."""
+  x, ff = _operands(5, k, o, pattern)
+  t = vs.prepare(ff)
+  assert t.values.shape[0] * vs.TILE_O % vs.BLOCK_O == 0
+  assert t.values.shape[1] % vs.STEP_TILES == 0
+  np.testing.assert_array_equal(np.asarray(vs.reference_tiled_matmul(x, t), np.float32),
+                                np.asarray(reference_nm_matmul(x, ff), np.float32))
+
+
+def test_tiled_refuses_what_it_cannot_decode():
+  x, ff = _operands(2, 64, 32, "4:8")
+  assert "N <= 2" in vs.tiled_unsupported(x.dtype, ff)
+  with pytest.raises(ValueError, match="N <= 2"):
+    vs.prepare(ff)
+
+
+@pytest.mark.parametrize("batch,kt,ot", [(1, 256, 256), (16, 256, 256), (16, 48, 192),
+                                         (8, 192, 48), (64, 688, 256)])
+def test_tiled_splits_respect_the_kernels_limits(batch, kt, ot):
+  splits = vs.tiled_splits_for(batch, kt, ot)
+  steps = kt // vs.STEP_TILES
+  rows = 8 if batch <= 8 else 16
+  per = -(-steps // splits)
+  assert splits >= 1
+  assert rows * per * vs.STEP_TILES * vs.TILE_K * 2 <= vs.TILED_MAX_SMEM
+  assert splits <= max(1, steps // vs.WARPS) or rows * (steps // max(1, steps // vs.WARPS)) * \
+      vs.STEP_TILES * vs.TILE_K * 2 > vs.TILED_MAX_SMEM
+
+
+@needs_native
+@pytest.mark.parametrize("pattern", TILED_PATTERNS)
+@pytest.mark.parametrize("batch", [1, 3, 8, 9, 16, 17, 64])
+def test_tiled_matches_the_reference(pattern, batch):
+  x, ff = _operands(batch, 1024, 768, pattern, seed=batch)
+  got = jax.jit(vs.tiled_matmul)(x, vs.prepare(ff))
+  assert got.dtype == jnp.bfloat16 and got.shape == (batch, 768)
+  assert_close(got, np.asarray(reference_nm_matmul(x, ff), np.float32), jnp.bfloat16, 1024,
+               f"{pattern} batch {batch}")
+
+
+@needs_native
+@pytest.mark.parametrize("k,o,pattern", [(40, 100, "2:8"), (24, 33, "2:4"), (8, 64, "1:8"),
+                                         (4096, 130, "2:8"), (48, 1, "1:4"), (4100, 64, "2:4")])
+def test_tiled_ragged_shapes(k, o, pattern):
+  x, ff = _operands(5, k, o, pattern)
+  assert_close(vs.tiled_matmul(x, vs.prepare(ff)),
+               np.asarray(reference_nm_matmul(x, ff), np.float32), jnp.bfloat16, k,
+               f"{k}x{o} {pattern}")
+
+
+@needs_native
+@pytest.mark.parametrize("splits", [1, 2, 7, 16])
+@pytest.mark.parametrize("command_buffer", [True, False])
+def test_tiled_any_split_count_gives_the_same_product(splits, command_buffer):
+  x, ff = _operands(16, 4096, 256, "2:8")
+  ref = np.asarray(reference_nm_matmul(x, ff), np.float32)
+  got = vs.tiled_matmul(x, vs.prepare(ff), splits=splits, command_buffer=command_buffer)
+  assert_close(got, ref, jnp.bfloat16, 4096, f"splits {splits}")
+
+
+@needs_native
+def test_tiled_under_vmap_and_jit():
+  x, ff = _operands(12, 512, 256, "2:4")
+  t = vs.prepare(ff)
+  got = jax.jit(jax.vmap(lambda r: vs.tiled_matmul(r, t)))(x.reshape(3, 4, 512))
+  assert_close(got.reshape(12, 256), np.asarray(reference_nm_matmul(x, ff), np.float32),
+               jnp.bfloat16, 512)

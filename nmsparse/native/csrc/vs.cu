@@ -351,6 +351,269 @@ ffi::Error VsMatmulImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
   return ffi::Error::Success();
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// The tensor-core kernel: packed weights decoded straight into mma.sync fragments.
+//
+// Operand (nmsparse.kernels.value_serial.prepare, N <= 2, M in {4, 8}): per 16 x 16 tile of W^T
+// (rows o, columns k) every lane holds one *slice*: the 4N kept values of the groups its A
+// fragment touches (rows o0 + g, o0 + g + 8 with g = lane / 4; its two groups of the k-tile),
+// field f = (2r + s) N + j, and their positions (2 or 4 bits each) packed into 32-bit words,
+// kPack k-tiles per word. values [OT, KT, 8, H, 4N] bf16, positions [OT, KT / kPack, 8, H] u32.
+// A lane builds its fragment register a[r + 2s] = {W[o][k], W[o][k + 1]} by comparing the
+// slot positions with its two in-group offsets: no shared memory, no dense tile anywhere. x (the
+// mma B operand, batch as its N dimension) is staged once per block in shared memory, row-major
+// [rows][kspan + 8] (the pad spreads the rows over the banks). A block is 4 warps on 64 output
+// columns (4 mma tiles); the warps take the block's reduction slice 4 k-tiles at a time.
+
+constexpr int kTileK = 16, kTileO = 16, kStepTiles = 4, kBlockTiles = 4;
+
+template <int N, int M>
+struct Slice {
+  static constexpr int H = M == 4 ? 2 : 1;
+  static constexpr int F = 4 * N;
+  static constexpr int kBits = M == 4 ? 2 : 4;
+  static constexpr int kNeed = F * kBits;
+  static constexpr int kSlot = kNeed <= 8 ? 8 : kNeed <= 16 ? 16 : 32;
+  static constexpr int kPack = 32 / kSlot;
+  static constexpr int kWords = F / 2;  // 32-bit words of values
+};
+
+__device__ __forceinline__ void Mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int W>
+struct Words;
+template <>
+struct Words<2> {
+  __device__ static void load(const uint32_t* p, uint32_t* w) {
+    uint2 u = __ldg(reinterpret_cast<const uint2*>(p));
+    w[0] = u.x, w[1] = u.y;
+  }
+};
+template <>
+struct Words<4> {
+  __device__ static void load(const uint32_t* p, uint32_t* w) {
+    uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+    w[0] = u.x, w[1] = u.y, w[2] = u.z, w[3] = u.w;
+  }
+};
+
+template <int N, int M, int NT>
+__global__ void __launch_bounds__(kWarps * 32)
+vs_tiled_kernel(const __nv_bfloat16* __restrict__ x, const uint32_t* __restrict__ values,
+                const uint32_t* __restrict__ positions, float* __restrict__ partial,
+                __nv_bfloat16* __restrict__ y, int B, int K, int O, int KT, int steps_per_split) {
+  using S = Slice<N, M>;
+  constexpr int R = NT * 8;  // batch rows of the block
+  constexpr uint32_t kMask = (1u << S::kBits) - 1;
+  extern __shared__ __align__(16) unsigned char smem[];
+  __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(smem);
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3, h = S::H == 2 ? t >> 1 : 0;
+  const int e0 = M == 8 ? 2 * t : 2 * (t & 1);  // the lane's first in-group offset
+  const int ot0 = blockIdx.x * kBlockTiles;
+  const int split = blockIdx.y, b0 = blockIdx.z * R;
+  const int steps = KT / kStepTiles;
+  const int st0 = split * steps_per_split, st1 = min(steps, st0 + steps_per_split);
+  const int kspan = max(0, st1 - st0) * kStepTiles * kTileK;
+  const int stride = kspan + 8;
+  const int k0 = st0 * kStepTiles * kTileK;
+
+  {  // stage x[b0 : b0 + R, k0 : k0 + kspan] row-major (zeros past B and K), 16-byte chunks
+    const int chunks = kspan / 8, total = R * chunks;
+    const bool vec = (K & 7) == 0;
+    for (int i = threadIdx.x; i < total; i += blockDim.x) {
+      const int b = i / chunks, ch = i - b * chunks;
+      const int gb = b0 + b, gk = k0 + ch * 8;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (gb < B) {
+        const __nv_bfloat16* src = x + static_cast<int64_t>(gb) * K + gk;
+        if (vec && gk + 8 <= K) {
+          v = __ldg(reinterpret_cast<const uint4*>(src));
+        } else {
+          __nv_bfloat16* e = reinterpret_cast<__nv_bfloat16*>(&v);
+          for (int q = 0; q < 8 && gk + q < K; ++q) e[q] = src[q];
+        }
+      }
+      *reinterpret_cast<uint4*>(xs + b * stride + ch * 8) = v;
+    }
+  }
+  float* red = reinterpret_cast<float*>(smem + ((static_cast<size_t>(R) * stride * 2 + 15) / 16) * 16);
+  for (int i = threadIdx.x; i < kBlockTiles * kTileO * R; i += blockDim.x) red[i] = 0.f;
+  __syncthreads();
+
+  float acc[kBlockTiles][NT][4];
+#pragma unroll
+  for (int a = 0; a < kBlockTiles; ++a)
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[a][n][c] = 0.f;
+
+  const int64_t kt_stride = static_cast<int64_t>(8) * S::H * S::F / 2;  // words per k-tile
+  const int64_t ot_vstride = static_cast<int64_t>(KT) * kt_stride;
+  const int pk_tiles = KT / S::kPack;
+  const int lane_slice = (g * S::H + h);
+  for (int st = st0 + warp; st < st1; st += kWarps) {
+    uint32_t v[kBlockTiles][kStepTiles][S::kWords];
+    uint32_t p[kBlockTiles][kStepTiles / S::kPack];
+#pragma unroll
+    for (int a = 0; a < kBlockTiles; ++a) {
+      const int ot = ot0 + a;
+#pragma unroll
+      for (int u = 0; u < kStepTiles; ++u) {
+        const int kt = st * kStepTiles + u;
+        Words<S::kWords>::load(values + ot * ot_vstride + kt * kt_stride + lane_slice * S::kWords,
+                               v[a][u]);
+      }
+#pragma unroll
+      for (int w = 0; w < kStepTiles / S::kPack; ++w) {
+        const int pw = (st * kStepTiles) / S::kPack + w;
+        p[a][w] = __ldg(positions + (static_cast<int64_t>(ot) * pk_tiles + pw) * 8 * S::H +
+                        lane_slice);
+      }
+    }
+    const int kl = (st - st0) * kStepTiles * kTileK;  // k of this step inside the slice
+#pragma unroll
+    for (int u = 0; u < kStepTiles; ++u) {
+      uint32_t bf[NT][2];
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        const __nv_bfloat16* row = xs + (n * 8 + g) * stride + kl + u * kTileK + 2 * t;
+        bf[n][0] = *reinterpret_cast<const uint32_t*>(row);
+        bf[n][1] = *reinterpret_cast<const uint32_t*>(row + 8);
+      }
+#pragma unroll
+      for (int a = 0; a < kBlockTiles; ++a) {
+        const uint32_t slot = p[a][u / S::kPack] >> ((u % S::kPack) * S::kSlot);
+        uint32_t af[4];
+#pragma unroll
+        for (int rs = 0; rs < 4; ++rs) {  // rs = 2r + s: field base; register r + 2s
+          uint32_t lo = 0, hi = 0;
+#pragma unroll
+          for (int j = 0; j < N; ++j) {
+            const int f = rs * N + j;
+            const uint32_t pos = (slot >> (f * S::kBits)) & kMask;
+            const uint32_t val = (v[a][u][f / 2] >> (16 * (f % 2))) & 0xffffu;
+            lo |= pos == static_cast<uint32_t>(e0) ? val : 0u;
+            hi |= pos == static_cast<uint32_t>(e0 + 1) ? val : 0u;
+          }
+          af[(rs >> 1) + 2 * (rs & 1)] = lo | (hi << 16);
+        }
+#pragma unroll
+        for (int n = 0; n < NT; ++n) Mma(acc[a][n], af, bf[n][0], bf[n][1]);
+      }
+    }
+  }
+
+  // Warps add their tiles into red[o][b] (o of the block, b of the batch tile), then the block
+  // writes 64 x R outputs (bf16 y with one slice, fp32 partials otherwise).
+#pragma unroll
+  for (int a = 0; a < kBlockTiles; ++a)
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int o = a * kTileO + g + 8 * (c >> 1), b = n * 8 + 2 * t + (c & 1);
+        atomicAdd(red + b * (kBlockTiles * kTileO) + o, acc[a][n][c]);
+      }
+  __syncthreads();
+  const bool direct = gridDim.y == 1;
+  for (int i = threadIdx.x; i < kBlockTiles * kTileO * R; i += blockDim.x) {
+    const int b = i / (kBlockTiles * kTileO), o = i - b * (kBlockTiles * kTileO);
+    const int gb = b0 + b, go = ot0 * kTileO + o;
+    if (gb >= B || go >= O) continue;
+    const int64_t idx = static_cast<int64_t>(gb) * O + go;
+    if (direct) y[idx] = __float2bfloat16(red[i]);
+    else partial[static_cast<int64_t>(split) * B * O + idx] = red[i];
+  }
+}
+
+size_t TiledSmemBytes(int rows, int kspan) {
+  return ((static_cast<size_t>(rows) * (kspan + 8) * 2 + 15) / 16) * 16 +
+         static_cast<size_t>(kBlockTiles) * kTileO * rows * sizeof(float);
+}
+
+template <int N, int M, int NT>
+cudaError_t LaunchTiled(cudaStream_t stream, const __nv_bfloat16* x, const uint32_t* values,
+                        const uint32_t* positions, float* partial, __nv_bfloat16* y, int B, int K,
+                        int O, int OT, int KT, int splits) {
+  const int steps = KT / kStepTiles;
+  const int steps_per_split = (steps + splits - 1) / splits;
+  const size_t smem = TiledSmemBytes(NT * 8, steps_per_split * kStepTiles * kTileK);
+  auto kernel = vs_tiled_kernel<N, M, NT>;
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
+  }
+  dim3 grid(OT / kBlockTiles, splits, (B + NT * 8 - 1) / (NT * 8));
+  kernel<<<grid, kWarps * 32, smem, stream>>>(x, values, positions, partial, y, B, K, O, KT,
+                                              steps_per_split);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess || splits == 1) return e;
+  const int64_t size = static_cast<int64_t>(B) * O;
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<int64_t>((size + threads - 1) / threads, 4096));
+  vs_sum_splits_kernel<<<blocks, threads, 0, stream>>>(partial, y, size, splits);
+  return cudaGetLastError();
+}
+
+template <int N, int M>
+cudaError_t TiledBatch(cudaStream_t s, const __nv_bfloat16* x, const uint32_t* v,
+                       const uint32_t* p, float* part, __nv_bfloat16* y, int B, int K, int O,
+                       int OT, int KT, int splits) {
+  if (B <= 8) return LaunchTiled<N, M, 1>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+  return LaunchTiled<N, M, 2>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+}
+
+ffi::Error VsTiledImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
+                       ffi::Buffer<ffi::BF16> values, ffi::Buffer<ffi::U32> positions,
+                       ffi::Result<ffi::Buffer<ffi::BF16>> y, ffi::Result<ffi::AnyBuffer> partial,
+                       int64_t n, int64_t m, int64_t splits) {
+  auto xd = x.dimensions(), vd = values.dimensions(), yd = y->dimensions();
+  if (xd.size() != 2 || vd.size() != 5 || yd.size() != 2 || yd[0] != xd[0])
+    return ffi::Error::InvalidArgument("nms_vs_tiled_matmul: x [B, K], values [OT, KT, 8, H, 4N]"
+                                       ", y [B, O] expected");
+  const int64_t B = xd[0], K = xd[1], O = yd[1], OT = vd[0], KT = vd[1];
+  const int64_t H = m == 4 ? 2 : 1;
+  if (!((n == 1 || n == 2) && (m == 4 || m == 8)) || vd[2] != 8 || vd[3] != H || vd[4] != 4 * n ||
+      OT % kBlockTiles || KT % kStepTiles || OT * kTileO < O || KT * kTileK < K)
+    return ffi::Error::InvalidArgument("nms_vs_tiled_matmul: operand shapes do not match");
+  if (splits < 1 || (splits > 1 && partial->size_bytes() < static_cast<size_t>(splits * B * O * 4)))
+    return ffi::Error::InvalidArgument("nms_vs_tiled_matmul: partials buffer too small");
+  const int rows = B <= 8 ? 8 : 16;
+  const int steps = static_cast<int>(KT / kStepTiles);
+  const int steps_per_split = (steps + static_cast<int>(splits) - 1) / static_cast<int>(splits);
+  if (TiledSmemBytes(rows, steps_per_split * kStepTiles * kTileK) > 200 * 1024)
+    return ffi::Error::InvalidArgument("nms_vs_tiled_matmul: too few splits for shared memory");
+  if (B == 0 || O == 0) return ffi::Error::Success();
+  const auto* xp = reinterpret_cast<const __nv_bfloat16*>(x.typed_data());
+  const auto* vp = reinterpret_cast<const uint32_t*>(values.typed_data());
+  const uint32_t* pp = positions.typed_data();
+  auto* yp = reinterpret_cast<__nv_bfloat16*>(y->typed_data());
+  float* part = splits > 1 ? reinterpret_cast<float*>(partial->untyped_data()) : nullptr;
+  const int b = static_cast<int>(B), k = static_cast<int>(K), o = static_cast<int>(O);
+  const int ot = static_cast<int>(OT), kt = static_cast<int>(KT), sp = static_cast<int>(splits);
+  cudaError_t e;
+  if (m == 4)
+    e = n == 1 ? TiledBatch<1, 4>(stream, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
+               : TiledBatch<2, 4>(stream, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
+  else
+    e = n == 1 ? TiledBatch<1, 8>(stream, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
+               : TiledBatch<2, 8>(stream, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
+  if (e != cudaSuccess)
+    return ffi::Error::Internal(std::string("nms_vs_tiled_matmul: ") + cudaGetErrorString(e));
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_matmul, VsMatmulImpl,
@@ -365,3 +628,29 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_matmul, VsMatmulImpl,
                                   .Attr<int64_t>("m")
                                   .Attr<int64_t>("splits"),
                               {ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_tiled_matmul, VsTiledImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("n")
+                                  .Attr<int64_t>("m")
+                                  .Attr<int64_t>("splits"),
+                              {ffi::Traits::kCmdBufferCompatible});
+
+// The same handler without the command-buffer trait (to measure what capture gains).
+XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_tiled_matmul_nocb, VsTiledImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("n")
+                                  .Attr<int64_t>("m")
+                                  .Attr<int64_t>("splits"));
