@@ -11,8 +11,10 @@ Sections:
   ``x @ W`` with the masked bf16 weight; packed bytes / time next to the copy ceiling; the path
   ``implementation=None`` takes (``nmsparse.export.inference.decode_path``) and its ratio.
 * ``sweep``: split counts around the default at a few shapes (tunes ``splits_for``).
-* ``models``: batch 1 and 8 forward of ViT-B/16 (224 px) and the CIFAR ViT at 2:8: the masked
-  dense model vs the exported model (packed operands, ``implementation=None``).
+* ``models``: batch 1 and 8 forward of ViT-B/16 (224 px) and the CIFAR ViT at 2:8, each
+  ``inference.materialize``-d for its rows per dense product (batch x tokens): dense kernels vs
+  ``implementation=None`` (``ms``, ``ratio``, ``paths``) and vs the native kernel forced on every
+  dense layer (``native_ms``, ``native_ratio``, ``native_paths``).
 
 Timing is ``scripts/bench_kernels.time_op`` (rotated input sets so weights are not L2-resident).
 Results: ``decode.json`` under ``--out``; a short table is printed last.
@@ -36,6 +38,7 @@ from bench_kernels import _git_sha, ceilings, rel_err, time_op  # noqa: E402
 from nmsparse.export import inference  # noqa: E402
 from nmsparse.kernels import reference_nm_matmul  # noqa: E402
 from nmsparse.kernels import value_serial as vs  # noqa: E402
+from nmsparse.models import ViT  # noqa: E402
 from nmsparse.pack import pack_nm, packed_bytes, unpack  # noqa: E402
 from nmsparse.types import NMPattern  # noqa: E402
 
@@ -182,6 +185,14 @@ def profile_rows(args) -> list[dict]:
   return rows
 
 
+def dense_rows(model, image_size: int, batch: int) -> int:
+  """Rows of each dense product of ``model``'s forward: batch x tokens for a ViT (patch tokens, no
+  class token; ``nmsparse/models/vit.py``), the batch otherwise."""
+  if isinstance(model, ViT):
+    return batch * (image_size // model.patch) ** 2
+  return batch
+
+
 def model_rows(args) -> list[dict]:
   from experiments.config_io import apply_overrides, load_config
   from nmsparse.export import export
@@ -200,22 +211,31 @@ def model_rows(args) -> list[dict]:
     exported = export(variables, rules, config.method, dtype=BF16)
     for batch in args.model_batches:
       images = jax.random.normal(jax.random.key(batch), (batch,) + shape, jnp.float32)
-      dense_vars = inference.materialize(exported, batch, implementation="dense")
-      auto_vars = inference.materialize(exported, batch)
+      n_rows = dense_rows(model, size, batch)
+      dense_vars = inference.materialize(exported, n_rows, implementation="dense")
+      auto_vars = inference.materialize(exported, n_rows)
+      native_vars = inference.materialize(exported, n_rows, implementation="native")
 
       def fwd(variables, x):
         return inference.apply(model, variables, x, train=False)
 
       dense_ms = time_op(fwd, lambda i: (dense_vars, images), 1.0, 1)
       auto_ms = time_op(fwd, lambda i: (auto_vars, images), 1.0, 1)
-      err = rel_err(fwd(auto_vars, images), fwd(dense_vars, images))
-      paths = inference.layer_paths(auto_vars)
+      native_ms = time_op(fwd, lambda i: (native_vars, images), 1.0, 1)
+      want = fwd(dense_vars, images)
+      err = rel_err(fwd(auto_vars, images), want)
+      native_err = rel_err(fwd(native_vars, images), want)
+      paths = inference.layer_paths(auto_vars, exported.manifest)
+      native_paths = inference.layer_paths(native_vars, exported.manifest)
       rows.append({"op": "model_forward", "config": config.name, "batch": batch,
-                   "pattern": "2:8", "device": _device(), "dense_ms": dense_ms, "ms": auto_ms,
-                   "ratio": dense_ms / auto_ms, "rel_err": err, "paths": paths,
+                   "rows": n_rows, "pattern": "2:8", "device": _device(), "dense_ms": dense_ms,
+                   "ms": auto_ms, "ratio": dense_ms / auto_ms, "rel_err": err, "paths": paths,
+                   "native_ms": native_ms, "native_ratio": dense_ms / native_ms,
+                   "native_rel_err": native_err, "native_paths": native_paths,
                    "jax_version": jax.__version__, "git_sha": _git_sha()})
-      print(f"{config.name} b{batch}: dense {dense_ms:.3f} ms, exported {auto_ms:.3f} ms "
-            f"({dense_ms / auto_ms:.2f}x), paths {paths}", flush=True)
+      print(f"{config.name} b{batch} ({n_rows} rows): dense {dense_ms:.3f} ms, exported "
+            f"{auto_ms:.3f} ms ({dense_ms / auto_ms:.2f}x), native {native_ms:.3f} ms "
+            f"({dense_ms / native_ms:.2f}x), paths {paths}", flush=True)
   return rows
 
 
@@ -253,7 +273,8 @@ def main():
       print(f"| {r['K']}x{r['O']} | {r['pattern']} | {r['batch']} | {r['ratio']:.2f} | "
             f"{r['fraction_of_copy']:.2f} | {r['auto_ratio']:.2f} |")
   for r in result.get("models", []):
-    print(f"| {r['config']} | b{r['batch']} | {r['ratio']:.2f} |")
+    print(f"| {r['config']} | b{r['batch']} | {r['rows']} | {r['ratio']:.2f} | "
+          f"{r['native_ratio']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Running a model from its exported tree: dense/conv layers that read a packed forward operand,
-swapped into the model through its injectable ``dense``/``conv`` fields."""
+swapped into the model through its injectable ``dense``/``conv`` fields, and the one-time load step
+(:func:`materialize`) that lays each sparse kernel out for the path it serves on."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
+from flax import traverse_util
 
 from nmsparse.export.tree import PACKED, Exported
 from nmsparse import native
@@ -22,64 +25,80 @@ from nmsparse.ops.config import ConvDims
 from nmsparse.ops.pallas import KERNEL_M
 from nmsparse.pack import PackedNM, unpack
 
+TILED = "tiled"  # materialize's collection of native-kernel operands (value_serial.TiledNM)
+IMPLEMENTATIONS = ("native", "packed", "dense")  # materialize's serving paths
+
 
 def decode_path(k: int, o: int, pattern, rows: int, rule: CardRule | None = None,
                 dtype=jnp.bfloat16) -> str:
   """The path ``implementation=None`` takes for ``x [rows, k] @ W [k, o]`` of an exported layer:
-  ``"native"`` (:func:`nmsparse.kernels.value_serial.vs_matmul` on the packed operand) where the
-  card (``rule``, default this one's: ``nmsparse/ops/cards.py``) measured it faster than dense at
-  this pattern and row count and the extension is loaded, else ``"dense"``."""
+  ``"native"`` (a native value-serial kernel: :func:`materialize` lays the kernel out for
+  ``value_serial.tiled_matmul``, :func:`packed_matmul` runs ``value_serial.vs_matmul`` on the packed
+  operand) where the card (``rule``, default this one's: ``nmsparse/ops/cards.py``) measured it
+  faster than dense at this pattern and row count and the extension is loaded, else ``"dense"``."""
   del k, o  # the measured rule is per pattern and row count (benchmarks/h200_decode.md)
   if rows > native_decode_max_rows(pattern, rule) or jnp.dtype(dtype) != jnp.bfloat16:
     return "dense"
   return "native" if native.status() is None else "dense"
 
 
+def _over_rows(matmul: Any, x: jax.Array, operand: Any) -> jax.Array:
+  """``matmul`` of ``[rows, K]`` activations applied to ``[..., K]`` ones (``operand`` [K, O])."""
+  y = matmul(x.reshape(-1, x.shape[-1]), operand)
+  return y.reshape(x.shape[:-1] + (operand.shape[1],))
+
+
 def packed_matmul(x: jax.Array, packed: PackedNM) -> jax.Array:
   """``x @ unpack(packed)`` for ``[..., K]`` activations: the native value-serial kernel where
   :func:`decode_path` says ``"native"``; else the Pallas ``nm_matmul`` kernel (interpreted
   off-GPU) for ``M in (2, 4, 8)``, its jnp reference for other M."""
-  lead = x.shape[:-1]
-  rows = int(np.prod(lead))
+  rows = int(np.prod(x.shape[:-1]))
   k, o = packed.shape
   if (decode_path(k, o, packed.pattern, rows, dtype=x.dtype) == "native"
       and value_serial.unsupported(x.dtype, packed) is None):
     matmul = value_serial.vs_matmul
   else:
     matmul = nm_matmul if packed.pattern.m in KERNEL_M else reference_nm_matmul
-  y = matmul(x.reshape(-1, x.shape[-1]), packed)
-  return y.reshape(lead + (packed.shape[1],))
+  return _over_rows(matmul, x, packed)
 
 
 class _PackedMixin:
-  """The packed operand of this layer, if the exported variables hold one."""
+  """The packed (or tiled) operand of this layer, if the exported variables hold one."""
 
-  def packed_operand(self, in_features: int, ndim: int) -> PackedNM | None:
-    """``packed/<module path>/kernel`` checked against the layer, or ``None`` (a dense layer)."""
-    if not self.has_variable(PACKED, "kernel"):
+  def packed_operand(self, in_features: int, ndim: int, collection: str = PACKED) -> Any:
+    """``<collection>/<module path>/kernel`` (a :class:`~nmsparse.pack.PackedNM`, or for
+    :data:`TILED` a ``value_serial.TiledNM``) checked against the layer, or ``None``."""
+    if not self.has_variable(collection, "kernel"):
       return None
-    packed = self.get_variable(PACKED, "kernel")
-    shape = packed.shape
+    operand = self.get_variable(collection, "kernel")
+    shape = tuple(operand.shape)
     if len(shape) != ndim or shape[-2:] != (in_features, self.features):
       path = "/".join(self.path)
       raise ValueError(f"Layer {path!r} takes {in_features} input features to {self.features} "
-                       f"outputs (a rank-{ndim} kernel), but its packed kernel has shape {shape}: "
-                       "the exported tree belongs to another model.")
-    return packed
+                       f"outputs (a rank-{ndim} kernel), but its {collection} kernel has shape "
+                       f"{shape}: the exported tree belongs to another model.")
+    return operand
 
 
 class PackedDense(_PackedMixin, nn.Dense):
-  """``nn.Dense`` for exported models: with a packed kernel it computes ``x @ unpack(kernel)`` in
-  the packed values' dtype (:func:`packed_matmul`), plus the stock ``bias``; without, it is
-  ``nn.Dense``."""
+  """``nn.Dense`` for exported models: with a tiled kernel (:func:`materialize`'s ``"native"``) it
+  computes ``x @ W`` with ``value_serial.tiled_matmul``, with a packed one ``x @ unpack(kernel)``
+  (:func:`packed_matmul`), either in the operand values' dtype, plus the stock ``bias``; without
+  either, it is ``nn.Dense``."""
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
-    packed = self.packed_operand(jnp.shape(inputs)[-1], 2)
-    if packed is None:
+    in_features = jnp.shape(inputs)[-1]
+    tiled = self.packed_operand(in_features, 2, TILED)
+    packed = None if tiled is not None else self.packed_operand(in_features, 2)
+    if tiled is None and packed is None:
       return super().__call__(inputs)
-    dtype = packed.values.dtype
-    y = packed_matmul(jnp.asarray(inputs, dtype), packed)
+    dtype = (packed if tiled is None else tiled).values.dtype
+    x = jnp.asarray(inputs, dtype)
+    if tiled is None:
+      y = packed_matmul(x, packed)
+    else:
+      y = _over_rows(value_serial.tiled_matmul, x, tiled)
     if self.use_bias:
       bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
       y = y + jnp.asarray(bias, dtype)
@@ -146,3 +165,106 @@ def apply(model: nn.Module, exported: Exported | Mapping[str, Any], *args: Any,
   ``nmsparse.models``. Outputs equal the masked dense model's within the shared tolerance."""
   variables = exported.variables if isinstance(exported, Exported) else exported
   return inference_model(model).apply(variables, *args, **kwargs)
+
+
+def _serving_path(layer: str, ff: PackedNM, rows: int, implementation: str | None) -> str:
+  """The path :func:`materialize` gives the packed kernel of ``layer`` (logged)."""
+  if len(ff.shape) != 2:  # a conv reads its unpacked kernel: packed, or dense when asked
+    path = "dense" if implementation == "dense" else "packed"
+  else:
+    k, o = ff.shape
+    path = implementation or decode_path(k, o, ff.pattern, rows, dtype=ff.values.dtype)
+    why = value_serial.tiled_unsupported(ff.values.dtype, ff) if path == "native" else None
+    if why:
+      logging.warning("nmsparse export layer %s %s (%s): the native kernel cannot run it (%s) "
+                      "-> packed", layer, ff.shape, ff.pattern, why)
+      return "packed"
+  logging.info("nmsparse export layer %s %s (%s), %d rows: implementation=%s -> %s", layer,
+               ff.shape, ff.pattern, rows, implementation, path)
+  return path
+
+
+def materialize(exported: Exported | Mapping[str, Any], rows: int,
+                implementation: str | None = None) -> dict[str, Any]:
+  """The :func:`apply` variables serving products of ``rows`` rows, each packed kernel laid out for
+  the path it runs on: the one-time load step (call it eagerly, outside ``jit``).
+
+  Paths of a dense layer's kernel ``[K, O]``:
+
+  * ``"native"``: ``value_serial.prepare``-d for the native tensor-core kernel
+    (``value_serial.tiled_matmul``), at ``tiled/<module path>/kernel``. An operand that kernel does
+    not take (``value_serial.tiled_unsupported``: its pattern or dtype) stays packed, and a
+    warning names the layer and why.
+  * ``"packed"``: kept at ``packed/<module path>/kernel`` (:func:`packed_matmul`).
+  * ``"dense"``: unpacked to the masked kernel ``W * M_ff`` (in the values' dtype) at
+    ``params/<module path>/kernel``: the layer runs as ``nn.Dense``.
+
+  Conv kernels are unpacked into ``params`` for ``"dense"`` and stay packed otherwise
+  (:class:`PackedConv` unpacks them in the forward). Every choice is logged (absl, INFO).
+
+  Args:
+    exported: an :class:`Exported` or its ``variables``; left as they are.
+    rows: rows of each dense product served: the batch for an MLP, batch x tokens for a ViT.
+    implementation: one of :data:`IMPLEMENTATIONS` for every sparse layer, or ``None``: per dense
+      layer :func:`decode_path` at ``rows`` (``"native"`` or ``"dense"``); convs stay packed.
+
+  Returns:
+    New variables (new dicts holding the same arrays): the input's collections with the kernels
+    moved as above, plus :data:`TILED` when a kernel runs native.
+
+  Raises:
+    ValueError: an unknown ``implementation``, or variables that were materialized native already.
+  """
+  if implementation is not None and implementation not in IMPLEMENTATIONS:
+    raise ValueError(f"Unknown implementation {implementation!r}; expected one of "
+                     f"{IMPLEMENTATIONS} or None (decode_path per layer).")
+  variables = exported.variables if isinstance(exported, Exported) else exported
+  if TILED in variables:
+    raise ValueError(f"These variables were materialized already (they hold {TILED!r} kernels); "
+                     "materialize the exported variables instead.")
+  flat = {name: traverse_util.flatten_dict(tree, keep_empty_nodes=True)
+          for name, tree in variables.items()}
+  params, packed, tiled = flat.setdefault("params", {}), flat.setdefault(PACKED, {}), {}
+  for key, ff in list(packed.items()):
+    if not isinstance(ff, PackedNM):  # an empty node
+      continue
+    path = _serving_path("/".join(key[:-1]), ff, rows, implementation)
+    if path == "dense":
+      params[key] = unpack(packed.pop(key))
+    elif path == "native":
+      tiled[key] = value_serial.prepare(packed.pop(key))
+  if tiled:
+    flat[TILED] = tiled
+  return {name: traverse_util.unflatten_dict(tree) for name, tree in flat.items()}
+
+
+def layer_paths(variables: Exported | Mapping[str, Any],
+                manifest: Mapping[str, Any] | None = None) -> dict[str, str]:
+  """Module path -> ``"native"``, ``"packed"`` or ``"dense"``: how each layer exported sparse runs
+  from ``variables`` (:func:`materialize`'s, or the export's: all packed).
+
+  A kernel in :data:`TILED` runs native, one in ``packed`` packed. A kernel materialized dense is a
+  ``params`` kernel like those of the layers that always were, so those come from ``manifest``
+  (the export's: its ``layers`` with a pattern); an :class:`Exported` brings its own. Without a
+  manifest only the native and packed layers are listed.
+
+  Raises:
+    ValueError: a layer sparse in ``manifest`` whose kernel is nowhere in ``variables``.
+  """
+  if isinstance(variables, Exported):
+    manifest = variables.manifest if manifest is None else manifest
+    variables = variables.variables
+  paths = {}
+  for name, path in ((TILED, "native"), (PACKED, "packed")):
+    for key in traverse_util.flatten_dict(variables.get(name, {})):
+      paths["/".join(key[:-1])] = path
+  params = traverse_util.flatten_dict(variables.get("params", {}), sep="/")
+  for kernel, entry in (manifest or {}).get("layers", {}).items():
+    layer = kernel.rsplit("/", 1)[0]
+    if entry["pattern"] is None or layer in paths:
+      continue
+    if kernel not in params:
+      raise ValueError(f"Layer {layer!r} is {entry['pattern']} in the manifest, but the variables "
+                       "hold no kernel for it: they belong to another export.")
+    paths[layer] = "dense"
+  return dict(sorted(paths.items()))

@@ -1,0 +1,156 @@
+"""materialize, the serving load step: every path (dense, packed, native) serves the exported
+model's outputs, conv kernels stay packed unless dense, fallbacks are logged, layer_paths reports
+the choices, and the input variables are left as they were."""
+
+import functools
+import logging
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from nmsparse import export as ex
+from nmsparse import native
+from nmsparse.kernels import value_serial
+from nmsparse.pack import PackedNM
+from nmsparse.testing import assert_close
+from tests.export.test_export import MODELS, build, images, max_reduction, trained_variables
+
+SERVED = ["mlp", "vit"]  # the smoke models with sparse dense layers
+BATCH = 2
+
+
+def dense_rows(name, batch):
+  """Rows of each dense product: the batch, times the tokens for the ViT (no class token)."""
+  if name != "vit":
+    return batch
+  kwargs, (height, width, _) = MODELS[name]
+  return batch * (height // kwargs["patch"]) * (width // kwargs["patch"])
+
+
+@functools.lru_cache(maxsize=None)
+def exported_model(name, pattern="2:8"):
+  """The model and its bf16 export (the dtype the native kernel computes in)."""
+  model, rules = build(name, pattern, jnp.bfloat16)
+  return model, ex.export(trained_variables(name), rules, "bdwp")
+
+
+def serve(model, variables, x):
+  return jax.jit(lambda v, x: ex.apply(model, v, x, train=False))(variables, x)
+
+
+@functools.lru_cache(maxsize=None)
+def exported_outputs(name):
+  model, exported = exported_model(name)
+  return np.asarray(serve(model, exported.variables, images(name, BATCH)), np.float32)
+
+
+def sparse_layers(exported):
+  return {p.rsplit("/", 1)[0] for p, e in exported.manifest["layers"].items() if e["pattern"]}
+
+
+def kernel_layers(collection):
+  return {k.rsplit("/", 1)[0] for k in traverse_util.flatten_dict(collection, sep="/")
+          if k.endswith("/kernel")}
+
+
+def leaves(tree):
+  return jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda v: isinstance(v, PackedNM))[0]
+
+
+@pytest.mark.parametrize("implementation", ex.IMPLEMENTATIONS)
+@pytest.mark.parametrize("name", SERVED)
+def test_every_path_serves_the_exported_outputs(name, implementation, monkeypatch):
+  """``"native"`` runs ``value_serial.reference_tiled_matmul`` (the jnp oracle) in place of the
+  CUDA kernel: on CPU this tests the plumbing (``prepare``, the ``tiled`` collection, the layer's
+  reshapes and shape check), not the kernel (``tests/kernels/test_value_serial.py`` does, on
+  GPU)."""
+  monkeypatch.setattr(value_serial, "tiled_matmul", value_serial.reference_tiled_matmul)
+  model, exported = exported_model(name)
+  variables = ex.materialize(exported, dense_rows(name, BATCH), implementation)
+  sparse = sparse_layers(exported)
+  assert ex.layer_paths(variables, exported.manifest) == {p: implementation for p in sparse}
+  moved = {"native": ex.TILED, "packed": ex.PACKED, "dense": "params"}[implementation]
+  assert sparse <= kernel_layers(variables[moved])
+  assert implementation == "packed" or kernel_layers(variables[ex.PACKED]) == set()
+  assert_close(serve(model, variables, images(name, BATCH)), exported_outputs(name),
+               jnp.bfloat16, max_reduction(trained_variables(name)["params"]),
+               err_msg=f"{name} {implementation}")
+
+
+@pytest.mark.skipif(native.status() is None, reason="the native extension is loaded here")
+def test_native_without_the_extension_says_the_kernel_is_not_available():
+  model, exported = exported_model("mlp")
+  variables = ex.materialize(exported, BATCH, "native")
+  with pytest.raises(ValueError, match="kernel is not available"):
+    ex.apply(model, variables, images("mlp", BATCH), train=False)
+
+
+@pytest.mark.skipif(native.status() is None,
+                    reason="the native extension is loaded: decode_path follows the card's table")
+@pytest.mark.parametrize("name", SERVED)
+def test_auto_serves_dense_without_the_extension(name):
+  _, exported = exported_model(name)
+  sparse = sparse_layers(exported)
+  auto = ex.materialize(exported, dense_rows(name, BATCH))
+  assert ex.layer_paths(auto, exported.manifest) == {p: "dense" for p in sparse}
+  assert ex.layer_paths(auto) == {}  # without the manifest, dense kernels are like any other
+  assert ex.layer_paths(exported) == {p: "packed" for p in sparse}
+
+
+def test_conv_kernels_stay_packed_unless_dense(monkeypatch):
+  monkeypatch.setattr(value_serial, "tiled_matmul", value_serial.reference_tiled_matmul)
+  model, exported = exported_model("resnet18")
+  sparse = sparse_layers(exported)
+  assert sparse and all(exported.operand(p + "/kernel").values.ndim == 5 for p in sparse)
+  for implementation in ("native", None):
+    variables = ex.materialize(exported, BATCH, implementation)
+    assert ex.TILED not in variables
+    assert ex.layer_paths(variables, exported.manifest) == {p: "packed" for p in sparse}
+  dense = ex.materialize(exported, BATCH, "dense")
+  assert dense[ex.PACKED] == {}
+  assert ex.layer_paths(dense, exported.manifest) == {p: "dense" for p in sparse}
+  x = images("resnet18", BATCH)
+  assert_close(serve(model, dense, x), serve(model, exported.variables, x), jnp.bfloat16,
+               max_reduction(trained_variables("resnet18")["params"]))
+
+
+def test_native_falls_back_to_packed_with_a_logged_reason(caplog):
+  _, exported = exported_model("mlp", "4:16")  # the tiled kernel decodes M = 4 and 8
+  with caplog.at_level(logging.WARNING):
+    variables = ex.materialize(exported, BATCH, "native")
+  assert ex.layer_paths(variables, exported.manifest) == {"hidden_0": "packed",
+                                                          "hidden_1": "packed"}
+  for layer in ("hidden_0", "hidden_1"):
+    why = value_serial.tiled_unsupported(jnp.bfloat16, exported.operand(layer + "/kernel"))
+    assert why and any(layer in r.getMessage() and f"({why}) -> packed" in r.getMessage()
+                       for r in caplog.records), caplog.text
+
+
+def test_input_variables_are_left_as_they_were():
+  _, exported = exported_model("mlp")
+  before = leaves(exported.variables)
+  for implementation in (*ex.IMPLEMENTATIONS, None):
+    variables = ex.materialize(exported, BATCH, implementation)
+    for name in variables:
+      for layer in variables[name].values():
+        if isinstance(layer, dict):
+          layer.clear()
+    after = leaves(exported.variables)
+    assert [p for p, _ in after] == [p for p, _ in before]
+    assert all(a is b for (_, a), (_, b) in zip(after, before))
+
+
+def test_bad_calls_raise_clearly():
+  _, exported = exported_model("mlp")
+  with pytest.raises(ValueError, match=r"Unknown implementation 'pallas'; expected one of "
+                                       r"\('native', 'packed', 'dense'\) or None"):
+    ex.materialize(exported, BATCH, "pallas")
+  with pytest.raises(ValueError, match="materialized already"):
+    ex.materialize(ex.materialize(exported, BATCH, "native"), BATCH)
+  _, resnet = exported_model("resnet18")
+  with pytest.raises(ValueError, match=r"'stage1_block1/conv1' is 2:8 in the manifest, but the "
+                                       "variables hold no kernel for it"):
+    ex.layer_paths(ex.materialize(exported, BATCH, "dense"), resnet.manifest)
