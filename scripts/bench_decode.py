@@ -114,7 +114,7 @@ def sweep_rows(args) -> list[dict]:
     nbytes = packed_bytes((k, o), p, 0, 2)
     base = vs.splits_for(batch, k, o, p.m)
     gq = -(-(k // p.m) // (8 // (2 if p.m <= 4 else 4)))
-    for s in sorted({1, max(1, base // 4), max(1, base // 2), base, base * 2, base * 4}):
+    for s in sorted({1, 2, 4, base, 8, 16}):
       rows_per = -(-gq // s)
       if s > max(1, gq // vs.WARPS) or rows_per * 16 * vs.batch_tile(batch) * 2 > vs.SMEM_X_BYTES:
         continue
@@ -129,9 +129,8 @@ def sweep_rows(args) -> list[dict]:
       tl = vs.prepare(ff)
       kt, ot = tl.values.shape[1], tl.values.shape[0]
       tb = vs.tiled_splits_for(batch, kt, ot)
-      for s in sorted({1, 2, max(1, tb // 2), tb, tb * 2, tb * 4}):
-        if s > kt // vs.STEP_TILES or (8 if batch <= 8 else 16) * -(-(kt // vs.STEP_TILES) // s) \
-            * vs.STEP_TILES * vs.TILE_K * 2 > 200 * 1024:
+      for s in sorted({1, 2, 4, tb, 8, 16}):
+        if s > kt // vs.STEP_TILES:
           continue
         fn = functools.partial(vs.tiled_matmul, splits=s)
         ms = time_op(fn, lambda i: (x, jax.tree.map(lambda a: jnp.array(a, copy=True), tl)),

@@ -30,6 +30,12 @@ WARPS = 4  # warps of one block, each taking every WARPS-th position-byte row (v
 MAX_BATCH_TILE = 16  # batch rows of one block; more rows run as more tiles
 TARGET_BLOCKS = 4 * 132  # enough resident blocks to keep an H100/H200's 132 SMs' loads in flight
 SMEM_X_BYTES = 64 * 1024  # the staged activation slice of one block stays below this
+MAX_CLUSTER = 8  # up to this many slices run as one cluster, summed in distributed shared memory
+
+
+def _partials_bytes(splits: int, batch: int, o: int) -> int:
+  """The fp32 partials workspace: only beyond :data:`MAX_CLUSTER` slices (1 byte otherwise)."""
+  return splits * batch * o * 4 if splits > MAX_CLUSTER else 1
 
 
 def batch_tile(batch: int) -> int:
@@ -52,7 +58,7 @@ def splits_for(batch: int, k: int, o: int, m: int) -> int:
   tiles = -(-o // COLS_PER_BLOCK) * -(-batch // MAX_BATCH_TILE)
   most = max(1, gq // WARPS)  # at least a byte row per warp
   least = -(-gq * q * m * bt * 2 // SMEM_X_BYTES)  # shared memory bound on a slice
-  want = -(-TARGET_BLOCKS // tiles)
+  want = min(-(-TARGET_BLOCKS // tiles), MAX_CLUSTER)
   return int(min(most, max(least, want)))
 
 
@@ -93,7 +99,7 @@ def vs_matmul(x: jax.Array, ff: PackedNM, *, splits: int | None = None) -> jax.A
   o = ff.shape[1]
   splits = splits or splits_for(batch, k, o, ff.pattern.m)
   out = (jax.ShapeDtypeStruct((batch, o), jnp.bfloat16),
-         jax.ShapeDtypeStruct((splits * batch * o * 4 if splits > 1 else 1,), jnp.uint8))
+         jax.ShapeDtypeStruct((_partials_bytes(splits, batch, o),), jnp.uint8))
   call = jax.ffi.ffi_call("nms_vs_matmul", out, vmap_method="sequential")
   y, _ = call(x, ff.values, ff.positions, n=np.int64(ff.pattern.n), m=np.int64(ff.pattern.m),
               splits=np.int64(splits))
@@ -114,17 +120,17 @@ TILED_M = (4, 8)  # group sizes the tiled kernel decodes
 class TiledNM:
   """A packed FF operand laid out for :func:`tiled_matmul` (a pytree: ``values``, ``positions``).
 
-  Each lane of a warp holds, per 16 x 16 mma tile of ``W^T``, the kept entries of the groups its
-  fragment touches: rows ``o0 + g`` and ``o0 + g + 8`` (``g = lane // 4``), groups ``s = 0, 1`` of
-  its half of the k-tile (M = 8: the two groups; M = 4: groups ``2s + h``, ``h = (lane % 4) // 2``).
-  One *slice* is those ``4N`` kept values (field ``f = (2r + s) N + j``, ``r`` the row half,
-  ``j`` the slot) and their positions (``bits`` each: 2 for M = 4, 4 for M = 8).
+  The kernel feeds ``W^T`` to ``mma.m16n8k16`` in 16 x 16 tiles with the k-columns of a tile
+  permuted so that lane ``(g, t)`` (``g = lane // 4``, ``t = lane % 4``) holds rows ``o0 + g`` and
+  ``o0 + g + 8`` at the contiguous k ``4t .. 4t + 3`` of the tile: half a group for M = 8 (group
+  ``q = t // 2``, in-group offsets from ``4 (t % 2)``), a whole group for M = 4 (``q = t``). Its
+  *slice* is group ``q`` of both rows: ``2N`` kept values (field ``f = r N + j``, ``r`` the row
+  half, ``j`` the slot) and their positions (2 bits for M = 4, 4 for M = 8).
 
   Attributes:
-    values: bf16 ``[OT, KT, 8, H, 4N]`` (``H`` = 2 for M = 4, else 1), one slice per lane.
-    positions: uint32 ``[OT, KT / pk, 8, H, words]``: slot ``kt % pk`` of a word holds k-tile
-      ``kt``'s slice (``slot_bits`` each, field ``f`` at bit ``f * bits``); 64-bit slots take two
-      words.
+    values: bf16 ``[OT, KT, 8, Q, 2N]`` (``Q = 16 / M`` groups per k-tile), one slice per group.
+    positions: uint32 ``[OT, KT / pk, 8, Q]``: slot ``kt % pk`` of a word holds k-tile ``kt``'s
+      slice (``slot_bits`` each, field ``f`` at bit ``f * bits``).
     pattern: the N:M pattern.
     shape: the dense ``(K, O)``.
   """
@@ -148,7 +154,7 @@ def _bits(m: int) -> int:
 
 
 def _slot_bits(pattern: NMPattern) -> int:
-  need = 4 * pattern.n * _bits(pattern.m)
+  need = 2 * pattern.n * _bits(pattern.m)
   return max(8, 1 << (need - 1).bit_length())
 
 
@@ -173,90 +179,64 @@ def prepare(ff: PackedNM) -> TiledNM:
     raise ValueError(f"prepare does not take this operand: {why}.")
   n, m = ff.pattern.n, ff.pattern.m
   k, o = ff.shape
-  gpt = TILE_K // m  # groups per k-tile
-  h_count = 2 if m == 4 else 1
-  kt = -(-(k // m) // gpt)
+  q = TILE_K // m  # groups per k-tile
+  kt = -(-(k // m) // q)
   kt = -(-kt // STEP_TILES) * STEP_TILES
   ot = -(-o // BLOCK_O) * (BLOCK_O // TILE_O)
   values = ff.values  # [N, Gp, O]
   pos = jnp.moveaxis(unpack_positions(jnp.moveaxis(ff.positions, 1, -1), m), -1, 1)
-  groups = kt * gpt
+  groups = kt * q
   pad = ((0, 0), (0, max(0, groups - values.shape[1])), (0, ot * TILE_O - o))
   values = jnp.pad(values, pad)[:, :groups]
   pos = jnp.pad(pos, pad)[:, :groups]
-  # index grids over [OT, KT, 8 (g), H, 2 (r), 2 (s), N (j)]
-  i_ot, i_kt, i_g, i_h, i_r, i_s, i_j = np.indices((ot, kt, 8, h_count, 2, 2, n))
+  i_ot, i_kt, i_g, i_q, i_r, i_j = np.indices((ot, kt, 8, q, 2, n))  # slice fields f = r N + j
   col = TILE_O * i_ot + i_g + 8 * i_r
-  grp = i_kt * gpt + (i_s if m == 8 else 2 * i_s + i_h)
-  shape5 = (ot, kt, 8, h_count, 4 * n)
+  grp = i_kt * q + i_q
+  shape5 = (ot, kt, 8, q, 2 * n)
   tv = values[i_j, grp, col].reshape(shape5).astype(jnp.bfloat16)
   tp = pos[i_j, grp, col].reshape(shape5).astype(jnp.uint32)
-  bits = _bits(m)
-  slot_bits = _slot_bits(ff.pattern)
-  fields = jnp.arange(4 * n, dtype=jnp.uint32)
-  if slot_bits <= 32:
-    slots = jnp.sum(tp << (fields * bits), axis=-1, dtype=jnp.uint32)  # [OT, KT, 8, H]
-    pk = 32 // slot_bits
-    slots = slots.reshape(ot, kt // pk, pk, 8, h_count)
-    shifts = (jnp.arange(pk, dtype=jnp.uint32) * slot_bits)[None, None, :, None, None]
-    words = jnp.sum(slots << shifts, axis=2, dtype=jnp.uint32)[..., None]
-  else:  # 64-bit slots: fields 0..7 in the first word, the rest in the second
-    per = 32 // bits
-    lo = jnp.sum(tp[..., :per] << (fields[:per] * bits), axis=-1, dtype=jnp.uint32)
-    hi = jnp.sum(tp[..., per:] << (fields[:4 * n - per] * bits), axis=-1, dtype=jnp.uint32)
-    words = jnp.stack([lo, hi], axis=-1)
+  bits, slot_bits = _bits(m), _slot_bits(ff.pattern)
+  slots = jnp.sum(tp << (jnp.arange(2 * n, dtype=jnp.uint32) * bits), axis=-1, dtype=jnp.uint32)
+  pk = 32 // slot_bits
+  slots = slots.reshape(ot, kt // pk, pk, 8, q)
+  shifts = (jnp.arange(pk, dtype=jnp.uint32) * slot_bits)[None, None, :, None, None]
+  words = jnp.sum(slots << shifts, axis=2, dtype=jnp.uint32)
   return TiledNM(tv, words, ff.pattern, (k, o))
 
 
 def reference_tiled_matmul(x: jax.Array, t: TiledNM) -> jax.Array:
-  """``x @ W`` decoded from the tiled layout in jnp, the way the kernel's lanes decode it (the
-  test oracle of :func:`prepare`: it must equal ``reference_nm_matmul`` of the packed operand)."""
+  """``x @ W`` decoded from the tiled layout in jnp, field by field as the kernel's lanes decode
+  it (the oracle of :func:`prepare`: it must equal ``reference_nm_matmul`` of the packed
+  operand)."""
   n, m = t.pattern.n, t.pattern.m
   k, o = t.shape
-  ot, kt, _, h_count, _ = t.values.shape
+  ot, kt, _, q, _ = t.values.shape
   bits, slot_bits = _bits(m), t.slot_bits
-  f = np.arange(4 * n)
-  if slot_bits <= 32:
-    pk = 32 // slot_bits
-    words = jnp.repeat(t.positions[..., 0], pk, axis=1)  # [OT, KT, 8, H]
-    shift = (np.arange(kt) % pk * slot_bits)[None, :, None, None]
-    slot = words >> shift.astype(np.uint32)
-    fields = (slot[..., None] >> (f * bits).astype(np.uint32)) & ((1 << bits) - 1)
-  else:
-    per = 32 // bits
-    word = jnp.where(f < per, 0, 1)
-    sel = jnp.take(t.positions, word, axis=-1)  # [OT, KT, 8, H, 4N]
-    fields = (sel >> ((f % per) * bits).astype(np.uint32)) & ((1 << bits) - 1)
-  fields = fields.reshape(ot, kt, 8, h_count, 2, 2, n)
-  vals = t.values.reshape(ot, kt, 8, h_count, 2, 2, n)
-  dense = jnp.zeros((ot, kt, 8, h_count, 2, 2, m), jnp.bfloat16)
+  pk = 32 // slot_bits
+  words = jnp.repeat(t.positions, pk, axis=1)  # [OT, KT, 8, Q]
+  slot = words >> (np.arange(kt) % pk * slot_bits).astype(np.uint32)[None, :, None, None]
+  f = np.arange(2 * n)
+  fields = (slot[..., None] >> (f * bits).astype(np.uint32)) & ((1 << bits) - 1)
+  fields = fields.reshape(ot, kt, 8, q, 2, n)
+  vals = t.values.reshape(ot, kt, 8, q, 2, n)
+  dense = jnp.zeros((ot, kt, 8, q, 2, m), jnp.bfloat16)
   r = np.arange(m)
   for j in range(n):  # filler slots hold +0 at position 0, so adding them changes nothing
     dense = dense + jnp.where(fields[..., j, None] == r, vals[..., j, None], 0)
-  # dense[ot, kt, g, h, r, s, e] = W[k, o], o = 16 ot + g + 8 r, k = 16 kt + M * group + e
-  if m == 8:  # group = s, h absent
-    w = dense[:, :, :, 0].transpose(0, 3, 2, 1, 4, 5)  # [OT, r, g, KT, s, e]
-  else:  # group = 2 s + h
-    w = dense.transpose(0, 4, 2, 1, 5, 3, 6)  # [OT, r, g, KT, s, h, e]
-  w = w.reshape(ot * TILE_O, kt * TILE_K)[:o, :k].T
+  # dense[ot, kt, g, q, r, e] = W[k, o] with o = 16 ot + 8 r + g, k = 16 kt + M q + e
+  w = dense.transpose(0, 4, 2, 1, 3, 5).reshape(ot * TILE_O, kt * TILE_K)[:o, :k].T
   return jnp.dot(x, w.astype(x.dtype), preferred_element_type=jnp.float32).astype(x.dtype)
-
-
-TILED_MAX_SMEM = 100 * 1024  # the staged x slice of one tiled block stays below this (2/SM)
 
 
 def tiled_splits_for(batch: int, k_tiles: int, o_tiles: int) -> int:
   """Reduction slices of :func:`tiled_matmul`: enough blocks for :data:`TARGET_BLOCKS`, at least
-  one step of :data:`STEP_TILES` k-tiles per warp, the x slice under :data:`TILED_MAX_SMEM`."""
-  rows = 8 if batch <= 8 else 16
+  one step of :data:`STEP_TILES` k-tiles per warp, and at most :data:`MAX_CLUSTER` (one kernel,
+  the slices summed over distributed shared memory)."""
   steps = k_tiles // STEP_TILES
   batch_tiles = -(-batch // 16) if batch > 8 else 1
   tiles = (o_tiles * TILE_O // BLOCK_O) * batch_tiles
-  most = max(1, steps // WARPS)
-  step_bytes = rows * STEP_TILES * TILE_K * 2
-  least = -(-steps * step_bytes // TILED_MAX_SMEM)
   want = -(-TARGET_BLOCKS // tiles)
-  return int(max(least, min(most, want)))
+  return int(max(1, min(MAX_CLUSTER, steps // WARPS, want)))
 
 
 def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
@@ -282,7 +262,7 @@ def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
   ot, kt = t.values.shape[:2]
   splits = splits or tiled_splits_for(batch, kt, ot)
   out = (jax.ShapeDtypeStruct((batch, o), jnp.bfloat16),
-         jax.ShapeDtypeStruct((splits * batch * o * 4 if splits > 1 else 1,), jnp.uint8))
+         jax.ShapeDtypeStruct((_partials_bytes(splits, batch, o),), jnp.uint8))
   target = "nms_vs_tiled_matmul" if command_buffer else "nms_vs_tiled_matmul_nocb"
   call = jax.ffi.ffi_call(target, out, vmap_method="sequential")
   y, _ = call(x, t.values, t.positions, n=np.int64(t.pattern.n), m=np.int64(t.pattern.m),

@@ -34,7 +34,7 @@ def test_splits_respect_the_kernels_limits(batch, k, o, m):
   assert 1 <= splits <= max(1, gq // vs.WARPS)
   assert rows * fields_per_byte(m) * m * vs.batch_tile(batch) * 2 <= vs.SMEM_X_BYTES
   tiles = -(-o // vs.COLS_PER_BLOCK) * -(-batch // vs.MAX_BATCH_TILE)
-  if splits < max(1, gq // vs.WARPS):  # more slices were possible: they were not needed
+  if splits < min(vs.MAX_CLUSTER, max(1, gq // vs.WARPS)):  # more were possible, not needed
     assert tiles * splits >= vs.TARGET_BLOCKS
 
 
@@ -81,7 +81,7 @@ def test_ragged_shapes(k, o, pattern):
 
 
 @needs_native
-@pytest.mark.parametrize("splits", [1, 2, 7, 64])
+@pytest.mark.parametrize("splits", [1, 2, 7, 8, 9, 64])
 def test_any_split_count_gives_the_same_product(splits):
   x, ff = _operands(16, 4096, 256, "2:8")
   ref = np.asarray(reference_nm_matmul(x, ff), np.float32)
@@ -122,16 +122,15 @@ def test_tiled_refuses_what_it_cannot_decode():
 
 
 @pytest.mark.parametrize("batch,kt,ot", [(1, 256, 256), (16, 256, 256), (16, 48, 192),
-                                         (8, 192, 48), (64, 688, 256)])
+                                         (8, 192, 48), (64, 688, 256), (1, 4, 4)])
 def test_tiled_splits_respect_the_kernels_limits(batch, kt, ot):
   splits = vs.tiled_splits_for(batch, kt, ot)
   steps = kt // vs.STEP_TILES
-  rows = 8 if batch <= 8 else 16
-  per = -(-steps // splits)
-  assert splits >= 1
-  assert rows * per * vs.STEP_TILES * vs.TILE_K * 2 <= vs.TILED_MAX_SMEM
-  assert splits <= max(1, steps // vs.WARPS) or rows * (steps // max(1, steps // vs.WARPS)) * \
-      vs.STEP_TILES * vs.TILE_K * 2 > vs.TILED_MAX_SMEM
+  assert 1 <= splits <= vs.MAX_CLUSTER
+  assert splits == 1 or splits <= steps // vs.WARPS  # every warp of a slice has a step
+  blocks = ot * vs.TILE_O // vs.BLOCK_O * (-(-batch // 16) if batch > 8 else 1)
+  if splits < min(vs.MAX_CLUSTER, steps // vs.WARPS):
+    assert blocks * splits >= vs.TARGET_BLOCKS
 
 
 @needs_native
@@ -156,7 +155,7 @@ def test_tiled_ragged_shapes(k, o, pattern):
 
 
 @needs_native
-@pytest.mark.parametrize("splits", [1, 2, 7, 16])
+@pytest.mark.parametrize("splits", [1, 2, 7, 8, 16])
 @pytest.mark.parametrize("command_buffer", [True, False])
 def test_tiled_any_split_count_gives_the_same_product(splits, command_buffer):
   x, ff = _operands(16, 4096, 256, "2:8")

@@ -22,6 +22,9 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cooperative_groups.h>
+
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -34,6 +37,71 @@ namespace {
 constexpr int kWarps = 4;     // warps per block (each takes every kWarps-th byte row)
 constexpr int kCols = 64;     // output columns per block
 constexpr int kUnroll = 4;    // byte rows whose loads are in flight together, per warp
+constexpr int kMaxCluster = 8;  // reduction slices summed through distributed shared memory
+
+// How a block's totals tot[b][o] (R batch rows x 64 columns, fp32, in shared memory) reach y:
+// one slice (gridDim.y == 1): written directly; up to kMaxCluster slices launched as one thread-
+// block cluster along y: rank 0 adds the others' totals over distributed shared memory and
+// writes y (one kernel, deterministic order); more slices: fp32 partials [S, B, O] for
+// vs_sum_splits_kernel. Every thread of the block calls this.
+template <int R>
+__device__ void StoreBlock(const float* tot, bool clustered, int b0, int col0, int B, int O,
+                           int split, float* __restrict__ partial,
+                           __nv_bfloat16* __restrict__ y) {
+  namespace cg = cooperative_groups;
+  if (clustered) {
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync();  // every block's totals are written
+    if (cluster.block_rank() == 0) {
+      const int ranks = static_cast<int>(cluster.num_blocks());
+      for (int i = threadIdx.x; i < R * kCols; i += blockDim.x) {
+        const int b = i / kCols, o = i - b * kCols;
+        const int gb = b0 + b, go = col0 + o;
+        if (gb >= B || go >= O) continue;
+        float sum = tot[i];
+        for (int r = 1; r < ranks; ++r) sum += cluster.map_shared_rank(tot, r)[i];
+        y[static_cast<int64_t>(gb) * O + go] = __float2bfloat16(sum);
+      }
+    }
+    cluster.sync();  // the other ranks' shared memory stays alive until rank 0 has read it
+    return;
+  }
+  const bool direct = gridDim.y == 1;
+  for (int i = threadIdx.x; i < R * kCols; i += blockDim.x) {
+    const int b = i / kCols, o = i - b * kCols;
+    const int gb = b0 + b, go = col0 + o;
+    if (gb >= B || go >= O) continue;
+    const int64_t idx = static_cast<int64_t>(gb) * O + go;
+    if (direct) y[idx] = __float2bfloat16(tot[i]);
+    else partial[static_cast<int64_t>(split) * B * O + idx] = tot[i];
+  }
+}
+
+// Launches kernel on grid with blockDim kWarps * 32, as clusters of gridDim.y blocks when asked.
+template <typename Kernel, typename... Args>
+cudaError_t LaunchMaybeClustered(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream,
+                                 bool clustered, Args... args) {
+  if (smem > 48 * 1024) {
+    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         static_cast<int>(smem));
+    if (e != cudaSuccess) return e;
+  }
+  cudaLaunchConfig_t config = {};
+  config.gridDim = grid;
+  config.blockDim = dim3(kWarps * 32);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attr[1];
+  if (clustered) {
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = 1;
+    attr[0].val.clusterDim.y = grid.y;
+    attr[0].val.clusterDim.z = 1;
+    config.attrs = attr;
+    config.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&config, kernel, args...);
+}
 
 template <int BT>
 struct XVec;  // BT bf16 activations of one reduction index, loaded as one vector
@@ -91,7 +159,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ values,
               const uint8_t* __restrict__ positions, float* __restrict__ partial,
               __nv_bfloat16* __restrict__ y, int B, int K, int O, int M, int Gp, int Gq,
-              int rows_per_split) {
+              int rows_per_split, bool clustered) {
   constexpr int Q = 8 / BITS;
   constexpr uint32_t kMask = (1u << BITS) - 1;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -219,8 +287,10 @@ vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restri
     }
   }
 
-  // Reduce the warps: warps 1.. write [warp - 1][b][column] partials, warp 0 adds them.
+  // Reduce the warps: warps 1.. write [warp - 1][b][column] partials, warp 0 adds them into
+  // the block totals tot[b][column], which StoreBlock sends on.
   float* red = reinterpret_cast<float*>(smem + ((static_cast<size_t>(kspan) * BT * 2 + 15) / 16) * 16);
+  float* tot = red + (kWarps - 1) * BT * kCols;
   if (warp > 0) {
 #pragma unroll
     for (int b = 0; b < BT; ++b) {
@@ -229,30 +299,20 @@ vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restri
     }
   }
   __syncthreads();
-  if (warp > 0 || c >= O) return;
+  if (warp == 0) {
 #pragma unroll
-  for (int b = 0; b < BT; ++b) {
+    for (int b = 0; b < BT; ++b) {
 #pragma unroll
-    for (int w = 0; w < kWarps - 1; ++w) {
-      acc0[b] += red[(w * BT + b) * kCols + 2 * lane];
-      acc1[b] += red[(w * BT + b) * kCols + 2 * lane + 1];
+      for (int w = 0; w < kWarps - 1; ++w) {
+        acc0[b] += red[(w * BT + b) * kCols + 2 * lane];
+        acc1[b] += red[(w * BT + b) * kCols + 2 * lane + 1];
+      }
+      tot[b * kCols + 2 * lane] = acc0[b];
+      tot[b * kCols + 2 * lane + 1] = acc1[b];
     }
   }
-  const bool direct = gridDim.y == 1;
-#pragma unroll
-  for (int b = 0; b < BT; ++b) {
-    const int gb = b0 + b;
-    if (gb >= B) break;
-    const int64_t o = static_cast<int64_t>(gb) * O + c;
-    if (direct) {
-      y[o] = __float2bfloat16(acc0[b]);
-      if (pair) y[o + 1] = __float2bfloat16(acc1[b]);
-    } else {
-      float* p = partial + static_cast<int64_t>(split) * B * O + o;
-      p[0] = acc0[b];
-      if (pair) p[1] = acc1[b];
-    }
-  }
+  __syncthreads();
+  StoreBlock<BT>(tot, clustered, b0, blockIdx.x * kCols, B, O, split, partial, y);
 }
 
 __global__ void vs_sum_splits_kernel(const float* __restrict__ partial, __nv_bfloat16* __restrict__ y,
@@ -267,7 +327,7 @@ __global__ void vs_sum_splits_kernel(const float* __restrict__ partial, __nv_bfl
 
 size_t SmemBytes(int bt, int kspan) {
   return ((static_cast<size_t>(kspan) * bt * 2 + 15) / 16) * 16 +
-         static_cast<size_t>(kWarps - 1) * bt * kCols * sizeof(float);
+         static_cast<size_t>(kWarps) * bt * kCols * sizeof(float);
 }
 
 template <int BT, int N, int BITS>
@@ -277,17 +337,12 @@ cudaError_t LaunchFwd(cudaStream_t stream, const __nv_bfloat16* x, const __nv_bf
   constexpr int Q = 8 / BITS;
   const int rows_per_split = (Gq + splits - 1) / splits;
   const size_t smem = SmemBytes(BT, rows_per_split * Q * M);
-  auto kernel = vs_fwd_kernel<BT, N, BITS>;
-  if (smem > 48 * 1024) {
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
-    if (e != cudaSuccess) return e;
-  }
   dim3 grid((O + kCols - 1) / kCols, splits, (B + BT - 1) / BT);
-  kernel<<<grid, kWarps * 32, smem, stream>>>(x, values, positions, partial, y, B, K, O, M, Gp, Gq,
-                                              rows_per_split);
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess || splits == 1) return e;
+  const bool clustered = splits > 1 && splits <= kMaxCluster;
+  cudaError_t e = LaunchMaybeClustered(vs_fwd_kernel<BT, N, BITS>, grid, smem, stream, clustered,
+                                       x, values, positions, partial, y, B, K, O, M, Gp, Gq,
+                                       rows_per_split, clustered);
+  if (e != cudaSuccess || splits == 1 || clustered) return e;
   const int64_t size = static_cast<int64_t>(B) * O;
   const int threads = 256;
   const int blocks = static_cast<int>(std::min<int64_t>((size + threads - 1) / threads, 4096));
@@ -334,7 +389,8 @@ ffi::Error VsMatmulImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
   if (n < 1 || n > 4 || m < 3 || m > 16 || vd[0] != n || pd[0] != n || pd[2] != O ||
       Gp != q * Gq || K % m != 0 || K / m > Gp)
     return ffi::Error::InvalidArgument("nms_vs_matmul: operand shapes do not match the pattern");
-  if (splits < 1 || (splits > 1 && partial->size_bytes() < static_cast<size_t>(splits * B * O * 4)))
+  if (splits < 1 || (splits > kMaxCluster &&
+                      partial->size_bytes() < static_cast<size_t>(splits * B * O * 4)))
     return ffi::Error::InvalidArgument("nms_vs_matmul: partials buffer too small");
   if (B == 0 || O == 0) return ffi::Error::Success();
   const int bt = B >= 16 ? 16 : B >= 8 ? 8 : B >= 4 ? 4 : B >= 2 ? 2 : 1;
@@ -342,7 +398,7 @@ ffi::Error VsMatmulImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
   const auto* vp = reinterpret_cast<const __nv_bfloat16*>(values.typed_data());
   const uint8_t* pp = positions.typed_data();
   auto* yp = reinterpret_cast<__nv_bfloat16*>(y->typed_data());
-  float* part = splits > 1 ? reinterpret_cast<float*>(partial->untyped_data()) : nullptr;
+  float* part = splits > kMaxCluster ? reinterpret_cast<float*>(partial->untyped_data()) : nullptr;
   cudaError_t e = bits == 2
       ? DispatchN<2>(stream, n, bt, xp, vp, pp, part, yp, B, K, O, m, Gp, Gq, splits)
       : DispatchN<4>(stream, n, bt, xp, vp, pp, part, yp, B, K, O, m, Gp, Gq, splits);
@@ -355,40 +411,47 @@ ffi::Error VsMatmulImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
 // ---------------------------------------------------------------------------------------------
 // The tensor-core kernel: packed weights decoded straight into mma.sync fragments.
 //
-// Operand (nmsparse.kernels.value_serial.prepare, N <= 2, M in {4, 8}): per 16 x 16 tile of W^T
-// (rows o, columns k) every lane holds one *slice*: the 4N kept values of the groups its A
-// fragment touches (rows o0 + g, o0 + g + 8 with g = lane / 4; its two groups of the k-tile),
-// field f = (2r + s) N + j, and their positions (2 or 4 bits each) packed into 32-bit words,
-// kPack k-tiles per word. values [OT, KT, 8, H, 4N] bf16, positions [OT, KT / kPack, 8, H] u32.
-// A lane builds its fragment register a[r + 2s] = {W[o][k], W[o][k + 1]} by comparing the
-// slot positions with its two in-group offsets: no shared memory, no dense tile anywhere. x (the
-// mma B operand, batch as its N dimension) is staged once per block in shared memory, row-major
-// [rows][kspan + 8] (the pad spreads the rows over the banks). A block is 4 warps on 64 output
-// columns (4 mma tiles); the warps take the block's reduction slice 4 k-tiles at a time.
+// Operand (nmsparse.kernels.value_serial.prepare, N <= 2, M in {4, 8}): W^T goes to
+// mma.m16n8k16 in 16 x 16 tiles (rows o, columns k) whose k-columns are permuted so that lane
+// (g, t) holds rows o0 + g and o0 + g + 8 at the contiguous k 4t .. 4t + 3 of the tile (the B
+// operand, x, uses the same permutation, so the product is unchanged). Those four k are half of
+// group q = t / 2 (M = 8) or all of group q = t (M = 4): the lane's *slice* is that group of its
+// two rows, 2N kept values (field f = r N + j) and their positions, kPack k-tiles per 32-bit word.
+// values [OT, KT, 8, Q, 2N] bf16, positions [OT, KT / kPack, 8, Q] u32 (Q = 16 / M).
+// A lane builds fragment registers a[r] = {W[o_r][4t], W[o_r][4t + 1]} and a[r + 2] = {.. 4t + 2,
+// 4t + 3} by comparing slot positions with its in-group offsets: no shared memory, no dense tile.
+// Its x fragment is one 8-byte load (x is small and L2-resident). A block is 4 warps on 64 output
+// columns (4 mma tiles); warps take the block's reduction slice 4 k-tiles (a step) at a time, the
+// loads of the next step in flight while the current one is decoded and multiplied.
 
 constexpr int kTileK = 16, kTileO = 16, kStepTiles = 4, kBlockTiles = 4;
 
 template <int N, int M>
 struct Slice {
-  static constexpr int H = M == 4 ? 2 : 1;
-  static constexpr int F = 4 * N;
+  static constexpr int Q = kTileK / M;  // groups (slices) per k-tile and row pair
+  static constexpr int F = 2 * N;
   static constexpr int kBits = M == 4 ? 2 : 4;
   static constexpr int kNeed = F * kBits;
   static constexpr int kSlot = kNeed <= 8 ? 8 : kNeed <= 16 ? 16 : 32;
   static constexpr int kPack = 32 / kSlot;
-  static constexpr int kWords = F / 2;  // 32-bit words of values
+  static constexpr int kWords = N;  // 32-bit words of values per slice
 };
 
-__device__ __forceinline__ void Mma(float* d, const uint32_t* a, uint32_t b0, uint32_t b1) {
+__device__ __forceinline__ void Mma(float* d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                    uint32_t b0, uint32_t b1) {
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 template <int W>
 struct Words;
+template <>
+struct Words<1> {
+  __device__ static void load(const uint32_t* p, uint32_t* w) { w[0] = __ldg(p); }
+};
 template <>
 struct Words<2> {
   __device__ static void load(const uint32_t* p, uint32_t* w) {
@@ -396,11 +459,90 @@ struct Words<2> {
     w[0] = u.x, w[1] = u.y;
   }
 };
-template <>
-struct Words<4> {
-  __device__ static void load(const uint32_t* p, uint32_t* w) {
-    uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
-    w[0] = u.x, w[1] = u.y, w[2] = u.z, w[3] = u.w;
+
+// One step of one warp: 4 k-tiles of the block's 4 mma tiles, loaded to registers (Load), then
+// decoded and multiplied (Compute).
+template <int N, int M, int NT>
+struct TiledStep {
+  using S = Slice<N, M>;
+  uint32_t v[kBlockTiles][kStepTiles][S::kWords];
+  uint32_t p[kBlockTiles][kStepTiles / S::kPack];
+  uint32_t bf[kStepTiles][NT][2];
+
+  __device__ __forceinline__ void Load(const uint32_t* __restrict__ values,
+                                       const uint32_t* __restrict__ positions,
+                                       const __nv_bfloat16* __restrict__ x, int st, int ot0, int KT,
+                                       int lane_slice, int b0, int g, int t, int B, int K) {
+    const int64_t kt_words = static_cast<int64_t>(8) * S::Q * S::kWords;
+    const int pk_tiles = KT / S::kPack;
+#pragma unroll
+    for (int a = 0; a < kBlockTiles; ++a) {
+      const int64_t ot = ot0 + a;
+#pragma unroll
+      for (int u = 0; u < kStepTiles; ++u) {
+        const int64_t kt = static_cast<int64_t>(st) * kStepTiles + u;
+        Words<S::kWords>::load(values + (ot * KT + kt) * kt_words + lane_slice * S::kWords,
+                               v[a][u]);
+      }
+#pragma unroll
+      for (int w = 0; w < kStepTiles / S::kPack; ++w) {
+        const int64_t pw = static_cast<int64_t>(st) * kStepTiles / S::kPack + w;
+        p[a][w] = __ldg(positions + (ot * pk_tiles + pw) * 8 * S::Q + lane_slice);
+      }
+    }
+    const bool kvec = (K & 3) == 0;
+#pragma unroll
+    for (int u = 0; u < kStepTiles; ++u) {
+      const int k = (st * kStepTiles + u) * kTileK + 4 * t;
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        const int row = b0 + n * 8 + g;
+        uint32_t w0 = 0, w1 = 0;
+        if (row < B) {
+          const __nv_bfloat16* src = x + static_cast<int64_t>(row) * K + k;
+          if (kvec && k + 3 < K) {
+            uint2 u2 = __ldg(reinterpret_cast<const uint2*>(src));
+            w0 = u2.x, w1 = u2.y;
+          } else {
+            uint16_t e[4] = {0, 0, 0, 0};
+            for (int q = 0; q < 4 && k + q < K; ++q) e[q] = __bfloat16_as_ushort(src[q]);
+            w0 = e[0] | (static_cast<uint32_t>(e[1]) << 16);
+            w1 = e[2] | (static_cast<uint32_t>(e[3]) << 16);
+          }
+        }
+        bf[u][n][0] = w0;
+        bf[u][n][1] = w1;
+      }
+    }
+  }
+
+  __device__ __forceinline__ void Compute(float (&acc)[kBlockTiles][NT][4], uint32_t e0) const {
+    constexpr uint32_t kMask = (1u << S::kBits) - 1;
+#pragma unroll
+    for (int u = 0; u < kStepTiles; ++u) {
+#pragma unroll
+      for (int a = 0; a < kBlockTiles; ++a) {
+        const uint32_t slot = p[a][u / S::kPack] >> ((u % S::kPack) * S::kSlot);
+        uint32_t frag[4];  // a0 (row g, k 4t..), a1 (row g + 8), a2 (row g, k 4t + 2..), a3
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          uint32_t e[4] = {0, 0, 0, 0};
+#pragma unroll
+          for (int j = 0; j < N; ++j) {
+            const int f = r * N + j;
+            const uint32_t pos = (slot >> (f * S::kBits)) & kMask;
+            const uint32_t val = (v[a][u][f / 2] >> (16 * (f % 2))) & 0xffffu;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) e[i] |= pos == e0 + i ? val : 0u;
+          }
+          frag[r] = e[0] | (e[1] << 16);
+          frag[r + 2] = e[2] | (e[3] << 16);
+        }
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+          Mma(acc[a][n], frag[0], frag[1], frag[2], frag[3], bf[u][n][0], bf[u][n][1]);
+      }
+    }
   }
 };
 
@@ -408,46 +550,22 @@ template <int N, int M, int NT>
 __global__ void __launch_bounds__(kWarps * 32)
 vs_tiled_kernel(const __nv_bfloat16* __restrict__ x, const uint32_t* __restrict__ values,
                 const uint32_t* __restrict__ positions, float* __restrict__ partial,
-                __nv_bfloat16* __restrict__ y, int B, int K, int O, int KT, int steps_per_split) {
+                __nv_bfloat16* __restrict__ y, int B, int K, int O, int KT, int steps_per_split,
+                bool clustered) {
   using S = Slice<N, M>;
   constexpr int R = NT * 8;  // batch rows of the block
-  constexpr uint32_t kMask = (1u << S::kBits) - 1;
-  extern __shared__ __align__(16) unsigned char smem[];
-  __nv_bfloat16* xs = reinterpret_cast<__nv_bfloat16*>(smem);
+  __shared__ float tot[R * kCols];  // the block's totals [b][o]
 
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int g = lane >> 2, t = lane & 3, h = S::H == 2 ? t >> 1 : 0;
-  const int e0 = M == 8 ? 2 * t : 2 * (t & 1);  // the lane's first in-group offset
+  const int g = lane >> 2, t = lane & 3;
+  const int q = M == 8 ? t >> 1 : t;
+  const uint32_t e0 = M == 8 ? 4 * (t & 1) : 0;  // the lane's first in-group offset
   const int ot0 = blockIdx.x * kBlockTiles;
   const int split = blockIdx.y, b0 = blockIdx.z * R;
   const int steps = KT / kStepTiles;
   const int st0 = split * steps_per_split, st1 = min(steps, st0 + steps_per_split);
-  const int kspan = max(0, st1 - st0) * kStepTiles * kTileK;
-  const int stride = kspan + 8;
-  const int k0 = st0 * kStepTiles * kTileK;
-
-  {  // stage x[b0 : b0 + R, k0 : k0 + kspan] row-major (zeros past B and K), 16-byte chunks
-    const int chunks = kspan / 8, total = R * chunks;
-    const bool vec = (K & 7) == 0;
-    for (int i = threadIdx.x; i < total; i += blockDim.x) {
-      const int b = i / chunks, ch = i - b * chunks;
-      const int gb = b0 + b, gk = k0 + ch * 8;
-      uint4 v = make_uint4(0, 0, 0, 0);
-      if (gb < B) {
-        const __nv_bfloat16* src = x + static_cast<int64_t>(gb) * K + gk;
-        if (vec && gk + 8 <= K) {
-          v = __ldg(reinterpret_cast<const uint4*>(src));
-        } else {
-          __nv_bfloat16* e = reinterpret_cast<__nv_bfloat16*>(&v);
-          for (int q = 0; q < 8 && gk + q < K; ++q) e[q] = src[q];
-        }
-      }
-      *reinterpret_cast<uint4*>(xs + b * stride + ch * 8) = v;
-    }
-  }
-  float* red = reinterpret_cast<float*>(smem + ((static_cast<size_t>(R) * stride * 2 + 15) / 16) * 16);
-  for (int i = threadIdx.x; i < kBlockTiles * kTileO * R; i += blockDim.x) red[i] = 0.f;
-  __syncthreads();
+  const int lane_slice = g * S::Q + q;
+  for (int i = threadIdx.x; i < R * kCols; i += blockDim.x) tot[i] = 0.f;
 
   float acc[kBlockTiles][NT][4];
 #pragma unroll
@@ -457,64 +575,19 @@ vs_tiled_kernel(const __nv_bfloat16* __restrict__ x, const uint32_t* __restrict_
 #pragma unroll
       for (int c = 0; c < 4; ++c) acc[a][n][c] = 0.f;
 
-  const int64_t kt_stride = static_cast<int64_t>(8) * S::H * S::F / 2;  // words per k-tile
-  const int64_t ot_vstride = static_cast<int64_t>(KT) * kt_stride;
-  const int pk_tiles = KT / S::kPack;
-  const int lane_slice = (g * S::H + h);
-  for (int st = st0 + warp; st < st1; st += kWarps) {
-    uint32_t v[kBlockTiles][kStepTiles][S::kWords];
-    uint32_t p[kBlockTiles][kStepTiles / S::kPack];
-#pragma unroll
-    for (int a = 0; a < kBlockTiles; ++a) {
-      const int ot = ot0 + a;
-#pragma unroll
-      for (int u = 0; u < kStepTiles; ++u) {
-        const int kt = st * kStepTiles + u;
-        Words<S::kWords>::load(values + ot * ot_vstride + kt * kt_stride + lane_slice * S::kWords,
-                               v[a][u]);
-      }
-#pragma unroll
-      for (int w = 0; w < kStepTiles / S::kPack; ++w) {
-        const int pw = (st * kStepTiles) / S::kPack + w;
-        p[a][w] = __ldg(positions + (static_cast<int64_t>(ot) * pk_tiles + pw) * 8 * S::H +
-                        lane_slice);
-      }
-    }
-    const int kl = (st - st0) * kStepTiles * kTileK;  // k of this step inside the slice
-#pragma unroll
-    for (int u = 0; u < kStepTiles; ++u) {
-      uint32_t bf[NT][2];
-#pragma unroll
-      for (int n = 0; n < NT; ++n) {
-        const __nv_bfloat16* row = xs + (n * 8 + g) * stride + kl + u * kTileK + 2 * t;
-        bf[n][0] = *reinterpret_cast<const uint32_t*>(row);
-        bf[n][1] = *reinterpret_cast<const uint32_t*>(row + 8);
-      }
-#pragma unroll
-      for (int a = 0; a < kBlockTiles; ++a) {
-        const uint32_t slot = p[a][u / S::kPack] >> ((u % S::kPack) * S::kSlot);
-        uint32_t af[4];
-#pragma unroll
-        for (int rs = 0; rs < 4; ++rs) {  // rs = 2r + s: field base; register r + 2s
-          uint32_t lo = 0, hi = 0;
-#pragma unroll
-          for (int j = 0; j < N; ++j) {
-            const int f = rs * N + j;
-            const uint32_t pos = (slot >> (f * S::kBits)) & kMask;
-            const uint32_t val = (v[a][u][f / 2] >> (16 * (f % 2))) & 0xffffu;
-            lo |= pos == static_cast<uint32_t>(e0) ? val : 0u;
-            hi |= pos == static_cast<uint32_t>(e0 + 1) ? val : 0u;
-          }
-          af[(rs >> 1) + 2 * (rs & 1)] = lo | (hi << 16);
-        }
-#pragma unroll
-        for (int n = 0; n < NT; ++n) Mma(acc[a][n], af, bf[n][0], bf[n][1]);
-      }
-    }
+  TiledStep<N, M, NT> cur, nxt;
+  int st = st0 + warp;
+  if (st < st1) cur.Load(values, positions, x, st, ot0, KT, lane_slice, b0, g, t, B, K);
+  for (; st < st1; st += 2 * kWarps) {  // two steps per trip: cur, then nxt (double buffer)
+    const int s1 = st + kWarps, s2 = st + 2 * kWarps;
+    if (s1 < st1) nxt.Load(values, positions, x, s1, ot0, KT, lane_slice, b0, g, t, B, K);
+    cur.Compute(acc, e0);
+    if (s1 >= st1) break;
+    if (s2 < st1) cur.Load(values, positions, x, s2, ot0, KT, lane_slice, b0, g, t, B, K);
+    nxt.Compute(acc, e0);
   }
 
-  // Warps add their tiles into red[o][b] (o of the block, b of the batch tile), then the block
-  // writes 64 x R outputs (bf16 y with one slice, fp32 partials otherwise).
+  __syncthreads();  // tot is zeroed
 #pragma unroll
   for (int a = 0; a < kBlockTiles; ++a)
 #pragma unroll
@@ -522,23 +595,10 @@ vs_tiled_kernel(const __nv_bfloat16* __restrict__ x, const uint32_t* __restrict_
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int o = a * kTileO + g + 8 * (c >> 1), b = n * 8 + 2 * t + (c & 1);
-        atomicAdd(red + b * (kBlockTiles * kTileO) + o, acc[a][n][c]);
+        atomicAdd(tot + b * kCols + o, acc[a][n][c]);
       }
   __syncthreads();
-  const bool direct = gridDim.y == 1;
-  for (int i = threadIdx.x; i < kBlockTiles * kTileO * R; i += blockDim.x) {
-    const int b = i / (kBlockTiles * kTileO), o = i - b * (kBlockTiles * kTileO);
-    const int gb = b0 + b, go = ot0 * kTileO + o;
-    if (gb >= B || go >= O) continue;
-    const int64_t idx = static_cast<int64_t>(gb) * O + go;
-    if (direct) y[idx] = __float2bfloat16(red[i]);
-    else partial[static_cast<int64_t>(split) * B * O + idx] = red[i];
-  }
-}
-
-size_t TiledSmemBytes(int rows, int kspan) {
-  return ((static_cast<size_t>(rows) * (kspan + 8) * 2 + 15) / 16) * 16 +
-         static_cast<size_t>(kBlockTiles) * kTileO * rows * sizeof(float);
+  StoreBlock<R>(tot, clustered, b0, ot0 * kTileO, B, O, split, partial, y);
 }
 
 template <int N, int M, int NT>
@@ -547,18 +607,12 @@ cudaError_t LaunchTiled(cudaStream_t stream, const __nv_bfloat16* x, const uint3
                         int O, int OT, int KT, int splits) {
   const int steps = KT / kStepTiles;
   const int steps_per_split = (steps + splits - 1) / splits;
-  const size_t smem = TiledSmemBytes(NT * 8, steps_per_split * kStepTiles * kTileK);
-  auto kernel = vs_tiled_kernel<N, M, NT>;
-  if (smem > 48 * 1024) {
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
-    if (e != cudaSuccess) return e;
-  }
   dim3 grid(OT / kBlockTiles, splits, (B + NT * 8 - 1) / (NT * 8));
-  kernel<<<grid, kWarps * 32, smem, stream>>>(x, values, positions, partial, y, B, K, O, KT,
-                                              steps_per_split);
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess || splits == 1) return e;
+  const bool clustered = splits > 1 && splits <= kMaxCluster;
+  cudaError_t e = LaunchMaybeClustered(vs_tiled_kernel<N, M, NT>, grid, 0, stream, clustered, x,
+                                       values, positions, partial, y, B, K, O, KT,
+                                       steps_per_split, clustered);
+  if (e != cudaSuccess || splits == 1 || clustered) return e;
   const int64_t size = static_cast<int64_t>(B) * O;
   const int threads = 256;
   const int blocks = static_cast<int>(std::min<int64_t>((size + threads - 1) / threads, 4096));
@@ -580,26 +634,22 @@ ffi::Error VsTiledImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
                        int64_t n, int64_t m, int64_t splits) {
   auto xd = x.dimensions(), vd = values.dimensions(), yd = y->dimensions();
   if (xd.size() != 2 || vd.size() != 5 || yd.size() != 2 || yd[0] != xd[0])
-    return ffi::Error::InvalidArgument("nms_vs_tiled_matmul: x [B, K], values [OT, KT, 8, H, 4N]"
+    return ffi::Error::InvalidArgument("nms_vs_tiled_matmul: x [B, K], values [OT, KT, 8, Q, 2N]"
                                        ", y [B, O] expected");
   const int64_t B = xd[0], K = xd[1], O = yd[1], OT = vd[0], KT = vd[1];
-  const int64_t H = m == 4 ? 2 : 1;
-  if (!((n == 1 || n == 2) && (m == 4 || m == 8)) || vd[2] != 8 || vd[3] != H || vd[4] != 4 * n ||
+  const int64_t Q = 16 / m;
+  if (!((n == 1 || n == 2) && (m == 4 || m == 8)) || vd[2] != 8 || vd[3] != Q || vd[4] != 2 * n ||
       OT % kBlockTiles || KT % kStepTiles || OT * kTileO < O || KT * kTileK < K)
     return ffi::Error::InvalidArgument("nms_vs_tiled_matmul: operand shapes do not match");
-  if (splits < 1 || (splits > 1 && partial->size_bytes() < static_cast<size_t>(splits * B * O * 4)))
+  if (splits < 1 || (splits > kMaxCluster &&
+                      partial->size_bytes() < static_cast<size_t>(splits * B * O * 4)))
     return ffi::Error::InvalidArgument("nms_vs_tiled_matmul: partials buffer too small");
-  const int rows = B <= 8 ? 8 : 16;
-  const int steps = static_cast<int>(KT / kStepTiles);
-  const int steps_per_split = (steps + static_cast<int>(splits) - 1) / static_cast<int>(splits);
-  if (TiledSmemBytes(rows, steps_per_split * kStepTiles * kTileK) > 200 * 1024)
-    return ffi::Error::InvalidArgument("nms_vs_tiled_matmul: too few splits for shared memory");
   if (B == 0 || O == 0) return ffi::Error::Success();
   const auto* xp = reinterpret_cast<const __nv_bfloat16*>(x.typed_data());
   const auto* vp = reinterpret_cast<const uint32_t*>(values.typed_data());
   const uint32_t* pp = positions.typed_data();
   auto* yp = reinterpret_cast<__nv_bfloat16*>(y->typed_data());
-  float* part = splits > 1 ? reinterpret_cast<float*>(partial->untyped_data()) : nullptr;
+  float* part = splits > kMaxCluster ? reinterpret_cast<float*>(partial->untyped_data()) : nullptr;
   const int b = static_cast<int>(B), k = static_cast<int>(K), o = static_cast<int>(O);
   const int ot = static_cast<int>(OT), kt = static_cast<int>(KT), sp = static_cast<int>(splits);
   cudaError_t e;
