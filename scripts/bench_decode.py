@@ -67,7 +67,8 @@ def kernel_rows(args, copy_gbps: float) -> list[dict]:
       p = NMPattern.parse(pattern)
       ff = pack_nm(w, p, axis=0, dtype=BF16)
       dense_w = unpack(ff)  # the masked bf16 weight: what a dense deployment reads
-      tiled = vs.prepare(ff) if vs.tiled_unsupported(BF16, ff) is None else None
+      tiled = (vs.prepare(ff) if vs.tiled_unsupported(BF16, ff) is None
+               and f"{k}x{o}" in args.tiled_shapes else None)
       nbytes = packed_bytes((k, o), p, 0, 2)
       tiled_bytes = (sum(a.nbytes for a in jax.tree.leaves(tiled)) if tiled is not None
                      else None)
@@ -247,7 +248,9 @@ def main():
   ap.add_argument("--model_batches", nargs="+", type=int, default=[1, 8])
   ap.add_argument("--models", nargs="+",
                   default=["configs/vit_b16_imagenet224.py:speed", "configs/vit_cifar10.py"])
-  ap.add_argument("--max_rotate", type=int, default=16)
+  ap.add_argument("--max_rotate", type=int, default=8)
+  ap.add_argument("--tiled_shapes", nargs="*", default=["4096x4096", "8192x8192"],
+                  help="KxO shapes at which the tensor-core (tiled) kernel is also timed")
   args = ap.parse_args()
   os.makedirs(args.out, exist_ok=True)
   result = {"device": _device(), "jax_version": jax.__version__, "git_sha": _git_sha()}

@@ -25,16 +25,16 @@ from nmsparse.ops.config import ConvDims
 from nmsparse.ops.pallas import KERNEL_M
 from nmsparse.pack import PackedNM, unpack
 
-TILED = "tiled"  # materialize's collection of native-kernel operands (value_serial.TiledNM)
-IMPLEMENTATIONS = ("native", "packed", "dense")  # materialize's serving paths
+NATIVE = "native"  # materialize's collection of operands for value_serial.vs_matmul (PackedNM)
+TILED = "tiled"  # materialize's collection of operands for value_serial.tiled_matmul (TiledNM)
+IMPLEMENTATIONS = ("native", "tiled", "packed", "dense")  # materialize's serving paths
 
 
 def decode_path(k: int, o: int, pattern, rows: int, rule: CardRule | None = None,
                 dtype=jnp.bfloat16) -> str:
   """The path ``implementation=None`` takes for ``x [rows, k] @ W [k, o]`` of an exported layer:
-  ``"native"`` (a native value-serial kernel: :func:`materialize` lays the kernel out for
-  ``value_serial.tiled_matmul``, :func:`packed_matmul` runs ``value_serial.vs_matmul`` on the packed
-  operand) where the card (``rule``, default this one's: ``nmsparse/ops/cards.py``) measured it
+  ``"native"`` (the native value-serial kernel ``value_serial.vs_matmul`` on the packed operand)
+  where the card (``rule``, default this one's: ``nmsparse/ops/cards.py``) measured it
   faster than dense at this pattern and row count and the extension is loaded, else ``"dense"``."""
   del k, o  # the measured rule is per pattern and row count (benchmarks/h200_decode.md)
   if rows > native_decode_max_rows(pattern, rule) or jnp.dtype(dtype) != jnp.bfloat16:
@@ -81,24 +81,24 @@ class _PackedMixin:
 
 
 class PackedDense(_PackedMixin, nn.Dense):
-  """``nn.Dense`` for exported models: with a tiled kernel (:func:`materialize`'s ``"native"``) it
-  computes ``x @ W`` with ``value_serial.tiled_matmul``, with a packed one ``x @ unpack(kernel)``
-  (:func:`packed_matmul`), either in the operand values' dtype, plus the stock ``bias``; without
-  either, it is ``nn.Dense``."""
+  """``nn.Dense`` for exported models: a kernel in :data:`NATIVE` runs ``value_serial.vs_matmul``,
+  one in :data:`TILED` ``value_serial.tiled_matmul`` (:func:`materialize` puts them there), a
+  packed one :func:`packed_matmul`, each in the operand values' dtype, plus the stock ``bias``;
+  without any, it is ``nn.Dense``."""
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
     in_features = jnp.shape(inputs)[-1]
-    tiled = self.packed_operand(in_features, 2, TILED)
-    packed = None if tiled is not None else self.packed_operand(in_features, 2)
-    if tiled is None and packed is None:
-      return super().__call__(inputs)
-    dtype = (packed if tiled is None else tiled).values.dtype
-    x = jnp.asarray(inputs, dtype)
-    if tiled is None:
-      y = packed_matmul(x, packed)
+    for collection, matmul in ((NATIVE, value_serial.vs_matmul),
+                               (TILED, value_serial.tiled_matmul), (PACKED, packed_matmul)):
+      operand = self.packed_operand(in_features, 2, collection)
+      if operand is not None:
+        break
     else:
-      y = _over_rows(value_serial.tiled_matmul, x, tiled)
+      return super().__call__(inputs)
+    dtype = operand.values.dtype
+    x = jnp.asarray(inputs, dtype)
+    y = matmul(x, operand) if collection == PACKED else _over_rows(matmul, x, operand)
     if self.use_bias:
       bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
       y = y + jnp.asarray(bias, dtype)
@@ -174,10 +174,11 @@ def _serving_path(layer: str, ff: PackedNM, rows: int, implementation: str | Non
   else:
     k, o = ff.shape
     path = implementation or decode_path(k, o, ff.pattern, rows, dtype=ff.values.dtype)
-    why = value_serial.tiled_unsupported(ff.values.dtype, ff) if path == "native" else None
+    check = {"native": value_serial.unsupported, "tiled": value_serial.tiled_unsupported}
+    why = check[path](ff.values.dtype, ff) if path in check else None
     if why:
-      logging.warning("nmsparse export layer %s %s (%s): the native kernel cannot run it (%s) "
-                      "-> packed", layer, ff.shape, ff.pattern, why)
+      logging.warning("nmsparse export layer %s %s (%s): the %s kernel cannot run it (%s) "
+                      "-> packed", layer, ff.shape, ff.pattern, path, why)
       return "packed"
   logging.info("nmsparse export layer %s %s (%s), %d rows: implementation=%s -> %s", layer,
                ff.shape, ff.pattern, rows, implementation, path)
@@ -191,10 +192,13 @@ def materialize(exported: Exported | Mapping[str, Any], rows: int,
 
   Paths of a dense layer's kernel ``[K, O]``:
 
-  * ``"native"``: ``value_serial.prepare``-d for the native tensor-core kernel
-    (``value_serial.tiled_matmul``), at ``tiled/<module path>/kernel``. An operand that kernel does
-    not take (``value_serial.tiled_unsupported``: its pattern or dtype) stays packed, and a
-    warning names the layer and why.
+  * ``"native"``: moved to ``native/<module path>/kernel`` for the native CUDA-core kernel
+    (``value_serial.vs_matmul``).
+  * ``"tiled"``: ``value_serial.prepare``-d for the native tensor-core kernel
+    (``value_serial.tiled_matmul``), at ``tiled/<module path>/kernel``.
+  * An operand the chosen native kernel does not take (``value_serial.unsupported`` /
+    ``tiled_unsupported``: its pattern or dtype) stays packed, and a warning names the layer and
+    why.
   * ``"packed"``: kept at ``packed/<module path>/kernel`` (:func:`packed_matmul`).
   * ``"dense"``: unpacked to the masked kernel ``W * M_ff`` (in the values' dtype) at
     ``params/<module path>/kernel``: the layer runs as ``nn.Dense``.
@@ -210,7 +214,7 @@ def materialize(exported: Exported | Mapping[str, Any], rows: int,
 
   Returns:
     New variables (new dicts holding the same arrays): the input's collections with the kernels
-    moved as above, plus :data:`TILED` when a kernel runs native.
+    moved as above, plus :data:`NATIVE` / :data:`TILED` when a kernel runs there.
 
   Raises:
     ValueError: an unknown ``implementation``, or variables that were materialized native already.
@@ -219,12 +223,13 @@ def materialize(exported: Exported | Mapping[str, Any], rows: int,
     raise ValueError(f"Unknown implementation {implementation!r}; expected one of "
                      f"{IMPLEMENTATIONS} or None (decode_path per layer).")
   variables = exported.variables if isinstance(exported, Exported) else exported
-  if TILED in variables:
-    raise ValueError(f"These variables were materialized already (they hold {TILED!r} kernels); "
-                     "materialize the exported variables instead.")
+  if NATIVE in variables or TILED in variables:
+    raise ValueError("These variables were materialized already (they hold native or tiled "
+                     "kernels); materialize the exported variables instead.")
   flat = {name: traverse_util.flatten_dict(tree, keep_empty_nodes=True)
           for name, tree in variables.items()}
-  params, packed, tiled = flat.setdefault("params", {}), flat.setdefault(PACKED, {}), {}
+  params, packed = flat.setdefault("params", {}), flat.setdefault(PACKED, {})
+  moved = {NATIVE: {}, TILED: {}}
   for key, ff in list(packed.items()):
     if not isinstance(ff, PackedNM):  # an empty node
       continue
@@ -232,18 +237,19 @@ def materialize(exported: Exported | Mapping[str, Any], rows: int,
     if path == "dense":
       params[key] = unpack(packed.pop(key))
     elif path == "native":
-      tiled[key] = value_serial.prepare(packed.pop(key))
-  if tiled:
-    flat[TILED] = tiled
+      moved[NATIVE][key] = packed.pop(key)
+    elif path == "tiled":
+      moved[TILED][key] = value_serial.prepare(packed.pop(key))
+  flat.update({name: tree for name, tree in moved.items() if tree})
   return {name: traverse_util.unflatten_dict(tree) for name, tree in flat.items()}
 
 
 def layer_paths(variables: Exported | Mapping[str, Any],
                 manifest: Mapping[str, Any] | None = None) -> dict[str, str]:
-  """Module path -> ``"native"``, ``"packed"`` or ``"dense"``: how each layer exported sparse runs
+  """Module path -> ``"native"``, ``"tiled"``, ``"packed"`` or ``"dense"``: how each layer exported sparse runs
   from ``variables`` (:func:`materialize`'s, or the export's: all packed).
 
-  A kernel in :data:`TILED` runs native, one in ``packed`` packed. A kernel materialized dense is a
+  A kernel in :data:`NATIVE` runs native, in :data:`TILED` tiled, in ``packed`` packed. A kernel materialized dense is a
   ``params`` kernel like those of the layers that always were, so those come from ``manifest``
   (the export's: its ``layers`` with a pattern); an :class:`Exported` brings its own. Without a
   manifest only the native and packed layers are listed.
@@ -255,7 +261,7 @@ def layer_paths(variables: Exported | Mapping[str, Any],
     manifest = variables.manifest if manifest is None else manifest
     variables = variables.variables
   paths = {}
-  for name, path in ((TILED, "native"), (PACKED, "packed")):
+  for name, path in ((NATIVE, "native"), (TILED, "tiled"), (PACKED, "packed")):
     for key in traverse_util.flatten_dict(variables.get(name, {})):
       paths["/".join(key[:-1])] = path
   params = traverse_util.flatten_dict(variables.get("params", {}), sep="/")

@@ -13,6 +13,7 @@ from flax import traverse_util
 
 from nmsparse import export as ex
 from nmsparse import native
+from nmsparse.kernels import reference_nm_matmul
 from nmsparse.kernels import value_serial
 from nmsparse.pack import PackedNM
 from nmsparse.testing import assert_close
@@ -63,16 +64,18 @@ def leaves(tree):
 @pytest.mark.parametrize("implementation", ex.IMPLEMENTATIONS)
 @pytest.mark.parametrize("name", SERVED)
 def test_every_path_serves_the_exported_outputs(name, implementation, monkeypatch):
-  """``"native"`` runs ``value_serial.reference_tiled_matmul`` (the jnp oracle) in place of the
-  CUDA kernel: on CPU this tests the plumbing (``prepare``, the ``tiled`` collection, the layer's
-  reshapes and shape check), not the kernel (``tests/kernels/test_value_serial.py`` does, on
-  GPU)."""
+  """``"native"`` / ``"tiled"`` run the jnp oracles (``reference_nm_matmul``,
+  ``value_serial.reference_tiled_matmul``) in place of the CUDA kernels: on CPU this tests the
+  plumbing (``prepare``, the collections, the layer's reshapes and shape check), not the kernels
+  (``tests/kernels/test_value_serial.py`` does, on GPU)."""
   monkeypatch.setattr(value_serial, "tiled_matmul", value_serial.reference_tiled_matmul)
+  monkeypatch.setattr(value_serial, "vs_matmul", reference_nm_matmul)
   model, exported = exported_model(name)
   variables = ex.materialize(exported, dense_rows(name, BATCH), implementation)
   sparse = sparse_layers(exported)
   assert ex.layer_paths(variables, exported.manifest) == {p: implementation for p in sparse}
-  moved = {"native": ex.TILED, "packed": ex.PACKED, "dense": "params"}[implementation]
+  moved = {"native": ex.NATIVE, "tiled": ex.TILED, "packed": ex.PACKED,
+           "dense": "params"}[implementation]
   assert sparse <= kernel_layers(variables[moved])
   assert implementation == "packed" or kernel_layers(variables[ex.PACKED]) == set()
   assert_close(serve(model, variables, images(name, BATCH)), exported_outputs(name),
@@ -102,12 +105,13 @@ def test_auto_serves_dense_without_the_extension(name):
 
 def test_conv_kernels_stay_packed_unless_dense(monkeypatch):
   monkeypatch.setattr(value_serial, "tiled_matmul", value_serial.reference_tiled_matmul)
+  monkeypatch.setattr(value_serial, "vs_matmul", reference_nm_matmul)
   model, exported = exported_model("resnet18")
   sparse = sparse_layers(exported)
   assert sparse and all(exported.operand(p + "/kernel").values.ndim == 5 for p in sparse)
-  for implementation in ("native", None):
+  for implementation in ("native", "tiled", None):
     variables = ex.materialize(exported, BATCH, implementation)
-    assert ex.TILED not in variables
+    assert ex.TILED not in variables and ex.NATIVE not in variables
     assert ex.layer_paths(variables, exported.manifest) == {p: "packed" for p in sparse}
   dense = ex.materialize(exported, BATCH, "dense")
   assert dense[ex.PACKED] == {}
@@ -117,10 +121,10 @@ def test_conv_kernels_stay_packed_unless_dense(monkeypatch):
                max_reduction(trained_variables("resnet18")["params"]))
 
 
-def test_native_falls_back_to_packed_with_a_logged_reason(caplog):
+def test_tiled_falls_back_to_packed_with_a_logged_reason(caplog):
   _, exported = exported_model("mlp", "4:16")  # the tiled kernel decodes M = 4 and 8
   with caplog.at_level(logging.WARNING):
-    variables = ex.materialize(exported, BATCH, "native")
+    variables = ex.materialize(exported, BATCH, "tiled")
   assert ex.layer_paths(variables, exported.manifest) == {"hidden_0": "packed",
                                                           "hidden_1": "packed"}
   for layer in ("hidden_0", "hidden_1"):
@@ -146,7 +150,7 @@ def test_input_variables_are_left_as_they_were():
 def test_bad_calls_raise_clearly():
   _, exported = exported_model("mlp")
   with pytest.raises(ValueError, match=r"Unknown implementation 'pallas'; expected one of "
-                                       r"\('native', 'packed', 'dense'\) or None"):
+                                       r"\('native', 'tiled', 'packed', 'dense'\) or None"):
     ex.materialize(exported, BATCH, "pallas")
   with pytest.raises(ValueError, match="materialized already"):
     ex.materialize(ex.materialize(exported, BATCH, "native"), BATCH)

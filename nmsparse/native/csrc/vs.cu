@@ -289,7 +289,9 @@ vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restri
 
   // Reduce the warps: warps 1.. write [warp - 1][b][column] partials, warp 0 adds them into
   // the block totals tot[b][column], which StoreBlock sends on.
-  float* red = reinterpret_cast<float*>(smem + ((static_cast<size_t>(kspan) * BT * 2 + 15) / 16) * 16);
+  // At the same offset in every block (the last slice may be shorter): ranks of a cluster map it.
+  const size_t kspan_max = static_cast<size_t>(rows_per_split) * Q * M;
+  float* red = reinterpret_cast<float*>(smem + ((kspan_max * BT * 2 + 15) / 16) * 16);
   float* tot = red + (kWarps - 1) * BT * kCols;
   if (warp > 0) {
 #pragma unroll
