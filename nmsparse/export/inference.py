@@ -20,7 +20,7 @@ from nmsparse import native
 from nmsparse.kernels import nm_matmul, reference_nm_matmul
 from nmsparse.kernels import value_serial
 from nmsparse.layer_args import conv_layer_args, flatten_images
-from nmsparse.ops.cards import CardRule, native_decode_max_rows
+from nmsparse.ops.cards import CardRule, prefers_native_decode
 from nmsparse.ops.config import ConvDims
 from nmsparse.ops.pallas import KERNEL_M
 from nmsparse.pack import PackedNM, unpack
@@ -36,8 +36,7 @@ def decode_path(k: int, o: int, pattern, rows: int, rule: CardRule | None = None
   ``"native"`` (the native value-serial kernel ``value_serial.vs_matmul`` on the packed operand)
   where the card (``rule``, default this one's: ``nmsparse/ops/cards.py``) measured it
   faster than dense at this pattern and row count and the extension is loaded, else ``"dense"``."""
-  del k, o  # the measured rule is per pattern and row count (benchmarks/h200_decode.md)
-  if rows > native_decode_max_rows(pattern, rule) or jnp.dtype(dtype) != jnp.bfloat16:
+  if not prefers_native_decode(k, o, pattern, rows, rule) or jnp.dtype(dtype) != jnp.bfloat16:
     return "dense"
   return "native" if native.status() is None else "dense"
 

@@ -26,8 +26,10 @@ class CardRule:
       (0: the packed products lost to dense at every measured batch; the masked path runs).
     source: the benchmark files behind the numbers.
     native_decode: ``((pattern, max_rows), ...)``: the exported model's forward runs the native
-      value-serial kernel for a product of at most ``max_rows`` rows at that pattern (it measured
-      faster than dense ``jnp.dot`` there); other patterns and larger products run dense.
+      value-serial kernel (``value_serial.vs_matmul``) for a product of at most ``max_rows`` rows
+      at that pattern whose kernel has ``min(K, O) >= native_decode_min_dim`` (it measured
+      faster than dense ``jnp.dot`` on every such shape there); everything else runs dense.
+    native_decode_min_dim: see above.
   """
 
   sparse_tc_min_dim: int | None
@@ -35,6 +37,7 @@ class CardRule:
   packed_max_batch: int
   source: str
   native_decode: tuple[tuple[str, int], ...] = ()
+  native_decode_min_dim: int = 4096
 
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -46,7 +49,13 @@ CARDS: dict[str, CardRule] = {
     # sparse_tc GEMMs with the compression included beat dense from min(K, O) = 768 at >= 16384
     # rows (ViT-B shapes 1.03-1.41x); 384-wide CIFAR-ViT layers ran 0.94-1.07x and ResNet50's
     # 1x1 convs 0.44-1.21x. The packed forward ran 0.59-0.78x dense at batch 8-16.
-    H200: CardRule(768, 16384, 0, "benchmarks/h200_sptc/gemm.json, benchmarks/h200_grid.md"),
+    # The native value-serial forward (benchmarks/h200_decode.md, K, O >= 4096): 2:8 at 1 and 4
+    # rows 1.06-2.03x dense, 1:8 1.12-3.42x, both below dense from 8 rows; 2:4 0.81-1.06x at 1
+    # row (not taken); the 768/3072-wide ViT-B shapes 0.37-1.82x, noisy around dense (not taken).
+    H200: CardRule(768, 16384, 0,
+                   "benchmarks/h200_sptc/gemm.json, benchmarks/h200_grid.md, "
+                   "benchmarks/h200_decode.json",
+                   native_decode=(("2:8", 4), ("1:8", 4)), native_decode_min_dim=4096),
 }
 DEFAULT = CardRule(None, 0, 16, "no measurements: the H100 defaults, sparse_tc only when asked")
 
@@ -67,8 +76,10 @@ def prefers_sparse_tc(w_shape: tuple[int, ...], rows: int, rule: CardRule | None
           and rows >= rule.sparse_tc_min_rows)
 
 
-def native_decode_max_rows(pattern, rule: CardRule | None = None) -> int:
-  """The most rows at which the card measured the native value-serial forward faster than dense
-  for ``pattern`` (0: not measured faster, or not measured)."""
+def prefers_native_decode(k: int, o: int, pattern, rows: int,
+                          rule: CardRule | None = None) -> bool:
+  """Whether the card (``rule``, default this one's) measured the native value-serial forward
+  faster than dense for ``x [rows, k] @ W [k, o]`` at ``pattern``."""
   rule = card_rule() if rule is None else rule
-  return dict(rule.native_decode).get(str(pattern), 0)
+  max_rows = dict(rule.native_decode).get(str(pattern), 0)
+  return min(k, o) >= rule.native_decode_min_dim and 0 < rows <= max_rows
