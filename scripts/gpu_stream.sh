@@ -4,8 +4,11 @@
 # processes, and the ResNet50 and ViT-B/16 (224 px, bdwp 2:4, bf16) train steps on one GPU: fixed
 # device batch vs streamed, and the streamed share of time waiting for input.
 #   bash scripts/gpu_stream.sh [OUT_JSON]        (default results/stream_throughput.json)
-# The GPU image may lack grain: put its wheels in .whl/ first (pip download grain array-record
-# --no-deps -d .whl; gpu_env.sh installs them) and carry .whl with the command.
+# The GPU image (python 3.12) lacks grain: put its wheels and the two dependencies it lacks in .whl/
+# first and carry .whl with the command (gpu_env.sh installs them):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .whl \
+#     grain array-record cloudpickle portpicker ml-collections
 set -euo pipefail
 out=${1:-results/stream_throughput.json}
 source scripts/gpu_env.sh
