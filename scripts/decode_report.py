@@ -1,8 +1,13 @@
 """Markdown tables of issue 10's benchmark (``scripts/bench_decode.py`` JSON) for the README.
 
-    python scripts/decode_report.py --json benchmarks/h200_decode.json \
+    PYTHONPATH=. python scripts/decode_report.py \
+        --json benchmarks/h200_decode/grid_call5_19f2b24.json \
         --profile benchmarks/h200_decode/profile_sweep_call4_ece83ab.json \
-        --out benchmarks/h200_decode.md
+        --out benchmarks/h200_decode.md --rows benchmarks/h200_decode.json
+
+``--rows`` also writes the measured rows in SPEC §3's kernel-benchmark form (one row per kernel:
+``op``, ``shape``, ``pattern``, ``batch``, ``implementation``, ``device``, ``dense_ms``, ``ms``,
+``ratio``; the model rows with ``op = model_forward``).
 
 ``auto`` applies the card's rule (``nmsparse/ops/cards.py``, ``prefers_native_decode``) to each
 measured row: where it takes the native kernel its time is the kernel's, elsewhere the product is
@@ -37,7 +42,8 @@ def report(data: dict, profile: dict | None) -> str:
       "exported), `tiled` `value_serial.tiled_matmul` (tensor cores, `prepare`-d operand; timed "
       "at 4096^2 and 8192^2 only). `GB/s` counts the best kernel's operand bytes. `auto` is the "
       "card rule applied to the row. Regenerate: `python scripts/decode_report.py` (command in "
-      "its docstring); measure: `DECODE=kernel,models bash scripts/gpu_sptc.sh` on the GPU.",
+      "its docstring; rows in SPEC form: `benchmarks/h200_decode.json`); measure: "
+      "`DECODE=kernel,models bash scripts/gpu_sptc.sh` on the GPU.",
       "",
       "## Targets (K, O >= 4096, batch <= 16)",
       "",
@@ -93,9 +99,39 @@ def report(data: dict, profile: dict | None) -> str:
   return "\n".join(lines) + "\n"
 
 
+def spec_rows(data: dict) -> list[dict]:
+  """The raw benchmark JSON as SPEC §3 kernel-benchmark rows (nothing recomputed but ratios)."""
+  rows = []
+  rule = CARDS.get(data["device"])
+  common = {"device": data["device"], "jax_version": data["jax_version"],
+            "git_sha": data["git_sha"], "copy_GBps": data["ceilings"]["copy_GBps"]}
+  for r in data["kernel"]:
+    auto = ("native" if rule is not None and
+            prefers_native_decode(r["K"], r["O"], r["pattern"], r["batch"], rule) else "dense")
+    for impl, key in (("native", "fma"), ("tiled", "tiled")):
+      if r.get(f"{key}_ms") is None:
+        continue
+      nbytes = r["packed_bytes"] if impl == "native" else r["tiled_bytes"]
+      ms = r[f"{key}_ms"]
+      rows.append({**common, "op": "fwd_packed", "shape": f"{r['K']}x{r['O']}", "K": r["K"],
+                   "O": r["O"], "pattern": r["pattern"], "batch": r["batch"],
+                   "implementation": impl, "dense_ms": r["dense_ms"], "ms": ms,
+                   "ratio": r["dense_ms"] / ms, "operand_bytes": nbytes,
+                   "GBps": nbytes / (ms * 1e-3) / 1e9, "rel_err": r[f"{key}_rel_err"],
+                   "auto_path": auto})
+  for r in data.get("models", []):
+    rows.append({**common, "op": "model_forward", "shape": r["config"], "pattern": r["pattern"],
+                 "batch": r["batch"], "rows": r["rows"], "implementation": "native",
+                 "dense_ms": r["dense_ms"], "ms": r["native_ms"], "ratio": r["native_ratio"],
+                 "auto_ms": r["ms"], "auto_ratio": r["ratio"], "auto_paths": r["paths"],
+                 "rel_err": r["native_rel_err"]})
+  return rows
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--json", default="benchmarks/h200_decode.json")
+  ap.add_argument("--json", default="benchmarks/h200_decode/grid_call5_19f2b24.json")
+  ap.add_argument("--rows", default="benchmarks/h200_decode.json")
   ap.add_argument("--profile", default="benchmarks/h200_decode/profile_sweep_call4_ece83ab.json")
   ap.add_argument("--out", default="benchmarks/h200_decode.md")
   args = ap.parse_args()
@@ -108,6 +144,9 @@ def main():
   text = report(data, profile)
   with open(args.out, "w") as f:
     f.write(text)
+  if args.rows:
+    with open(args.rows, "w") as f:
+      json.dump(spec_rows(data), f, indent=1)
   print(text)
 
 
