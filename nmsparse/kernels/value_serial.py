@@ -11,6 +11,12 @@ tiles for the tensor cores and is instruction-bound at small batch on an H200.
 with ``N <= 4`` and ``3 <= M <= 16`` (1:4 to 4:8 and 2:16), bf16 values. Any ``B`` (tiles of up
 to 16 rows), any ``K`` the pattern divides, any ``O``. Its reference is
 :func:`nmsparse.kernels.reference_nm_matmul`.
+
+``tiled_matmul(x, prepare(ff))``: the tensor-core variant (``mma.m16n8k16`` fragments built in
+registers from a per-lane layout, :class:`TiledNM`), N <= 2, M in 4, 8; its layout's oracle is
+:func:`reference_tiled_matmul`. Measured on an H200 (``benchmarks/h200_decode.md``): the CUDA-core
+kernel beats dense ``jnp.dot`` at 1-4 rows for 2:8 and 1:8 on K, O >= 4096, the tensor-core one
+nowhere yet; ``nmsparse/ops/cards.py`` takes them only where they won.
 """
 
 from __future__ import annotations

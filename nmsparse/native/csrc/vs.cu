@@ -13,11 +13,16 @@
 // [k][BT] (BT batch rows contiguous), so the decode of one kept value is a shift and a mask, and its
 // BT multiplicands are one vector gather. Decoded weights never leave registers: each kept value is
 // multiplied where it was loaded. The loads of UNROLL byte rows are issued before any is used, so
-// enough bytes are in flight to cover HBM latency. Warps reduce through shared memory; slices write
-// fp32 partials [S, B, O] that a second kernel sums into y (one slice: y is written directly).
+// enough bytes are in flight to cover HBM latency. Warps reduce through shared memory; up to 8
+// slices run as one thread-block cluster and are summed over distributed shared memory (one
+// launch); more slices write fp32 partials [S, B, O] that a second kernel sums (StoreBlock).
 //
-// Handler nms_vs_matmul: x, values, positions -> y, partials (workspace; S*B*O fp32, or 1 byte).
-// Attributes n, m (the pattern), splits (S, chosen by the Python wrapper).
+// Handlers (attributes n, m: the pattern; splits: S, chosen by the Python wrapper):
+//   nms_vs_matmul        x, values, positions -> y, partials (S*B*O fp32 beyond 8 slices, else
+//                        1 byte)
+//   nms_vs_tiled_matmul  the tensor-core kernel on a prepare-d operand (below), same outputs;
+//                        nms_vs_tiled_matmul_nocb is it without the command-buffer trait.
+// Measured on an H200: benchmarks/h200_decode.md.
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
