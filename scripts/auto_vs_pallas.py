@@ -32,10 +32,10 @@ from typing import Any
 import jax
 import numpy as np
 from absl import app, flags, logging
-from jax.extend.core import ClosedJaxpr, Jaxpr
 
 from experiments.config_io import apply_overrides, load_config, parse_value
 from nmsparse.ops import get_implementation
+from nmsparse.testing.jaxpr import equations
 from nmsparse.train.loop import Run
 from nmsparse.train.metrics import device_name, git_sha, quiet_library_logs, write_json
 from nmsparse.train.step import make_batch_train_step
@@ -86,17 +86,6 @@ def variant_config(config_path: str, sets: dict[str, Any], label: str, synthetic
   return apply_overrides(config, overrides)
 
 
-def _subjaxprs(eqn) -> list[Jaxpr]:
-  out = []
-  for value in eqn.params.values():
-    for v in value if isinstance(value, (list, tuple)) else (value,):
-      if isinstance(v, ClosedJaxpr):
-        out.append(v.jaxpr)
-      elif isinstance(v, Jaxpr):
-        out.append(v)
-  return out
-
-
 def layer_paths(step, state, x, y) -> dict[str, str]:
   """``{layer path: implementation}`` of every sparse op call in ``step(state, x, y)``'s jaxpr.
 
@@ -104,13 +93,10 @@ def layer_paths(step, state, x, y) -> dict[str, str]:
   the Flax module path, e.g. ``layer1/conv``; the implementation is the one its primitive runs.
   """
   paths = {}
-  todo = [jax.make_jaxpr(step)(state, x, y).jaxpr]
-  while todo:
-    for eqn in todo.pop().eqns:
-      if eqn.primitive.name in FORWARD_PRIMITIVES:
-        module_path = "/".join(str(eqn.source_info.name_stack).split("/")[1:])
-        paths[module_path or eqn.primitive.name] = eqn.params["cfg"].implementation
-      todo.extend(_subjaxprs(eqn))
+  for eqn in equations(jax.make_jaxpr(step)(state, x, y)):
+    if eqn.primitive.name in FORWARD_PRIMITIVES:
+      module_path = "/".join(str(eqn.source_info.name_stack).split("/")[1:])
+      paths[module_path or eqn.primitive.name] = eqn.params["cfg"].implementation
   return dict(sorted(paths.items()))
 
 

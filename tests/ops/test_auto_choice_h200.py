@@ -9,12 +9,12 @@ import os
 import jax
 import jax.numpy as jnp
 import pytest
-from jax.extend.core import ClosedJaxpr, Jaxpr
 
 from experiments.config_io import load_config
 from nmsparse import native
 from nmsparse.ops import cards, pallas, registry, sparse_tc
 from nmsparse.ops.config import LayerSpec
+from nmsparse.testing.jaxpr import equations
 from nmsparse.train.setup import build_model, build_rules
 from nmsparse.train.step import cross_entropy
 from nmsparse.types import NMPattern
@@ -43,29 +43,15 @@ def h200(monkeypatch):
   assert registry.resolve_implementation(None) == "pallas"  # the GPU order, not the CPU one
 
 
-def _subjaxprs(eqn) -> list[Jaxpr]:
-  out = []
-  for value in eqn.params.values():
-    for v in value if isinstance(value, (list, tuple)) else (value,):
-      if isinstance(v, ClosedJaxpr):
-        out.append(v.jaxpr)
-      elif isinstance(v, Jaxpr):
-        out.append(v)
-  return out
-
-
 def sparse_calls(fn, *args) -> list[tuple[str, tuple, tuple, str]]:
   """``(primitive, x shape, kernel shape, implementation)`` of every sparse primitive in the jaxpr
   of ``fn(*args)`` (nested jaxprs included), where ``implementation=None`` is already resolved."""
   calls = []
-  todo = [jax.make_jaxpr(fn)(*args).jaxpr]
-  while todo:
-    for eqn in todo.pop().eqns:
-      if eqn.primitive.name in SPARSE_PRIMITIVES:
-        x, w = eqn.invars[:2]
-        calls.append((eqn.primitive.name, x.aval.shape, w.aval.shape,
-                      eqn.params["cfg"].implementation))
-      todo.extend(_subjaxprs(eqn))
+  for eqn in equations(jax.make_jaxpr(fn)(*args)):
+    if eqn.primitive.name in SPARSE_PRIMITIVES:
+      x, w = eqn.invars[:2]
+      calls.append((eqn.primitive.name, x.aval.shape, w.aval.shape,
+                    eqn.params["cfg"].implementation))
   return calls
 
 
