@@ -36,7 +36,7 @@ def _grouped(a, axis, m):
   return a.reshape(a.shape[:-1] + (a.shape[-1] // m, m))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)  # every new shape compiles: 300 took 87 s of CI
 @given(weights_and_pattern())
 def test_mask_properties(case):
   w, pattern, axis = case
