@@ -76,23 +76,11 @@ def compressed_size(m: int, k: int) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=None)
 def prepare_spmm(m: int, n: int, k: int) -> tuple[int, int]:
-  """Plans ``x [n, k] @ A^T`` for a structured ``A [m, k]`` once per shape on every local GPU
-  (the algorithm is picked per device by ``cusparseLtMatmulSearch``, so a data-parallel step's
-  devices each run a searched plan); returns (the largest workspace bytes, device 0's algorithm
-  id)."""
-  import jax
-
-  lib = library()
-  ordinals = sorted({d.id if getattr(d, "local_hardware_id", None) is None
-                     else d.local_hardware_id for d in jax.local_devices(backend="gpu")}) or [0]
-  workspace, first_alg = 0, None
-  for ordinal in ordinals:
-    ws, alg = ctypes.c_int64(0), ctypes.c_int(0)
-    rc = lib.nms_sptc_prepare(int(ordinal), m, n, k, ctypes.byref(ws), ctypes.byref(alg))
-    if rc:
-      raise ValueError(f"cuSPARSELt cannot plan a [{n}, {k}] x [{m}, {k}]^T product on GPU "
-                       f"{ordinal} (code {rc}).")
-    workspace = max(workspace, int(ws.value))
-    first_alg = int(alg.value) if first_alg is None else first_alg
-  return workspace, first_alg
+  """Plans ``x [n, k] @ A^T`` for a structured ``A [m, k]`` once per shape (the algorithm is picked
+  by ``cusparseLtMatmulSearch``); returns (workspace bytes, algorithm id)."""
+  ws, alg = ctypes.c_int64(0), ctypes.c_int(0)
+  rc = library().nms_sptc_prepare(0, m, n, k, ctypes.byref(ws), ctypes.byref(alg))
+  if rc:
+    raise ValueError(f"cuSPARSELt cannot plan a [{n}, {k}] x [{m}, {k}]^T product (code {rc}).")
+  return int(ws.value), int(alg.value)
 

@@ -332,16 +332,6 @@ __global__ void vs_sum_splits_kernel(const float* __restrict__ partial, __nv_bfl
   }
 }
 
-// y = the sum of the fp32 partials [splits, B, O] (more slices than one cluster holds).
-cudaError_t SumSplits(cudaStream_t stream, const float* partial, __nv_bfloat16* y, int B, int O,
-                      int splits) {
-  const int64_t size = static_cast<int64_t>(B) * O;
-  const int threads = 256;
-  const int blocks = static_cast<int>(std::min<int64_t>((size + threads - 1) / threads, 4096));
-  vs_sum_splits_kernel<<<blocks, threads, 0, stream>>>(partial, y, size, splits);
-  return cudaGetLastError();
-}
-
 size_t SmemBytes(int bt, int kspan) {
   return ((static_cast<size_t>(kspan) * bt * 2 + 15) / 16) * 16 +
          static_cast<size_t>(kWarps) * bt * kCols * sizeof(float);
@@ -360,7 +350,11 @@ cudaError_t LaunchFwd(cudaStream_t stream, const __nv_bfloat16* x, const __nv_bf
                                        x, values, positions, partial, y, B, K, O, M, Gp, Gq,
                                        rows_per_split, clustered);
   if (e != cudaSuccess || splits == 1 || clustered) return e;
-  return SumSplits(stream, partial, y, B, O, splits);
+  const int64_t size = static_cast<int64_t>(B) * O;
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<int64_t>((size + threads - 1) / threads, 4096));
+  vs_sum_splits_kernel<<<blocks, threads, 0, stream>>>(partial, y, size, splits);
+  return cudaGetLastError();
 }
 
 template <int N, int BITS>
@@ -626,7 +620,11 @@ cudaError_t LaunchTiled(cudaStream_t stream, const __nv_bfloat16* x, const uint3
                                        values, positions, partial, y, B, K, O, KT,
                                        steps_per_split, clustered);
   if (e != cudaSuccess || splits == 1 || clustered) return e;
-  return SumSplits(stream, partial, y, B, O, splits);
+  const int64_t size = static_cast<int64_t>(B) * O;
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<int64_t>((size + threads - 1) / threads, 4096));
+  vs_sum_splits_kernel<<<blocks, threads, 0, stream>>>(partial, y, size, splits);
+  return cudaGetLastError();
 }
 
 template <int N, int M>
@@ -688,23 +686,28 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_matmul, VsMatmulImpl,
                                   .Attr<int64_t>("splits"),
                               {ffi::Traits::kCmdBufferCompatible});
 
-namespace {
-auto TiledBinding() {
-  return ffi::Ffi::Bind()
-      .Ctx<ffi::PlatformStream<cudaStream_t>>()
-      .Arg<ffi::Buffer<ffi::BF16>>()
-      .Arg<ffi::Buffer<ffi::BF16>>()
-      .Arg<ffi::Buffer<ffi::U32>>()
-      .Ret<ffi::Buffer<ffi::BF16>>()
-      .Ret<ffi::AnyBuffer>()
-      .Attr<int64_t>("n")
-      .Attr<int64_t>("m")
-      .Attr<int64_t>("splits");
-}
-}  // namespace
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_tiled_matmul, VsTiledImpl, TiledBinding(),
+XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_tiled_matmul, VsTiledImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("n")
+                                  .Attr<int64_t>("m")
+                                  .Attr<int64_t>("splits"),
                               {ffi::Traits::kCmdBufferCompatible});
 
 // The same handler without the command-buffer trait (to measure what capture gains).
-XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_tiled_matmul_nocb, VsTiledImpl, TiledBinding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_tiled_matmul_nocb, VsTiledImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("n")
+                                  .Attr<int64_t>("m")
+                                  .Attr<int64_t>("splits"));
