@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Issue 14's full-schedule CIFAR-10 runs on one GPU machine, across back-to-back device calls (each
+# at most 10 minutes; the runs live on in the background while the machine stays warm):
+#   call 1 (carry .whl, .data/cifar10/part-a): bash scripts/gpu_table.sh start
+#   call 2 (carry .data/cifar10/part-b, .data/unpack.py): bash scripts/gpu_table.sh unpack-and-wait 540
+#   later calls: bash scripts/gpu_table.sh wait 560
+# LANES (default 2) sweeps share the GPU, each in its own process with 1/LANES of its memory; lane i
+# runs the sweeps of LANE<i> in order (each a "config[:arg][@filter]" list; defaults below). Two
+# lanes on one H200 finish more runs per device minute than one, but each run's wall_time_s then
+# counts a shared GPU. Finished runs are skipped (sweep.py), so lanes may be re-run.
+# Every call packs the finished results and the lanes' log tails into $OUT/results.tgz; results
+# live under /tmp/table, outside the repository (each call re-copies the working tree).
+set -uo pipefail
+state=/tmp/table
+results=$state/results
+mkdir -p "$results/runs"
+lanes=${LANES:-2}
+LANE0=${LANE0:-"configs/resnet9_cifar10.py:full configs/vgg19_cifar10.py:full@dense_None_s0 configs/vgg19_cifar10.py:full@bdwp_2:8_s0"}
+LANE1=${LANE1:-"configs/vit_cifar10.py:full@dense_None_s0 configs/vit_cifar10.py:full@bdwp_2:8_s0"}
+
+pack() {
+  mkdir -p "$state/tails"
+  for f in "$state"/*.log; do [ -f "$f" ] && tail -c 30000 "$f" > "$state/tails/$(basename "$f")"; done
+  tar czf "$OUT/results.tgz" -C "$state" results tails 2>/dev/null
+  echo "--- status $(date +%T): $(ls "$results/runs" | wc -l) run results: $(ls "$results/runs" | tr '\n' ' ')"
+  for i in $(seq 0 $((lanes - 1))); do [ -f "$state/lane$i.done" ] && echo "lane $i done"; done
+  nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
+  for f in "$state"/lane*.log; do [ -f "$f" ] && { echo "== $f"; grep -E "epoch|Epoch|test_acc" "$f" | tail -n 2; }; done
+}
+
+wait_for() {  # wait up to $1 seconds for every lane, then pack
+  local deadline=$((SECONDS + $1))
+  while [ $SECONDS -lt $deadline ]; do
+    local done=1
+    for i in $(seq 0 $((lanes - 1))); do [ -f "$state/lane$i.done" ] || done=0; done
+    [ $done = 1 ] && break
+    sleep 5
+  done
+  pack
+}
+
+lane() {  # lane INDEX: its sweeps one after another, once the data is unpacked
+  local i=$1 var="LANE$1"
+  source scripts/gpu_env.sh
+  export XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $lanes, 2))")
+  export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache
+  while [ ! -f "$state/unpacked" ]; do sleep 2; done
+  for item in ${!var}; do
+    local config=${item%%@*} filter=""
+    [[ $item == *@* ]] && filter=${item#*@}
+    echo "=== $(date +%T) lane $i: $config filter '$filter'"
+    python3 -m experiments.sweep --config "$config" --filter "$filter" --workdir_root /tmp/runs \
+      --results_dir "$results/runs" --set data.data_dir=$state/data
+  done
+  touch "$state/lane$i.done"
+}
+
+case "${1:-}" in
+  start)
+    nvidia-smi -L
+    for i in $(seq 0 $((lanes - 1))); do
+      setsid nohup bash "$0" lane "$i" > "$state/lane$i.log" 2>&1 < /dev/null &
+    done
+    sleep 5; pack ;;
+  lane) lane "$2" ;;
+  unpack-and-wait)
+    python3 .data/unpack.py --out $state/data --src .data/cifar10 && touch "$state/unpacked"
+    wait_for "${2:-540}" ;;
+  wait) wait_for "${2:-560}" ;;
+  *) echo "usage: $0 start | unpack-and-wait SECONDS | wait SECONDS" >&2; exit 2 ;;
+esac
