@@ -25,6 +25,7 @@ from nmsparse.train.workdir import run_defining
 from nmsparse.types import pattern_density
 
 SOURCE = "_source"  # the file a loaded result came from
+SHARED = "†"  # marks a GPU time counted on a GPU shared with other runs
 REQUIRED = ("model", "dataset", "method", "pattern", "seed", "epochs", "test_accuracy", "device",
             "git_sha", "jax_version", "wall_time_s", "history")
 
@@ -155,6 +156,17 @@ def gpu_hours(runs: list[dict[str, Any]]) -> float:
   return sum(float(r["wall_time_s"]) for r in runs) / 3600.0
 
 
+def shared_gpu(runs: list[dict[str, Any]]) -> bool:
+  """Whether a run of the cell shared its GPU with other runs (``gpu_lanes`` > 1, written by the
+  runner from ``NMS_GPU_LANES``): its wall time then overstates its GPU time."""
+  return any(int(r.get("gpu_lanes", 1)) > 1 for r in runs)
+
+
+def schedule_family(config: str) -> str:
+  """``"full"`` for a ``:full`` recipe's cells (config names ending ``_full``), else ``"short"``."""
+  return "full" if config.endswith("_full") else "short"
+
+
 def _noise(value: float | None) -> str:
   return "–" if value is None else f"{value:.2f}"
 
@@ -179,7 +191,8 @@ def markdown_table(groups: dict[Group, list[dict[str, Any]]]) -> str:
     devices = ", ".join(sorted({r["device"] for r in runs}))
     lines.append(f"| {labels[key]} | {runs[0]['model']} | {runs[0]['dataset']} | {key.method} | "
                  f"{key.pattern or '–'} | {runs[0]['epochs']} | {seeds} | {accs.mean():.2f}{std} | "
-                 f"{gap} | {noise} | {gpu_hours(runs):.2f} | {devices} |")
+                 f"{gap} | {noise} | {gpu_hours(runs):.2f}{SHARED if shared_gpu(runs) else ''} | "
+                 f"{devices} |")
   return "\n".join(lines)
 
 
@@ -187,22 +200,25 @@ def _mean_acc(runs: list[dict[str, Any]]) -> float:
   return 100 * float(np.mean([r["test_accuracy"] for r in runs]))
 
 
-def summary(groups: dict[Group, list[dict[str, Any]]], method: str, pattern: str) -> str:
-  """Gap of ``method pattern`` to dense per cell, its mean and worst, and its gap to srste."""
+def summary(groups: dict[Group, list[dict[str, Any]]], method: str, pattern: str,
+            family: str | None = None) -> str:
+  """Gap of ``method pattern`` to dense per cell, its mean and worst, and its gap to srste; with
+  ``family`` (:func:`schedule_family`) over that family's cells only."""
   labels = cell_labels(groups)
   rows = []
-  for key in sorted((k for k in groups if k.method == method and k.pattern == pattern),
-                    key=lambda k: labels[k]):
+  for key in sorted((k for k in groups if k.method == method and k.pattern == pattern and
+                     family in (None, schedule_family(k.config))), key=lambda k: labels[k]):
     sparse, dense = groups[key], groups.get(key.dense())
     if dense:
       srste = groups.get(key._replace(method="srste"))
       rows.append((labels[key], _mean_acc(sparse) - _mean_acc(dense), len(sparse), len(dense),
                    None if not srste or method == "srste" else _mean_acc(sparse) - _mean_acc(srste)))
+  scope = "" if family is None else f" ({family} schedules)"
   if not rows:
-    return f"No config has both dense and {method} {pattern} runs."
+    return f"No config{scope} has both dense and {method} {pattern} runs."
   gaps = [r[1] for r in rows]
   worst = min(rows, key=lambda r: r[1])
-  lines = [f"## Summary: {method} {pattern} vs dense", "",
+  lines = [f"## Summary: {method} {pattern} vs dense{scope}", "",
            f"Mean gap over {len(rows)} configs: **{np.mean(gaps):+.2f} pts**; worst: {worst[0]} "
            f"{worst[1]:+.2f} pts. (Per config: mean over the seeds that ran.)", "",
            f"| config | gap to dense (pts) | {method} seeds | dense seeds | {method} minus srste (pts) |",
@@ -375,6 +391,9 @@ def write_report(runs_dir: str, out: str, not_run: Iterable[str] = (),
         "borrowing the other's variance; GPU time = the runs' wall_time_s summed (one GPU each).",
         "", markdown_table(groups), "",
         f"Total GPU time: {sum(gpu_hours(runs) for runs in groups.values()):.2f} h.", ""]
+  if any(shared_gpu(runs) for runs in groups.values()):
+    md[-1:] = ["", f"{SHARED} Some of the cell's runs shared their GPU with other runs (`gpu_lanes` "
+               "> 1), for all or part of their time: their wall time overstates their GPU time.", ""]
   dups = duplicates(results)
   if dups:
     md += ["Duplicates (same run-defining fields and seed; only the first file is counted):", ""]
@@ -384,7 +403,10 @@ def write_report(runs_dir: str, out: str, not_run: Iterable[str] = (),
     md += ["Not run:", ""] + [f"- {line.partition('=')[0]}: {line.partition('=')[2]}"
                               for line in not_run] + [""]
   method, _, pattern = summarize.partition(":")
-  md += [summary(groups, method, pattern), "", comparisons(groups), "",
+  families = sorted({schedule_family(k.config) for k in groups})
+  for family in families if len(families) > 1 else [None]:
+    md += [summary(groups, method, pattern, family), ""]
+  md += [comparisons(groups), "",
          "![accuracy vs N:M ratio](accuracy_vs_ratio.png)", ""]
   md += [f"![{p}]({p})" for p in plots]
   written.append(os.path.join(out, "accuracy.md"))

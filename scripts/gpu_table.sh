@@ -43,7 +43,7 @@ lane() {  # lane INDEX: its sweeps one after another, once the data is unpacked
   local i=$1 var="LANE$1"
   source scripts/gpu_env.sh
   export XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $lanes, 2))")
-  export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache
+  export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache NMS_GPU_LANES=$lanes
   while [ ! -f "$state/unpacked" ]; do sleep 2; done
   for item in ${!var}; do
     local config=${item%%@*} filter=""

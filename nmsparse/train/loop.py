@@ -333,6 +333,8 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
       "gemm_flops_per_example": stages, "history": history, "name": run_name(config),
       "config": json.loads(config.to_json_best_effort()),
   }
+  if os.environ.get("NMS_GPU_LANES"):  # set by launchers that run several runs on one GPU
+    results["gpu_lanes"] = int(os.environ["NMS_GPU_LANES"])
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, RESULTS_FILE), results)
     if config.results_dir:

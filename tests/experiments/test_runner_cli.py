@@ -21,13 +21,15 @@ def env():
 def test_quickstart_bdwp_within_two_points_of_dense(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config",
                          "configs/quickstart.py", "--workdir_root", str(tmp_path)], cwd=ROOT,
-                        env=env(), capture_output=True, text=True, timeout=600)
+                        env={**env(), "NMS_GPU_LANES": "3"}, capture_output=True, text=True,
+                        timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   acc = {}
   for method, tag in (("dense", "dense"), ("bdwp", "bdwp_2x4")):
     with open(tmp_path / "quickstart_digits" / tag / "seed0" / "results.json") as f:
       result = json.load(f)
     assert result["dataset"] == "digits" and result["method"] == method
+    assert result["gpu_lanes"] == 3  # the launcher's lane count, for the report's GPU time
     acc[method] = result["test_accuracy"]
   assert acc["dense"] > 0.9, acc
   assert acc["bdwp"] >= acc["dense"] - 0.02, acc
@@ -122,6 +124,27 @@ def test_report_summary_and_not_run(tmp_path):
   assert "- c_cifar100: no data here" in md
   assert "Mean gap over 2 configs: **-0.50 pts**; worst: a -2.00 pts" in md  # (-2 + 1) / 2
   assert "| a | -2.00 | 1 | 1 | +1.00 |" in md and "| b | +1.00 | 1 | 1 | – |" in md
+
+
+def test_report_summarises_schedule_families_apart_and_marks_shared_gpus(tmp_path):
+  runs = tmp_path / "runs"
+  os.makedirs(runs)
+  fixtures = [fixture_result("a", "resnet18", "dense", None, 0, 0.90),
+              fixture_result("a", "resnet18", "bdwp", "2:8", 0, 0.88),
+              {**fixture_result("a_full", "resnet18", "dense", None, 0, 0.95), "gpu_lanes": 2},
+              fixture_result("a_full", "resnet18", "bdwp", "2:8", 0, 0.94)]
+  for i, r in enumerate(fixtures):
+    with open(runs / f"{i}.json", "w") as f:
+      json.dump(r, f)
+  report.write_report(str(runs), str(tmp_path / "out"))
+  md = open(tmp_path / "out" / "accuracy.md").read()
+  full = md.index("## Summary: bdwp 2:8 vs dense (full schedules)")
+  short = md.index("## Summary: bdwp 2:8 vs dense (short schedules)")
+  assert "Mean gap over 1 configs: **-1.00 pts**" in md[full:short]
+  assert "Mean gap over 1 configs: **-2.00 pts**" in md[short:]
+  rows = {l.split(" | ")[3]: l for l in md.splitlines() if l.startswith("| a_full |")}
+  assert f"| 0.00{report.SHARED} |" in rows["dense"] and report.SHARED not in rows["bdwp"]
+  assert f"\n{report.SHARED} Some of the cell's runs shared their GPU" in md
 
 
 def test_set_without_equals_is_a_usage_error():
