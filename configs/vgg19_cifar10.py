@@ -13,8 +13,9 @@ cosine to 0 without warm-up, weight decay 5e-4, crop+flip, no label smoothing. I
 dense/bdwp 2:8 x 3 seeds, srste/bimask 2:8 x 1 seed:
   python -m experiments.sweep --config configs/vgg19_cifar10.py:full --workdir_root runs \
       --results_dir results/runs --gpus N --set data.data_dir=./data
-Expected dense test accuracy: ~93.9 % (VGG19-BN, 200 epochs, public CIFAR-10 results); not yet measured here.
-Runtime: not measured.
+Expected dense test accuracy: ~93.9 % (VGG19-BN, 200 epochs, public CIFAR-10 results). Measured
+(results/runs, one NVIDIA H200, seed 0): dense 93.37 %, bdwp 2:8 93.11 %.
+Runtime: 310 s (dense) and 341 s (bdwp) per run, each sharing the GPU with a ViT run.
 """
 
 from configs import base
