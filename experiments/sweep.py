@@ -2,8 +2,9 @@
 them: in this
 process one after another (``--gpus 0``), or as subprocesses, one per GPU (``--gpus N``, each with
 its own ``CUDA_VISIBLE_DEVICES``). Every run's config is checked before any run starts. Finished
-runs (``results.json`` present) are skipped, so a sweep can be restarted; unfinished ones resume
-from their checkpoints.
+runs (``results.json`` in the workdir, or the run's result JSON in ``--results_dir`` with the same
+run-defining fields) are skipped, so a sweep can be restarted, also on a fresh machine from the
+committed results; unfinished ones resume from their checkpoints.
 
   python -m experiments.sweep --config configs/quickstart.py --workdir_root /tmp/qs
   python -m experiments.sweep --config configs/resnet9_cifar10.py --config configs/vit_cifar10.py \
@@ -108,9 +109,44 @@ def parse_sets(items: list[str]) -> dict[str, str]:
   return out
 
 
+def recorded_result(spec: RunSpec, sets: dict[str, Any], results_dir: str) -> str | None:
+  """The path of ``spec``'s result JSON in ``results_dir`` (``<run name>.json``), if there is one:
+  the run is then finished, as when its workdir holds ``results.json``. Lets a sweep on a fresh
+  machine skip the runs whose results were committed (``--results_dir results/runs``)."""
+  if not results_dir:
+    return None
+  from nmsparse.train import run_name  # pylint: disable=g-import-not-at-top
+  path = os.path.join(results_dir, run_name(run_config(spec, sets, results_dir)) + ".json")
+  return path if os.path.exists(path) else None
+
+
+def check_recorded(spec: RunSpec, sets: dict[str, Any], results_dir: str) -> None:
+  """Raises ``ValueError`` naming the run-defining fields (SPEC §4) where the result recorded for
+  ``spec`` in ``results_dir`` differs from the run's config: that file is another run's."""
+  path = recorded_result(spec, sets, results_dir)
+  if path is None:
+    return
+  from nmsparse.train.workdir import changed_fields  # pylint: disable=g-import-not-at-top
+  with open(path) as f:
+    recorded = json.load(f).get("config")
+  if not recorded:
+    raise ValueError(f"{path} records no config, so it cannot stand for this run; move it away.")
+  changed = changed_fields(recorded, run_config(spec, sets, results_dir))
+  if changed:
+    raise ValueError(f"{path} records another run ({', '.join(changed)} differ); move it away or "
+                     "use another --results_dir.")
+
+
+def finished(spec: RunSpec, sets: dict[str, Any], results_dir: str) -> bool:
+  """Whether the run has a result: ``results.json`` in its workdir, or one in ``results_dir``."""
+  return (os.path.exists(os.path.join(spec.workdir, "results.json")) or
+          recorded_result(spec, sets, results_dir) is not None)
+
+
 def preflight(runs: list[RunSpec], sets: dict[str, Any], results_dir: str) -> None:
   """Checks every run of the sweep before any starts: its config builds, passes the runner's
-  start-up validation and fits its workdir (SPEC §4).
+  start-up validation and fits its workdir (SPEC §4), and a result recorded for it in
+  ``results_dir`` is of the same run-defining fields.
 
   Raises:
     ValueError: listing every run that would fail, and why.
@@ -124,6 +160,7 @@ def preflight(runs: list[RunSpec], sets: dict[str, Any], results_dir: str) -> No
       config = run_config(spec, sets, results_dir)
       validate_config(config)
       check_workdir(config, spec.workdir)
+      check_recorded(spec, sets, results_dir)
     except (KeyError, ValueError) as e:
       problems.append(f"  {spec.name} {spec.method} {spec.pattern or '-'} seed {spec.seed}: {e}")
   if problems:
@@ -161,11 +198,14 @@ def run_on_gpus(runs: list[RunSpec], gpus: int, sets: dict[str, str], results_di
                      spec.pattern, spec.seed, status, os.path.join(spec.workdir, "log.txt"))
 
 
-def summarize(runs: list[RunSpec]) -> str:
-  """A plain-text table of the runs' test accuracies and the gap to dense of the same config."""
+def summarize(runs: list[RunSpec], sets: dict[str, Any] | None = None, results_dir: str = "") -> str:
+  """A plain-text table of the runs' test accuracies (from the workdir, else ``results_dir``) and
+  the gap to dense of the same config."""
   rows, dense = [], {}
   for spec in runs:
     path = os.path.join(spec.workdir, "results.json")
+    if not os.path.exists(path):
+      path = recorded_result(spec, sets or {}, results_dir) or path
     acc = None
     if os.path.exists(path):
       with open(path) as f:
@@ -189,7 +229,7 @@ def main(argv):
   sets = {k: parse_value(v) for k, v in raw_sets.items()}
   runs = [r for path in FLAGS.config for r in expand(path, FLAGS.workdir_root, sets)
           if FLAGS.filter in f"{r.name}_{r.method}_{r.pattern}_s{r.seed}"]
-  todo = [r for r in runs if not os.path.exists(os.path.join(r.workdir, "results.json"))]
+  todo = [r for r in runs if not finished(r, sets, FLAGS.results_dir)]
   logging.info("Sweep: %d runs, %d to do", len(runs), len(todo))
   for r in runs:
     print(f"{r.name} {r.method} {r.pattern or '-'} seed {r.seed} -> {r.workdir}"
@@ -202,7 +242,7 @@ def main(argv):
   else:
     for spec in todo:
       run_in_process(spec, sets, FLAGS.results_dir)
-  print(summarize(runs))
+  print(summarize(runs, sets, FLAGS.results_dir))
 
 
 def run() -> None:

@@ -7,22 +7,31 @@
 # LANES (default 2) sweeps share the GPU, each in its own process with 1/LANES of its memory; lane i
 # runs the sweeps of LANE<i> in order (each a "config[:arg][@filter]" list; defaults below). Two
 # lanes on one H200 finish more runs per device minute than one, but each run's wall_time_s then
-# counts a shared GPU. Finished runs are skipped (sweep.py), so lanes may be re-run.
+# counts a shared GPU (recorded as gpu_lanes in the run JSON). Finished runs are skipped: the
+# committed results/runs/*.json are copied into the sweeps' --results_dir first, and sweep.py counts
+# a run found there as finished (after checking its run-defining fields).
 # Every call packs the finished results and the lanes' log tails into $OUT/results.tgz; results
 # live under /tmp/table, outside the repository (each call re-copies the working tree).
 set -uo pipefail
 state=/tmp/table
 results=$state/results
 mkdir -p "$results/runs"
+[ -e "$state/seeded" ] || { cp results/runs/*.json "$results/runs/" && touch "$state/seeded"; }
 lanes=${LANES:-2}
-LANE0=${LANE0:-"configs/resnet9_cifar10.py:full configs/vgg19_cifar10.py:full@dense_None_s0 configs/vgg19_cifar10.py:full@bdwp_2:8_s0"}
-LANE1=${LANE1:-"configs/vit_cifar10.py:full@dense_None_s0 configs/vit_cifar10.py:full@bdwp_2:8_s0"}
+# Default: the rest of issue 14's 66 runs, the main table's cells (dense, bdwp 2:8) first.
+LANE0=${LANE0:-"configs/vgg19_cifar10.py:full@dense_None configs/vgg19_cifar10.py:full@bdwp_2:8
+  configs/vit_cifar10.py:full@dense_None configs/vit_cifar10.py:full@bdwp_2:8
+  configs/resnet9_cifar10.py:full configs/vgg19_cifar10.py:full configs/vit_cifar10.py:full"}
+LANE1=${LANE1:-"configs/resnet18_cifar10.py:full@dense_None configs/resnet18_cifar10.py:full@bdwp_2:8_s
+  configs/resnet50_cifar10.py:full@dense_None configs/resnet50_cifar10.py:full@bdwp_2:8
+  configs/resnet18_cifar10.py:full configs/resnet50_cifar10.py:full"}
 
 pack() {
   mkdir -p "$state/tails"
   for f in "$state"/*.log; do [ -f "$f" ] && tail -c 30000 "$f" > "$state/tails/$(basename "$f")"; done
   tar czf "$OUT/results.tgz" -C "$state" results tails 2>/dev/null
-  echo "--- status $(date +%T): $(ls "$results/runs" | wc -l) run results: $(ls "$results/runs" | tr '\n' ' ')"
+  local new=$(find "$results/runs" -name "*.json" -newer "$state/seeded" -printf "%f ")
+  echo "--- status $(date +%T): $(ls "$results/runs" | wc -l) run results, new on this machine: $new"
   for i in $(seq 0 $((lanes - 1))); do [ -f "$state/lane$i.done" ] && echo "lane $i done"; done
   nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
   for f in "$state"/lane*.log; do [ -f "$f" ] && { echo "== $f"; grep -E "epoch|Epoch|test_acc" "$f" | tail -n 2; }; done

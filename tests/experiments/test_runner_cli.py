@@ -79,6 +79,27 @@ def fixture_result(name, model, method, pattern, seed, acc):
           "jax_version": "0", "wall_time_s": 1.0, "history": history, "config": {"name": name}}
 
 
+def test_sweep_counts_a_committed_result_as_finished_and_checks_it(tmp_path):
+  dense, bdwp = sweep.expand(os.path.join(ROOT, "configs", "quickstart.py:smoke"),
+                             str(tmp_path / "w"), {})
+  results = tmp_path / "results"
+  os.makedirs(results)
+  assert not sweep.finished(dense, {}, str(results))
+  config = json.loads(sweep.run_config(dense, {}, str(results)).to_json_best_effort())
+  path = results / "quickstart_digits_smoke_dense_s0.json"
+  with open(path, "w") as f:
+    json.dump({"test_accuracy": 0.5, "config": config}, f)
+  assert sweep.finished(dense, {}, str(results)) and not sweep.finished(bdwp, {}, str(results))
+  assert not sweep.finished(dense, {}, "")  # only --results_dir is consulted
+  sweep.preflight([dense, bdwp], {}, str(results))
+  assert "0.5000" in sweep.summarize([dense, bdwp], {}, str(results))
+  with open(path, "w") as f:
+    json.dump({"test_accuracy": 0.5, "config": {**config, "epochs": config["epochs"] + 1}}, f)
+  with pytest.raises(ValueError, match=r"1 of 2 runs cannot run:\n.*dense.*records another run "
+                                       r"\(epochs differ\)"):
+    sweep.preflight([dense, bdwp], {}, str(results))
+
+
 def test_report_renders_table_and_plots(tmp_path):
   runs = tmp_path / "runs"
   os.makedirs(runs / "nested")
