@@ -21,6 +21,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 NUM_KILLS, STOP_STEP = 20, 15
 COMPARED = ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
             "mask_flips", "learning_rate")
+# One xdist worker runs the whole module (``--dist loadgroup``), so the 20-kill run of the
+# module-scoped ``kill_report`` happens once, not once per worker that draws one of its tests.
+pytestmark = pytest.mark.xdist_group("fault_injection")
 
 
 @pytest.fixture(scope="module")
