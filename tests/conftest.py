@@ -1,27 +1,26 @@
 """Parametrises suite classes that define ``cases()`` (see ``nmsparse.testing.op_suite``), and gives
-each test process a fresh persistent JAX compilation cache."""
+the test run a fresh persistent JAX compilation cache."""
 
 import os
 import shutil
 import tempfile
 
-_CACHE_DIR = None
-_OURS = "NMSPARSE_TESTS_OWN_JAX_CACHE"  # set beside the cache dir: the dir is this suite's
+_CACHE_DIR = None  # set where this process made the cache (and removes it at the end)
 
 
 def pytest_configure(config):
-  """Many tests build the same train step again (a resumed run, a second segment, a subprocess on
-  the same smoke config): with a compilation cache they load the executable XLA compiled the first
-  time instead of compiling it again. The cache is new for every pytest process (each xdist worker
-  has its own, so no two processes write one entry at once) and is removed at the end; a
-  ``JAX_COMPILATION_CACHE_DIR`` set by the caller is used as it is. Subprocesses inherit it."""
+  """Many tests compile a program that another test, a resumed run or a subprocess compiled before
+  (every ResNet9 smoke run compiles the same 5 s parameter init): with a compilation cache they
+  load that executable instead of compiling it again. The cache is new for every pytest run and
+  removed at its end; the xdist workers and the subprocesses of tests inherit it through
+  ``JAX_COMPILATION_CACHE_DIR``, which, when the caller set it, is used as it is. An entry that two
+  processes wrote at once and that does not load is a cache miss: JAX warns and compiles."""
   global _CACHE_DIR
-  if os.environ.get("JAX_COMPILATION_CACHE_DIR") and not os.environ.get(_OURS):
-    return
-  _CACHE_DIR = tempfile.mkdtemp(prefix="nmsparse-jax-cache-")
-  os.environ["JAX_COMPILATION_CACHE_DIR"], os.environ[_OURS] = _CACHE_DIR, "1"
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    _CACHE_DIR = tempfile.mkdtemp(prefix="nmsparse-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
   import jax  # pylint: disable=g-import-not-at-top
-  jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
+  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
 
 
 def pytest_unconfigure(config):
