@@ -1,4 +1,31 @@
-"""Parametrises suite classes that define ``cases()`` (see ``nmsparse.testing.op_suite``)."""
+"""Parametrises suite classes that define ``cases()`` (see ``nmsparse.testing.op_suite``), and gives
+the test run a fresh persistent JAX compilation cache."""
+
+import os
+import shutil
+import tempfile
+
+_CACHE_DIR = None  # set where this process made the cache (and removes it at the end)
+
+
+def pytest_configure(config):
+  """Many tests compile a program that another test, a resumed run or a subprocess compiled before
+  (every ResNet9 smoke run compiles the same 5 s parameter init): with a compilation cache they
+  load that executable instead of compiling it again. The cache is new for every pytest run and
+  removed at its end; the xdist workers and the subprocesses of tests inherit it through
+  ``JAX_COMPILATION_CACHE_DIR``, which, when the caller set it, is used as it is. An entry that two
+  processes wrote at once and that does not load is a cache miss: JAX warns and compiles."""
+  global _CACHE_DIR
+  if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    _CACHE_DIR = tempfile.mkdtemp(prefix="nmsparse-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+
+
+def pytest_unconfigure(config):
+  if _CACHE_DIR is not None:
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 def pytest_generate_tests(metafunc):

@@ -14,7 +14,9 @@ SPEC_KEYS = {"op", "shape", "pattern", "batch", "implementation", "device", "den
 
 
 def test_grid_cell_and_report(tmp_path):
-  env = {**os.environ, "BENCH_SAMPLES": "3",
+  # One timed sample per op: the checks are on the rows' keys and ratio = dense / this, which hold
+  # for a median of one sample as for one of 50 (3 cost 10% more of this test).
+  env = {**os.environ, "BENCH_SAMPLES": "1",
          "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
   subprocess.run([sys.executable, "scripts/bench_kernels.py", "--smoke", "--cells",
                   "odd_24x56:2:8", "--max_rotate", "1", "--out", str(tmp_path / "gpu0")],

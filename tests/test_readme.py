@@ -39,7 +39,10 @@ def test_readme_and_runner_name_the_same_unpack_script():
 
 def test_readme_test_command_runs_in_parallel():
   import tomllib
-  assert "python -m pytest -q -n auto" in README.read_text()
+  assert "python -m pytest -q -n auto --dist loadgroup" in README.read_text()  # xdist_group marks
+  ci = (README.parent / ".ci" / "run").read_text().splitlines()
+  assert [line for line in ci if line.startswith("python -m pytest")] == [
+      "python -m pytest -q -n auto --dist loadgroup"]  # CI runs the README's command
   extras = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"][
       "optional-dependencies"]
   assert "pytest-xdist" in extras["test"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -82,6 +84,14 @@ def nm_mask(w: jax.Array, pattern: PatternLike, axis: int = 0) -> jax.Array:
   check_groupable(w.shape, axis, pattern)
   if pattern.n == pattern.m:
     return jnp.ones(w.shape, bool)
+  return _checked_nm_mask(w, pattern, axis)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _checked_nm_mask(w: jax.Array, pattern: NMPattern, axis: int) -> jax.Array:
+  """``nm_mask`` after its checks, as one compiled program. Called eagerly (packing, export, tests),
+  each of ``group_keep``'s ~6M unrolled ops would otherwise compile on its own for every new shape:
+  about 0.7 s per shape on the CPU instead of 0.1 s. Under an outer ``jit`` it inlines."""
   shape = w.shape
   grouped = magnitude_key(w).reshape(shape[:axis] + (shape[axis] // pattern.m, pattern.m) +
                                      shape[axis + 1:])

@@ -21,7 +21,10 @@ from nmsparse.train.step import make_batch_train_step
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EVERY = 2
-
+# One xdist worker runs the module (``--dist loadgroup``): its tests build the same two states, and
+# on one worker the later ones load the 5 s parameter-init compilation from the run's compilation
+# cache (tests/conftest.py) instead of both workers compiling it at the same time.
+pytestmark = pytest.mark.xdist_group("mask_every_training")
 
 
 def smoke_config(**overrides):
