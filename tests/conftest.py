@@ -33,3 +33,15 @@ def pytest_generate_tests(metafunc):
   if cls is not None and "case" in metafunc.fixturenames and hasattr(cls, "cases"):
     cases = cls.cases()
     metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+# Folders and files whose tests train, resume or run scripts in subprocesses (tens of seconds each):
+# collected first, so that the xdist workers start them early and the many short tests fill in
+# after them, instead of one long test running alone at the end of the run.
+LONG_FIRST = ("tests/train/", "tests/experiments/", "tests/test_bench_scripts.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+  root = str(config.rootpath)
+  long_first = lambda item: not os.path.relpath(str(item.path), root).startswith(LONG_FIRST)
+  items.sort(key=long_first)  # stable: each part keeps its order
