@@ -31,6 +31,24 @@ if [ -n "${DECODE:-}" ]; then
   python3 scripts/bench_decode.py --out "$OUT" --sections "$DECODE" 2>&1 | tee "$OUT/decode.log" \
     | grep -v "^W\|^I1" | tail -40
 fi
+if [ -n "${DIAG:-}" ]; then  # scripts/decode_diag.py sections, then its time section per XLA_VARIANTS
+  python3 scripts/decode_diag.py --out "$OUT/diag" --sections "$DIAG" ${DIAG_ARGS:-} 2>&1 \
+    | tee "$OUT/diag.log" | grep -v "^W\|^I1" | grep -v "^check" | tail -${DIAG_TAIL:-60}
+  i=0
+  for flags in ${XLA_VARIANTS:-}; do  # e.g. --xla_gpu_enable_command_buffer= (comma-free flags)
+    i=$((i + 1))
+    XLA_FLAGS="$flags" python3 scripts/decode_diag.py --out "$OUT/diag_xla$i" --sections time \
+      ${DIAG_XLA_ARGS:-} 2>&1 | tee "$OUT/diag_xla$i.log" | grep "^time" | tail -30
+  done
+fi
+if [ -n "${NCU:-}" ]; then  # hardware counters of the native kernels (Firecracker machines)
+  timeout "${NCU_TIMEOUT:-200}" ncu --clock-control none -k regex:vs_ --launch-count "${NCU:-6}" \
+    --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
+    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    python3 scripts/decode_diag.py --out "$OUT/ncu" --sections ncu > "$OUT/ncu.txt" 2>&1
+  grep -E "vs_[a-z]+_kernel|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occ|Block Limit|One or More|Issue Slots|Stall|Waves Per" \
+    "$OUT/ncu.txt" | head -${NCU_TAIL:-120}
+fi
 if [ -n "${STREAM:-}" ]; then
   bash scripts/gpu_stream.sh "$OUT/stream_throughput.json" > "$OUT/stream.log" 2>&1
   tail -25 "$OUT/stream.log"

@@ -245,8 +245,12 @@ def tiled_splits_for(batch: int, k_tiles: int, o_tiles: int) -> int:
   return int(max(1, min(MAX_CLUSTER, steps // WARPS, want)))
 
 
+PIPE_STAGES = (4, 6)  # ring depths of the pipelined kernel (vs.cu's vs_pipe_kernel)
+
+
 def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
-                 command_buffer: bool = True) -> jax.Array:
+                 command_buffer: bool = True, kernel: str = "regs",
+                 stages: int = 4) -> jax.Array:
   """``x @ W`` from a :func:`prepare`-d operand on the tensor cores (the native kernel).
 
   Args:
@@ -254,10 +258,17 @@ def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
     t: the tiled operand of ``W [K, O]``.
     splits: reduction slices (default :func:`tiled_splits_for`).
     command_buffer: register the call as CUDA-graph compatible (XLA may capture it).
+    kernel: ``"regs"`` (loads double-buffered in registers, compare-and-select decode) or
+      ``"pipe"`` (a ``stages``-deep ``cp.async`` ring per warp, table-and-permute decode).
+    stages: the ring depth of ``"pipe"``, one of :data:`PIPE_STAGES`.
 
   Returns:
     ``[B, O]`` bf16 (float32 accumulation).
   """
+  if kernel not in ("regs", "pipe"):
+    raise ValueError(f"kernel must be 'regs' or 'pipe', got {kernel!r}.")
+  if kernel == "pipe" and stages not in PIPE_STAGES:
+    raise ValueError(f"stages must be one of {PIPE_STAGES}, got {stages}.")
   native.library("the value-serial kernel")
   if jnp.dtype(x.dtype) != jnp.bfloat16:
     raise ValueError(f"tiled_matmul computes in bfloat16, got activations of {x.dtype}.")
@@ -269,8 +280,11 @@ def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
   splits = splits or tiled_splits_for(batch, kt, ot)
   out = (jax.ShapeDtypeStruct((batch, o), jnp.bfloat16),
          jax.ShapeDtypeStruct((_partials_bytes(splits, batch, o),), jnp.uint8))
-  target = "nms_vs_tiled_matmul" if command_buffer else "nms_vs_tiled_matmul_nocb"
+  attrs = dict(n=np.int64(t.pattern.n), m=np.int64(t.pattern.m), splits=np.int64(splits))
+  if kernel == "pipe":
+    target, attrs["stages"] = "nms_vs_pipe_matmul", np.int64(stages)
+  else:
+    target = "nms_vs_tiled_matmul" if command_buffer else "nms_vs_tiled_matmul_nocb"
   call = jax.ffi.ffi_call(target, out, vmap_method="sequential")
-  y, _ = call(x, t.values, t.positions, n=np.int64(t.pattern.n), m=np.int64(t.pattern.m),
-              splits=np.int64(splits))
+  y, _ = call(x, t.values, t.positions, **attrs)
   return y

@@ -36,20 +36,23 @@ def find_cusparselt() -> tuple[str, str]:
       "to a folder with include/cusparseLt.h and lib/libcusparseLt.so*.")
 
 
-def nvcc_command(out: str, arch: str = "90a") -> list[str]:
-  """The nvcc command line that builds the extension into ``out``."""
+def _nvcc() -> str:
+  return shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
+
+
+def compile_commands(out: str, arch: str = "90a") -> tuple[list[list[str]], list[str]]:
+  """One nvcc command per source (an object next to ``out``) and the link command: the sources
+  compile in parallel, the link waits for them."""
   import jax  # the FFI headers ship with jaxlib
 
   inc, lib = find_cusparselt()
-  nvcc = shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"
-  return [
-      nvcc, "-O3", "-std=c++17", "--shared", "-Xcompiler", "-fPIC",
-      f"-gencode=arch=compute_{arch},code=sm_{arch}",
-      "-I", jax.ffi.include_dir(), "-I", inc,
-      *[os.path.join(HERE, "csrc", s) for s in SOURCES],
-      "-L", lib, "-l:libcusparseLt.so.0", f"-Xlinker=-rpath,{lib}",
-      "-o", out,
-  ]
+  flags = ["-O3", "-std=c++17", "-Xcompiler", "-fPIC", f"-gencode=arch=compute_{arch},code=sm_{arch}"]
+  objs = [f"{out}.{os.path.splitext(s)[0]}.o" for s in SOURCES]
+  compiles = [[_nvcc(), *flags, "-c", "-I", jax.ffi.include_dir(), "-I", inc,
+               os.path.join(HERE, "csrc", s), "-o", o] for s, o in zip(SOURCES, objs)]
+  link = [_nvcc(), "--shared", *objs, "-L", lib, "-l:libcusparseLt.so.0",
+          f"-Xlinker=-rpath,{lib}", "-o", out]
+  return compiles, link
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,9 +60,15 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--out", default=os.path.join(HERE, LIB_NAME))
   parser.add_argument("--arch", default="90a", help="GPU target: 90a (Hopper, the default)")
   args = parser.parse_args(argv)
-  cmd = nvcc_command(args.out, args.arch)
-  print(" ".join(cmd), flush=True)
-  subprocess.run(cmd, check=True)
+  compiles, link = compile_commands(args.out, args.arch)
+  for cmd in compiles:
+    print(" ".join(cmd), flush=True)
+  procs = [subprocess.Popen(cmd) for cmd in compiles]
+  codes = [p.wait() for p in procs]
+  if any(codes):
+    raise subprocess.CalledProcessError(max(codes), "nvcc -c")
+  print(" ".join(link), flush=True)
+  subprocess.run(link, check=True)
   print(f"built {args.out}")
   return 0
 

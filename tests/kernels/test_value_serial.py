@@ -115,6 +115,15 @@ def test_tiled_layout_decodes_to_the_packed_operand(pattern, k, o):
                                 np.asarray(reference_nm_matmul(x, ff), np.float32))
 
 
+def test_tiled_kernel_arguments_are_checked():
+  x, ff = _operands(2, 64, 32, "2:8")
+  t = vs.prepare(ff)
+  with pytest.raises(ValueError, match="'regs' or 'pipe'"):
+    vs.tiled_matmul(x, t, kernel="fast")
+  with pytest.raises(ValueError, match="stages must be one of"):
+    vs.tiled_matmul(x, t, kernel="pipe", stages=3)
+
+
 def test_tiled_refuses_what_it_cannot_decode():
   x, ff = _operands(2, 64, 32, "4:8")
   assert "N <= 2" in vs.tiled_unsupported(x.dtype, ff)
@@ -134,34 +143,42 @@ def test_tiled_splits_respect_the_kernels_limits(batch, kt, ot):
     assert blocks * splits >= vs.TARGET_BLOCKS
 
 
+KERNELS = [dict(kernel="regs"), dict(kernel="pipe", stages=4), dict(kernel="pipe", stages=6)]
+
+
 @needs_native
+@pytest.mark.parametrize("kw", KERNELS, ids=lambda kw: "-".join(map(str, kw.values())))
 @pytest.mark.parametrize("pattern", TILED_PATTERNS)
 @pytest.mark.parametrize("batch", [1, 3, 8, 9, 16, 17, 64])
-def test_tiled_matches_the_reference(pattern, batch):
+def test_tiled_matches_the_reference(pattern, batch, kw):
   x, ff = _operands(batch, 1024, 768, pattern, seed=batch)
-  got = jax.jit(vs.tiled_matmul)(x, vs.prepare(ff))
+  got = jax.jit(lambda x, t: vs.tiled_matmul(x, t, **kw))(x, vs.prepare(ff))
   assert got.dtype == jnp.bfloat16 and got.shape == (batch, 768)
   assert_close(got, np.asarray(reference_nm_matmul(x, ff), np.float32), jnp.bfloat16, 1024,
                f"{pattern} batch {batch}")
 
 
 @needs_native
+@pytest.mark.parametrize("kw", KERNELS, ids=lambda kw: "-".join(map(str, kw.values())))
 @pytest.mark.parametrize("k,o,pattern", [(40, 100, "2:8"), (24, 33, "2:4"), (8, 64, "1:8"),
-                                         (4096, 130, "2:8"), (48, 1, "1:4"), (4100, 64, "2:4")])
-def test_tiled_ragged_shapes(k, o, pattern):
+                                         (4096, 130, "2:8"), (48, 1, "1:4"), (4100, 64, "2:4"),
+                                         (4092, 64, "2:4")])
+def test_tiled_ragged_shapes(k, o, pattern, kw):
   x, ff = _operands(5, k, o, pattern)
-  assert_close(vs.tiled_matmul(x, vs.prepare(ff)),
+  assert_close(vs.tiled_matmul(x, vs.prepare(ff), **kw),
                np.asarray(reference_nm_matmul(x, ff), np.float32), jnp.bfloat16, k,
                f"{k}x{o} {pattern}")
 
 
 @needs_native
 @pytest.mark.parametrize("splits", [1, 2, 7, 8, 16])
-@pytest.mark.parametrize("command_buffer", [True, False])
-def test_tiled_any_split_count_gives_the_same_product(splits, command_buffer):
+@pytest.mark.parametrize("kw", [dict(command_buffer=True), dict(command_buffer=False),
+                                dict(kernel="pipe", stages=4), dict(kernel="pipe", stages=6)],
+                         ids=lambda kw: "-".join(map(str, kw.values())))
+def test_tiled_any_split_count_gives_the_same_product(splits, kw):
   x, ff = _operands(16, 4096, 256, "2:8")
   ref = np.asarray(reference_nm_matmul(x, ff), np.float32)
-  got = vs.tiled_matmul(x, vs.prepare(ff), splits=splits, command_buffer=command_buffer)
+  got = vs.tiled_matmul(x, vs.prepare(ff), splits=splits, **kw)
   assert_close(got, ref, jnp.bfloat16, 4096, f"splits {splits}")
 
 

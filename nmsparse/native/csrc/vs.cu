@@ -31,7 +31,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -86,10 +88,20 @@ __device__ void StoreBlock(const float* tot, bool clustered, int b0, int col0, i
 template <typename Kernel, typename... Args>
 cudaError_t LaunchMaybeClustered(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream,
                                  bool clustered, Args... args) {
-  if (smem > 48 * 1024) {
-    cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         static_cast<int>(smem));
-    if (e != cudaSuccess) return e;
+  if (smem > 48 * 1024) {  // raised once per kernel and size: the call costs host time
+    int device = 0;
+    cudaError_t d = cudaGetDevice(&device);  // the attribute is per device
+    if (d != cudaSuccess) return d;
+    static std::mutex mu;
+    static std::unordered_map<const void*, size_t> raised[64];
+    std::lock_guard<std::mutex> lock(mu);
+    size_t& have = raised[device & 63][reinterpret_cast<const void*>(kernel)];
+    if (have < smem) {
+      cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(smem));
+      if (e != cudaSuccess) return e;
+      have = smem;
+    }
   }
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
@@ -671,6 +683,286 @@ ffi::Error VsTiledImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
   return ffi::Error::Success();
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// The pipelined tensor-core kernel: the tiled layout above streamed through shared memory.
+//
+// Same operand, fragments and block shape (4 warps on 4 mma tiles = 64 output columns, warps
+// taking the slice's steps in turn) as vs_tiled_kernel, with three changes aimed at the copy
+// ceiling: (1) every warp keeps S - 1 steps of packed bytes (and its x rows) in flight with
+// cp.async into a warp-private ring of S stages in shared memory, so a warp never waits on a load
+// it issued one step ago; (2) a lane decodes a row's slice with a table lookup and two byte
+// permutes: the table (built per block in shared memory) maps (in-group half, row, the row's
+// position fields) to the PRMT selectors that place the row's kept values -- or zeros -- at the
+// lane's four k; (3) x is staged with the weights (rows of 64 k, padded to 160 bytes so that a
+// warp's fragment loads are conflict-free), not loaded from L2 in the multiply loop.
+
+constexpr int kXRowBytes = 160;  // one staged x row: 64 k of bf16 (128 bytes) + 32 bytes of pad
+
+template <int N, int M, int NT>
+struct Pipe {
+  using S = Slice<N, M>;
+  static constexpr int R = NT * 8;                          // batch rows of the block
+  static constexpr int kValTile = 8 * S::Q * 2 * N * 2;     // value bytes of one (o, k) tile
+  static constexpr int kPosRow = 8 * S::Q * 4;              // bytes of one position-word row
+  static constexpr int kValStep = kStepTiles * kValTile;    // one o-tile's values of one step
+  static constexpr int kPosStep = kStepTiles / S::kPack * kPosRow;
+  static constexpr int kW = kBlockTiles * (kValStep + kPosStep);  // weight bytes of a stage
+  static constexpr int kStage = kW + R * kXRowBytes;              // + the step's x rows
+  static constexpr int kFieldBits = N * S::kBits;           // one row's position fields
+  static constexpr int kLut = 2 * 2 << kFieldBits;          // (half, row, fields) -> selectors
+  static_assert(kValStep % 16 == 0 && kPosStep % 16 == 0, "16-byte cp.async chunks");
+};
+
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, int src_bytes) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int Pending>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
+}
+
+// The selector word of table entry (h, r, fields): byte e (e = 0..3, the lane's k 4t + e) holds
+// the two PRMT nibbles that fetch the bf16 kept at in-group offset (M == 8 ? 4h : 0) + e --
+// bytes 2s, 2s + 1 of the row's value word (s: the slot that holds it) -- or 4, 4: zero.
+template <int N, int M>
+__device__ uint32_t PipeSelector(int h, int r, uint32_t fields) {
+  using S = Slice<N, M>;
+  constexpr uint32_t kMask = (1u << S::kBits) - 1;
+  uint32_t sel = 0;
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const uint32_t off = (M == 8 ? 4 * h : 0) + e;
+    uint32_t nib = 0x44;
+#pragma unroll
+    for (int j = N - 1; j >= 0; --j) {  // the lowest matching slot wins (fillers sit at 0)
+      const int half = N == 2 ? j : r;  // N = 2: word r = {slot 0, slot 1}; N = 1: {row 0, row 1}
+      if (((fields >> (j * S::kBits)) & kMask) == off) nib = (2 * half) | ((2 * half + 1) << 4);
+    }
+    sel |= nib << (8 * e);
+  }
+  return sel;
+}
+
+template <int N, int M, int NT, int ST>
+__global__ void __launch_bounds__(kWarps * 32)
+vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restrict__ values,
+               const unsigned char* __restrict__ positions, float* __restrict__ partial,
+               __nv_bfloat16* __restrict__ y, int B, int K, int O, int KT, int steps_per_split,
+               bool clustered) {
+  using P = Pipe<N, M, NT>;
+  using S = Slice<N, M>;
+  constexpr int R = P::R;
+  __shared__ float tot[R * kCols];
+  extern __shared__ __align__(16) unsigned char smem[];
+  uint32_t* lut = reinterpret_cast<uint32_t*>(smem);
+
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int g = lane >> 2, t = lane & 3;
+  const int q = M == 8 ? t >> 1 : t, h = M == 8 ? t & 1 : 0;
+  const int ot0 = blockIdx.x * kBlockTiles;
+  const int split = blockIdx.y, b0 = blockIdx.z * R;
+  const int steps = KT / kStepTiles;
+  const int st0 = split * steps_per_split, st1 = min(steps, st0 + steps_per_split);
+  const int lane_slice = g * S::Q + q;
+  const int mine = st0 + warp < st1 ? (st1 - st0 - warp + kWarps - 1) / kWarps : 0;
+  unsigned char* ring = smem + P::kLut * 4 + warp * ST * P::kStage;
+  const int pk_rows = KT / S::kPack;
+  const bool kvec = (K & 7) == 0;
+
+  // Issue step i of this warp (st = st0 + warp + i * kWarps) into ring slot i % ST.
+  auto load = [&](int i) {
+    if (i < mine) {
+      const int st = st0 + warp + i * kWarps;
+      unsigned char* stage = ring + (i % ST) * P::kStage;
+#pragma unroll
+      for (int c = lane; c < kBlockTiles * P::kValStep / 16; c += 32) {
+        const int a = c / (P::kValStep / 16), w = c % (P::kValStep / 16);
+        const unsigned char* src = values +
+            (static_cast<int64_t>(ot0 + a) * KT + st * kStepTiles) * P::kValTile + w * 16;
+        CpAsync16(stage + c * 16, src, 16);
+      }
+#pragma unroll
+      for (int c = lane; c < kBlockTiles * P::kPosStep / 16; c += 32) {
+        const int a = c / (P::kPosStep / 16), w = c % (P::kPosStep / 16);
+        const unsigned char* src = positions +
+            (static_cast<int64_t>(ot0 + a) * pk_rows + st * kStepTiles / S::kPack) * P::kPosRow +
+            w * 16;
+        CpAsync16(stage + kBlockTiles * P::kValStep + c * 16, src, 16);
+      }
+      unsigned char* xs = stage + P::kW;
+#pragma unroll
+      for (int c = lane; c < R * 8; c += 32) {  // row b, 8 k per chunk
+        const int b = c >> 3, gb = b0 + b, gk = st * kStepTiles * kTileK + (c & 7) * 8;
+        unsigned char* dst = xs + b * kXRowBytes + (c & 7) * 16;
+        if (kvec) {
+          const bool live = gb < B && gk < K;
+          CpAsync16(dst, live ? x + static_cast<int64_t>(gb) * K + gk : x, live ? 16 : 0);
+        } else {
+          uint16_t e[8];
+#pragma unroll
+          for (int u = 0; u < 8; ++u)
+            e[u] = gb < B && gk + u < K
+                ? __bfloat16_as_ushort(x[static_cast<int64_t>(gb) * K + gk + u]) : 0;
+          *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(e);
+        }
+      }
+    }
+    CpAsyncCommit();  // an empty group past the warp's last step keeps the count uniform
+  };
+
+#pragma unroll
+  for (int i = 0; i < ST - 1; ++i) load(i);
+
+  for (int i = threadIdx.x; i < P::kLut; i += blockDim.x) {
+    const int fields = i & ((1 << P::kFieldBits) - 1);
+    const int r = (i >> P::kFieldBits) & 1, hh = i >> (P::kFieldBits + 1);
+    lut[i] = PipeSelector<N, M>(hh, r, fields);
+  }
+  for (int i = threadIdx.x; i < R * kCols; i += blockDim.x) tot[i] = 0.f;
+  __syncthreads();
+  const uint32_t* lut_lane = lut + (h << (P::kFieldBits + 1));
+
+  float acc[kBlockTiles][NT][4];
+#pragma unroll
+  for (int a = 0; a < kBlockTiles; ++a)
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[a][n][c] = 0.f;
+
+  for (int i = 0; i < mine; ++i) {
+    CpAsyncWait<ST - 2>();  // step i has landed (this lane's copies) ...
+    __syncwarp();           // ... and every lane's; slot (i - 1) % ST is free again
+    load(i + ST - 1);
+    const unsigned char* stage = ring + (i % ST) * P::kStage;
+    const unsigned char* xs = stage + P::kW;
+#pragma unroll
+    for (int u = 0; u < kStepTiles; ++u) {
+      uint32_t bx[NT][2];
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        const uint2 v = *reinterpret_cast<const uint2*>(xs + (n * 8 + g) * kXRowBytes +
+                                                        u * kTileK * 2 + 8 * t);
+        bx[n][0] = v.x, bx[n][1] = v.y;
+      }
+#pragma unroll
+      for (int a = 0; a < kBlockTiles; ++a) {
+        const unsigned char* vt = stage + a * P::kValStep + u * P::kValTile;
+        uint32_t word[2];
+        if (N == 2) {
+          const uint2 v = *reinterpret_cast<const uint2*>(vt + lane_slice * 8);
+          word[0] = v.x, word[1] = v.y;
+        } else {
+          word[0] = word[1] = *reinterpret_cast<const uint32_t*>(vt + lane_slice * 4);
+        }
+        const uint32_t slot =
+            *reinterpret_cast<const uint32_t*>(stage + kBlockTiles * P::kValStep +
+                                               a * P::kPosStep + (u / S::kPack) * P::kPosRow +
+                                               lane_slice * 4) >> ((u % S::kPack) * S::kSlot);
+        uint32_t frag[4];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          const uint32_t idx = (slot >> (r * P::kFieldBits)) & ((1u << P::kFieldBits) - 1);
+          const uint32_t sel = lut_lane[(r << P::kFieldBits) | idx];
+          frag[r] = __byte_perm(word[r], 0u, sel);
+          frag[r + 2] = __byte_perm(word[r], 0u, sel >> 16);
+        }
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+          Mma(acc[a][n], frag[0], frag[1], frag[2], frag[3], bx[n][0], bx[n][1]);
+      }
+    }
+  }
+  CpAsyncWait<0>();
+
+#pragma unroll
+  for (int a = 0; a < kBlockTiles; ++a)
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int o = a * kTileO + g + 8 * (c >> 1), b = n * 8 + 2 * t + (c & 1);
+        atomicAdd(tot + b * kCols + o, acc[a][n][c]);
+      }
+  __syncthreads();
+  StoreBlock<R>(tot, clustered, b0, ot0 * kTileO, B, O, split, partial, y);
+}
+
+template <int N, int M, int NT, int ST>
+cudaError_t LaunchPipe(cudaStream_t stream, const __nv_bfloat16* x, const unsigned char* values,
+                       const unsigned char* positions, float* partial, __nv_bfloat16* y, int B,
+                       int K, int O, int OT, int KT, int splits) {
+  using P = Pipe<N, M, NT>;
+  const int steps = KT / kStepTiles;
+  const int steps_per_split = (steps + splits - 1) / splits;
+  dim3 grid(OT / kBlockTiles, splits, (B + P::R - 1) / P::R);
+  const bool clustered = splits > 1 && splits <= kMaxCluster;
+  const size_t smem = static_cast<size_t>(P::kLut) * 4 + static_cast<size_t>(kWarps) * ST * P::kStage;
+  cudaError_t e = LaunchMaybeClustered(vs_pipe_kernel<N, M, NT, ST>, grid, smem, stream,
+                                       clustered, x, values, positions, partial, y, B, K, O, KT,
+                                       steps_per_split, clustered);
+  if (e != cudaSuccess || splits == 1 || clustered) return e;
+  const int64_t size = static_cast<int64_t>(B) * O;
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<int64_t>((size + threads - 1) / threads, 4096));
+  vs_sum_splits_kernel<<<blocks, threads, 0, stream>>>(partial, y, size, splits);
+  return cudaGetLastError();
+}
+
+template <int N, int M>
+cudaError_t PipeBatch(cudaStream_t s, int stages, const __nv_bfloat16* x,
+                      const unsigned char* v, const unsigned char* p, float* part,
+                      __nv_bfloat16* y, int B, int K, int O, int OT, int KT, int splits) {
+  if (B <= 8)
+    return stages <= 4 ? LaunchPipe<N, M, 1, 4>(s, x, v, p, part, y, B, K, O, OT, KT, splits)
+                       : LaunchPipe<N, M, 1, 6>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+  return stages <= 4 ? LaunchPipe<N, M, 2, 4>(s, x, v, p, part, y, B, K, O, OT, KT, splits)
+                     : LaunchPipe<N, M, 2, 6>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+}
+
+ffi::Error VsPipeImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
+                      ffi::Buffer<ffi::BF16> values, ffi::Buffer<ffi::U32> positions,
+                      ffi::Result<ffi::Buffer<ffi::BF16>> y, ffi::Result<ffi::AnyBuffer> partial,
+                      int64_t n, int64_t m, int64_t splits, int64_t stages) {
+  auto xd = x.dimensions(), vd = values.dimensions(), yd = y->dimensions();
+  if (xd.size() != 2 || vd.size() != 5 || yd.size() != 2 || yd[0] != xd[0])
+    return ffi::Error::InvalidArgument("nms_vs_pipe_matmul: x [B, K], values [OT, KT, 8, Q, 2N]"
+                                       ", y [B, O] expected");
+  const int64_t B = xd[0], K = xd[1], O = yd[1], OT = vd[0], KT = vd[1];
+  const int64_t Q = 16 / m;
+  if (!((n == 1 || n == 2) && (m == 4 || m == 8)) || vd[2] != 8 || vd[3] != Q || vd[4] != 2 * n ||
+      OT % kBlockTiles || KT % kStepTiles || OT * kTileO < O || KT * kTileK < K)
+    return ffi::Error::InvalidArgument("nms_vs_pipe_matmul: operand shapes do not match");
+  if (stages != 4 && stages != 6)
+    return ffi::Error::InvalidArgument("nms_vs_pipe_matmul: stages is 4 or 6");
+  if (splits < 1 || (splits > kMaxCluster &&
+                      partial->size_bytes() < static_cast<size_t>(splits * B * O * 4)))
+    return ffi::Error::InvalidArgument("nms_vs_pipe_matmul: partials buffer too small");
+  if (B == 0 || O == 0) return ffi::Error::Success();
+  const auto* xp = reinterpret_cast<const __nv_bfloat16*>(x.typed_data());
+  const auto* vp = reinterpret_cast<const unsigned char*>(values.untyped_data());
+  const auto* pp = reinterpret_cast<const unsigned char*>(positions.untyped_data());
+  auto* yp = reinterpret_cast<__nv_bfloat16*>(y->typed_data());
+  float* part = splits > kMaxCluster ? reinterpret_cast<float*>(partial->untyped_data()) : nullptr;
+  const int b = static_cast<int>(B), k = static_cast<int>(K), o = static_cast<int>(O);
+  const int ot = static_cast<int>(OT), kt = static_cast<int>(KT), sp = static_cast<int>(splits);
+  const int st = static_cast<int>(stages);
+  cudaError_t e;
+  if (m == 4)
+    e = n == 1 ? PipeBatch<1, 4>(stream, st, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
+               : PipeBatch<2, 4>(stream, st, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
+  else
+    e = n == 1 ? PipeBatch<1, 8>(stream, st, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
+               : PipeBatch<2, 8>(stream, st, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
+  if (e != cudaSuccess)
+    return ffi::Error::Internal(std::string("nms_vs_pipe_matmul: ") + cudaGetErrorString(e));
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_matmul, VsMatmulImpl,
@@ -711,3 +1003,17 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_tiled_matmul_nocb, VsTiledImpl,
                                   .Attr<int64_t>("n")
                                   .Attr<int64_t>("m")
                                   .Attr<int64_t>("splits"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_pipe_matmul, VsPipeImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::U32>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("n")
+                                  .Attr<int64_t>("m")
+                                  .Attr<int64_t>("splits")
+                                  .Attr<int64_t>("stages"),
+                              {ffi::Traits::kCmdBufferCompatible});
