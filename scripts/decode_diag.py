@@ -105,7 +105,7 @@ def profile_rows(args):
     f = jax.jit(lambda x, sets: [jnp.stack([fn(x, s) for s in sets]) for fn in fns.values()])
     jax.block_until_ready(f(x, sets))
     trace_dir = tempfile.mkdtemp(prefix="trace_")
-    with jax.profiler.trace(trace_dir):
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
       for _ in range(5):
         jax.block_until_ready(f(x, sets))
     events, _ = device_events(trace_dir)
@@ -140,6 +140,27 @@ def sweep_rows(args):
   return rows
 
 
+def probe_rows(args):
+  """The pipelined kernel at 2:8 in full, without its MMA (probe 1), and without its decode too
+  (probe 2), at its default split count, one slice, and 16 slices (partials, no cluster)."""
+  rows = []
+  for (k, o), batch in [((4096, 4096), 1), ((4096, 4096), 16), ((8192, 8192), 1),
+                        ((8192, 8192), 16)]:
+    x, ff, sets = _operands(k, o, "2:8", batch)
+    kt, ot = sets[0][2].values.shape[1], sets[0][2].values.shape[0]
+    default = vs.tiled_splits_for(batch, kt, ot)
+    for splits in sorted({default, 1, 16}):
+      for probe in (0, 1, 2):
+        fn = lambda x, s, sp=splits, pr=probe: vs.tiled_matmul(x, s[2], kernel="pipe",  # noqa: E731
+                                                               splits=sp, probe=pr)
+        us = time_stacked(fn, x, sets) * 1e3
+        rows.append(dict(K=k, O=o, pattern="2:8", batch=batch, splits=splits, probe=probe,
+                         stack_us=us))
+        print(f"probe {k}x{o} 2:8 b{batch} splits {splits:2d} probe {probe}: {us:6.1f} us",
+              flush=True)
+  return rows
+
+
 def ncu_rows(args):
   """A few launches of each native kernel at 4096^2 2:8 (run under ncu -k regex:vs_)."""
   for batch in (1, 16):
@@ -164,7 +185,7 @@ def main():
          "git_sha": _git_sha(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
   for section in args.sections.split(","):
     doc[section] = {"check": check_rows, "time": time_rows, "profile": profile_rows,
-                    "sweep": sweep_rows, "ncu": ncu_rows}[section](args)
+                    "sweep": sweep_rows, "probe": probe_rows, "ncu": ncu_rows}[section](args)
     with open(os.path.join(args.out, "diag.json"), "w") as f:
       json.dump(doc, f, indent=1)
 

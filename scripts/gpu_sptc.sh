@@ -42,9 +42,11 @@ if [ -n "${DIAG:-}" ]; then  # scripts/decode_diag.py sections, then its time se
   done
 fi
 if [ -n "${NCU:-}" ]; then  # hardware counters of the native kernels (Firecracker machines)
-  timeout "${NCU_TIMEOUT:-200}" ncu --clock-control none -k regex:vs_ --launch-count "${NCU:-6}" \
+  # no preallocation: ncu saves and restores the device memory the process holds on every pass
+  XLA_PYTHON_CLIENT_PREALLOCATE=false timeout "${NCU_TIMEOUT:-200}" ncu --clock-control none \
+    -k "regex:vs_(pipe|tiled|fwd)" --launch-count "${NCU:-6}" --import-source no \
     --section SpeedOfLight --section LaunchStats --section Occupancy --section WarpStateStats \
-    --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis \
+    --section MemoryWorkloadAnalysis --section SourceCounters \
     python3 scripts/decode_diag.py --out "$OUT/ncu" --sections ncu > "$OUT/ncu.txt" 2>&1
   grep -E "vs_[a-z]+_kernel|Duration|DRAM Throughput|Memory Throughput|Achieved Occupancy|Registers Per|Theoretical Occ|Block Limit|One or More|Issue Slots|Stall|Waves Per" \
     "$OUT/ncu.txt" | head -${NCU_TAIL:-120}

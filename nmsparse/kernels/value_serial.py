@@ -250,7 +250,7 @@ PIPE_STAGES = (4, 6)  # ring depths of the pipelined kernel (vs.cu's vs_pipe_ker
 
 def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
                  command_buffer: bool = True, kernel: str = "regs",
-                 stages: int = 4) -> jax.Array:
+                 stages: int = 4, probe: int = 0) -> jax.Array:
   """``x @ W`` from a :func:`prepare`-d operand on the tensor cores (the native kernel).
 
   Args:
@@ -261,6 +261,8 @@ def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
     kernel: ``"regs"`` (loads double-buffered in registers, compare-and-select decode) or
       ``"pipe"`` (a ``stages``-deep ``cp.async`` ring per warp, table-and-permute decode).
     stages: the ring depth of ``"pipe"``, one of :data:`PIPE_STAGES`.
+    probe: timing diagnostics of ``"pipe"`` at 2:8 (``scripts/decode_diag.py``): 1 leaves the MMA
+      out, 2 also the decode. The product is then wrong; 0 (the default) computes it.
 
   Returns:
     ``[B, O]`` bf16 (float32 accumulation).
@@ -283,6 +285,7 @@ def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
   attrs = dict(n=np.int64(t.pattern.n), m=np.int64(t.pattern.m), splits=np.int64(splits))
   if kernel == "pipe":
     target, attrs["stages"] = "nms_vs_pipe_matmul", np.int64(stages)
+    attrs["probe"] = np.int64(probe)
   else:
     target = "nms_vs_tiled_matmul" if command_buffer else "nms_vs_tiled_matmul_nocb"
   call = jax.ffi.ffi_call(target, out, vmap_method="sequential")

@@ -747,7 +747,7 @@ __device__ uint32_t PipeSelector(int h, int r, uint32_t fields) {
   return sel;
 }
 
-template <int N, int M, int NT, int ST>
+template <int N, int M, int NT, int ST, int PROBE = 0>
 __global__ void __launch_bounds__(kWarps * 32)
 vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restrict__ values,
                const unsigned char* __restrict__ positions, float* __restrict__ partial,
@@ -871,9 +871,16 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
           frag[r] = __byte_perm(word[r], 0u, sel);
           frag[r + 2] = __byte_perm(word[r], 0u, sel >> 16);
         }
+        if (PROBE == 0) {
 #pragma unroll
-        for (int n = 0; n < NT; ++n)
-          Mma(acc[a][n], frag[0], frag[1], frag[2], frag[3], bx[n][0], bx[n][1]);
+          for (int n = 0; n < NT; ++n)
+            Mma(acc[a][n], frag[0], frag[1], frag[2], frag[3], bx[n][0], bx[n][1]);
+        } else if (PROBE == 1) {  // timing probe: the decode without the MMA
+          acc[a][0][0] += __uint_as_float((frag[0] ^ frag[1] ^ frag[2] ^ frag[3] ^ bx[0][0]) &
+                                          0x3fffffffu);
+        }
+        if (PROBE == 2)  // timing probe: the loads without the decode
+          acc[a][0][0] += __uint_as_float((word[0] ^ word[1] ^ slot ^ bx[0][0]) & 0x3fffffffu);
       }
     }
   }
@@ -892,7 +899,7 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
   StoreBlock<R>(tot, clustered, b0, ot0 * kTileO, B, O, split, partial, y);
 }
 
-template <int N, int M, int NT, int ST>
+template <int N, int M, int NT, int ST, int PROBE = 0>
 cudaError_t LaunchPipe(cudaStream_t stream, const __nv_bfloat16* x, const unsigned char* values,
                        const unsigned char* positions, float* partial, __nv_bfloat16* y, int B,
                        int K, int O, int OT, int KT, int splits) {
@@ -902,7 +909,7 @@ cudaError_t LaunchPipe(cudaStream_t stream, const __nv_bfloat16* x, const unsign
   dim3 grid(OT / kBlockTiles, splits, (B + P::R - 1) / P::R);
   const bool clustered = splits > 1 && splits <= kMaxCluster;
   const size_t smem = static_cast<size_t>(P::kLut) * 4 + static_cast<size_t>(kWarps) * ST * P::kStage;
-  cudaError_t e = LaunchMaybeClustered(vs_pipe_kernel<N, M, NT, ST>, grid, smem, stream,
+  cudaError_t e = LaunchMaybeClustered(vs_pipe_kernel<N, M, NT, ST, PROBE>, grid, smem, stream,
                                        clustered, x, values, positions, partial, y, B, K, O, KT,
                                        steps_per_split, clustered);
   if (e != cudaSuccess || splits == 1 || clustered) return e;
@@ -914,9 +921,17 @@ cudaError_t LaunchPipe(cudaStream_t stream, const __nv_bfloat16* x, const unsign
 }
 
 template <int N, int M>
-cudaError_t PipeBatch(cudaStream_t s, int stages, const __nv_bfloat16* x,
+cudaError_t PipeBatch(cudaStream_t s, int stages, int probe, const __nv_bfloat16* x,
                       const unsigned char* v, const unsigned char* p, float* part,
                       __nv_bfloat16* y, int B, int K, int O, int OT, int KT, int splits) {
+  if constexpr (N == 2 && M == 8) {
+    if (probe == 1)
+      return B <= 8 ? LaunchPipe<N, M, 1, 4, 1>(s, x, v, p, part, y, B, K, O, OT, KT, splits)
+                    : LaunchPipe<N, M, 2, 4, 1>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+    if (probe == 2)
+      return B <= 8 ? LaunchPipe<N, M, 1, 4, 2>(s, x, v, p, part, y, B, K, O, OT, KT, splits)
+                    : LaunchPipe<N, M, 2, 4, 2>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+  }
   if (B <= 8)
     return stages <= 4 ? LaunchPipe<N, M, 1, 4>(s, x, v, p, part, y, B, K, O, OT, KT, splits)
                        : LaunchPipe<N, M, 1, 6>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
@@ -927,7 +942,7 @@ cudaError_t PipeBatch(cudaStream_t s, int stages, const __nv_bfloat16* x,
 ffi::Error VsPipeImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
                       ffi::Buffer<ffi::BF16> values, ffi::Buffer<ffi::U32> positions,
                       ffi::Result<ffi::Buffer<ffi::BF16>> y, ffi::Result<ffi::AnyBuffer> partial,
-                      int64_t n, int64_t m, int64_t splits, int64_t stages) {
+                      int64_t n, int64_t m, int64_t splits, int64_t stages, int64_t probe) {
   auto xd = x.dimensions(), vd = values.dimensions(), yd = y->dimensions();
   if (xd.size() != 2 || vd.size() != 5 || yd.size() != 2 || yd[0] != xd[0])
     return ffi::Error::InvalidArgument("nms_vs_pipe_matmul: x [B, K], values [OT, KT, 8, Q, 2N]"
@@ -950,14 +965,14 @@ ffi::Error VsPipeImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
   float* part = splits > kMaxCluster ? reinterpret_cast<float*>(partial->untyped_data()) : nullptr;
   const int b = static_cast<int>(B), k = static_cast<int>(K), o = static_cast<int>(O);
   const int ot = static_cast<int>(OT), kt = static_cast<int>(KT), sp = static_cast<int>(splits);
-  const int st = static_cast<int>(stages);
+  const int st = static_cast<int>(stages), pr = static_cast<int>(probe);
   cudaError_t e;
   if (m == 4)
-    e = n == 1 ? PipeBatch<1, 4>(stream, st, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
-               : PipeBatch<2, 4>(stream, st, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
+    e = n == 1 ? PipeBatch<1, 4>(stream, st, pr, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
+               : PipeBatch<2, 4>(stream, st, pr, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
   else
-    e = n == 1 ? PipeBatch<1, 8>(stream, st, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
-               : PipeBatch<2, 8>(stream, st, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
+    e = n == 1 ? PipeBatch<1, 8>(stream, st, pr, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
+               : PipeBatch<2, 8>(stream, st, pr, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
   if (e != cudaSuccess)
     return ffi::Error::Internal(std::string("nms_vs_pipe_matmul: ") + cudaGetErrorString(e));
   return ffi::Error::Success();
@@ -1015,5 +1030,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_pipe_matmul, VsPipeImpl,
                                   .Attr<int64_t>("n")
                                   .Attr<int64_t>("m")
                                   .Attr<int64_t>("splits")
-                                  .Attr<int64_t>("stages"),
+                                  .Attr<int64_t>("stages")
+                                  .Attr<int64_t>("probe"),
                               {ffi::Traits::kCmdBufferCompatible});
