@@ -245,22 +245,35 @@ def tiled_splits_for(batch: int, k_tiles: int, o_tiles: int) -> int:
   return int(max(1, min(MAX_CLUSTER, steps // WARPS, want)))
 
 
-PIPE_STAGES = (4, 6)  # ring depths of the pipelined kernel (vs.cu's vs_pipe_kernel)
+PIPE_STAGES = (0, 2, 3, 4)  # ring depths of the pipelined kernel; 0: the kernel's rule (vs.cu)
+PIPE_WARPS = 8  # warps of one block of the pipelined kernel (vs.cu's kPipeWarps)
+SMS = 132  # multiprocessors of an H100 / H200
+
+
+def pipe_splits_for(batch: int, k_tiles: int, o_tiles: int) -> int:
+  """Reduction slices of the pipelined kernel: about one block per multiprocessor (:data:`SMS`;
+  its blocks are 8 warps with their own load rings), at least one step per warp, at most
+  :data:`MAX_CLUSTER`."""
+  steps = k_tiles // STEP_TILES
+  tiles = (o_tiles * TILE_O // BLOCK_O) * -(-batch // 16)
+  want = max(1, round(SMS / tiles))
+  return int(max(1, min(MAX_CLUSTER, steps // PIPE_WARPS, want)))
 
 
 def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
                  command_buffer: bool = True, kernel: str = "regs",
-                 stages: int = 4, probe: int = 0) -> jax.Array:
+                 stages: int = 0, probe: int = 0) -> jax.Array:
   """``x @ W`` from a :func:`prepare`-d operand on the tensor cores (the native kernel).
 
   Args:
     x: ``[B, K]`` bf16 activations (any ``B``; blocks take 8 or 16 rows).
     t: the tiled operand of ``W [K, O]``.
-    splits: reduction slices (default :func:`tiled_splits_for`).
+    splits: reduction slices (default :func:`tiled_splits_for`, :func:`pipe_splits_for`).
     command_buffer: register the call as CUDA-graph compatible (XLA may capture it).
     kernel: ``"regs"`` (loads double-buffered in registers, compare-and-select decode) or
       ``"pipe"`` (a ``stages``-deep ``cp.async`` ring per warp, table-and-permute decode).
-    stages: the ring depth of ``"pipe"``, one of :data:`PIPE_STAGES`.
+    stages: the ring depth of ``"pipe"``, one of :data:`PIPE_STAGES` (0: the deepest that lets
+      two blocks share a multiprocessor, else the deepest that fits).
     probe: timing diagnostics of ``"pipe"`` at 2:8 (``scripts/decode_diag.py``): 1 leaves the MMA
       out, 2 also the decode. The product is then wrong; 0 (the default) computes it.
 
@@ -279,7 +292,7 @@ def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
     raise ValueError(f"Activation {x.shape} does not match the tiled operand {t.shape}.")
   o = t.shape[1]
   ot, kt = t.values.shape[:2]
-  splits = splits or tiled_splits_for(batch, kt, ot)
+  splits = splits or (pipe_splits_for if kernel == "pipe" else tiled_splits_for)(batch, kt, ot)
   out = (jax.ShapeDtypeStruct((batch, o), jnp.bfloat16),
          jax.ShapeDtypeStruct((_partials_bytes(splits, batch, o),), jnp.uint8))
   attrs = dict(n=np.int64(t.pattern.n), m=np.int64(t.pattern.m), splits=np.int64(splits))

@@ -121,7 +121,7 @@ def test_tiled_kernel_arguments_are_checked():
   with pytest.raises(ValueError, match="'regs' or 'pipe'"):
     vs.tiled_matmul(x, t, kernel="fast")
   with pytest.raises(ValueError, match="stages must be one of"):
-    vs.tiled_matmul(x, t, kernel="pipe", stages=3)
+    vs.tiled_matmul(x, t, kernel="pipe", stages=1)
 
 
 def test_tiled_refuses_what_it_cannot_decode():
@@ -143,7 +143,19 @@ def test_tiled_splits_respect_the_kernels_limits(batch, kt, ot):
     assert blocks * splits >= vs.TARGET_BLOCKS
 
 
-KERNELS = [dict(kernel="regs"), dict(kernel="pipe", stages=4), dict(kernel="pipe", stages=6)]
+KERNELS = [dict(kernel="regs"), dict(kernel="pipe", stages=0), dict(kernel="pipe", stages=2),
+           dict(kernel="pipe", stages=3)]
+
+
+@pytest.mark.parametrize("batch,kt,ot", [(1, 256, 256), (16, 256, 256), (16, 48, 192),
+                                         (8, 192, 48), (64, 688, 256), (1, 4, 4), (4, 512, 512)])
+def test_pipe_splits_respect_the_kernels_limits(batch, kt, ot):
+  splits = vs.pipe_splits_for(batch, kt, ot)
+  steps = kt // vs.STEP_TILES
+  assert 1 <= splits <= vs.MAX_CLUSTER
+  assert splits == 1 or splits <= steps // vs.PIPE_WARPS  # every warp of a slice has a step
+  blocks = ot * vs.TILE_O // vs.BLOCK_O * -(-batch // 16)
+  assert splits == 1 or blocks * (splits - 1) < vs.SMS  # no more slices than the SMs need
 
 
 @needs_native
@@ -173,13 +185,20 @@ def test_tiled_ragged_shapes(k, o, pattern, kw):
 @needs_native
 @pytest.mark.parametrize("splits", [1, 2, 7, 8, 16])
 @pytest.mark.parametrize("kw", [dict(command_buffer=True), dict(command_buffer=False),
-                                dict(kernel="pipe", stages=4), dict(kernel="pipe", stages=6)],
+                                dict(kernel="pipe", stages=0), dict(kernel="pipe", stages=3)],
                          ids=lambda kw: "-".join(map(str, kw.values())))
 def test_tiled_any_split_count_gives_the_same_product(splits, kw):
   x, ff = _operands(16, 4096, 256, "2:8")
   ref = np.asarray(reference_nm_matmul(x, ff), np.float32)
   got = vs.tiled_matmul(x, vs.prepare(ff), splits=splits, **kw)
   assert_close(got, ref, jnp.bfloat16, 4096, f"splits {splits}")
+
+
+@needs_native
+def test_pipe_refuses_a_ring_that_does_not_fit():
+  x, ff = _operands(16, 256, 64, "2:4")  # 8 warps x 4 stages of 7 KB: over 227 KB
+  with pytest.raises(Exception, match="does not fit in shared memory"):
+    jax.block_until_ready(vs.tiled_matmul(x, vs.prepare(ff), kernel="pipe", stages=4))
 
 
 @needs_native

@@ -84,10 +84,10 @@ __device__ void StoreBlock(const float* tot, bool clustered, int b0, int col0, i
   }
 }
 
-// Launches kernel on grid with blockDim kWarps * 32, as clusters of gridDim.y blocks when asked.
+// Launches kernel on grid with blocks of threads, as clusters of gridDim.y blocks when asked.
 template <typename Kernel, typename... Args>
-cudaError_t LaunchMaybeClustered(Kernel kernel, dim3 grid, size_t smem, cudaStream_t stream,
-                                 bool clustered, Args... args) {
+cudaError_t LaunchMaybeClustered(Kernel kernel, dim3 grid, int threads, size_t smem,
+                                 cudaStream_t stream, bool clustered, Args... args) {
   if (smem > 48 * 1024) {  // raised once per kernel and size: the call costs host time
     int device = 0;
     cudaError_t d = cudaGetDevice(&device);  // the attribute is per device
@@ -105,7 +105,7 @@ cudaError_t LaunchMaybeClustered(Kernel kernel, dim3 grid, size_t smem, cudaStre
   }
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
-  config.blockDim = dim3(kWarps * 32);
+  config.blockDim = dim3(threads);
   config.dynamicSmemBytes = smem;
   config.stream = stream;
   cudaLaunchAttribute attr[1];
@@ -358,7 +358,8 @@ cudaError_t LaunchFwd(cudaStream_t stream, const __nv_bfloat16* x, const __nv_bf
   const size_t smem = SmemBytes(BT, rows_per_split * Q * M);
   dim3 grid((O + kCols - 1) / kCols, splits, (B + BT - 1) / BT);
   const bool clustered = splits > 1 && splits <= kMaxCluster;
-  cudaError_t e = LaunchMaybeClustered(vs_fwd_kernel<BT, N, BITS>, grid, smem, stream, clustered,
+  cudaError_t e = LaunchMaybeClustered(vs_fwd_kernel<BT, N, BITS>, grid, kWarps * 32, smem, stream,
+                                       clustered,
                                        x, values, positions, partial, y, B, K, O, M, Gp, Gq,
                                        rows_per_split, clustered);
   if (e != cudaSuccess || splits == 1 || clustered) return e;
@@ -628,7 +629,8 @@ cudaError_t LaunchTiled(cudaStream_t stream, const __nv_bfloat16* x, const uint3
   const int steps_per_split = (steps + splits - 1) / splits;
   dim3 grid(OT / kBlockTiles, splits, (B + NT * 8 - 1) / (NT * 8));
   const bool clustered = splits > 1 && splits <= kMaxCluster;
-  cudaError_t e = LaunchMaybeClustered(vs_tiled_kernel<N, M, NT>, grid, 0, stream, clustered, x,
+  cudaError_t e = LaunchMaybeClustered(vs_tiled_kernel<N, M, NT>, grid, kWarps * 32, 0, stream,
+                                       clustered, x,
                                        values, positions, partial, y, B, K, O, KT,
                                        steps_per_split, clustered);
   if (e != cudaSuccess || splits == 1 || clustered) return e;
@@ -687,17 +689,23 @@ ffi::Error VsTiledImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
 // ---------------------------------------------------------------------------------------------
 // The pipelined tensor-core kernel: the tiled layout above streamed through shared memory.
 //
-// Same operand, fragments and block shape (4 warps on 4 mma tiles = 64 output columns, warps
-// taking the slice's steps in turn) as vs_tiled_kernel, with three changes aimed at the copy
-// ceiling: (1) every warp keeps S - 1 steps of packed bytes (and its x rows) in flight with
-// cp.async into a warp-private ring of S stages in shared memory, so a warp never waits on a load
-// it issued one step ago; (2) a lane decodes a row's slice with a table lookup and two byte
-// permutes: the table (built per block in shared memory) maps (in-group half, row, the row's
-// position fields) to the PRMT selectors that place the row's kept values -- or zeros -- at the
-// lane's four k; (3) x is staged with the weights (rows of 64 k, padded to 160 bytes so that a
-// warp's fragment loads are conflict-free), not loaded from L2 in the multiply loop.
+// Same operand, fragments and block columns (4 mma tiles = 64 output columns) as vs_tiled_kernel,
+// built for the copy ceiling instead of for few registers:
+// (1) a block is 8 warps; each takes the slice's steps in turn and keeps ST - 1 of them in flight
+//     with cp.async into a warp-private ring of ST stages (a stage: the step's packed bytes of the
+//     block's 4 mma tiles and its rows of x), so a warp never waits on a load it issued one step
+//     ago and an SM holds tens of KB of loads in flight;
+// (2) a lane decodes a row's slice with one table lookup and two byte permutes: the table (built
+//     per block in shared memory, one copy per bank so a warp's 32 lookups never conflict) maps
+//     (in-group half, row, the row's position fields) to the PRMT selectors that place the row's
+//     kept values -- or zeros -- at the lane's four k;
+// (3) x is staged with the weights (only the block's live rows, each 64 k padded to 160 bytes so
+//     a warp's fragment loads are conflict-free), not loaded from L2 in the multiply loop.
+// Measured on an H200: benchmarks/h200_decode.md.
 
-constexpr int kXRowBytes = 160;  // one staged x row: 64 k of bf16 (128 bytes) + 32 bytes of pad
+constexpr int kPipeWarps = 8;     // warps per block of the pipelined kernel
+constexpr int kXRowBytes = 160;   // one staged x row: 64 k of bf16 (128 bytes) + 32 bytes of pad
+constexpr size_t kSmemPerSm = 227 * 1024;  // the most one block may take (Hopper)
 
 template <int N, int M, int NT>
 struct Pipe {
@@ -708,10 +716,14 @@ struct Pipe {
   static constexpr int kValStep = kStepTiles * kValTile;    // one o-tile's values of one step
   static constexpr int kPosStep = kStepTiles / S::kPack * kPosRow;
   static constexpr int kW = kBlockTiles * (kValStep + kPosStep);  // weight bytes of a stage
-  static constexpr int kStage = kW + R * kXRowBytes;              // + the step's x rows
   static constexpr int kFieldBits = N * S::kBits;           // one row's position fields
-  static constexpr int kLut = 2 * 2 << kFieldBits;          // (half, row, fields) -> selectors
+  // Table entries: (h, p0, p1) at 2:8, (h, r, p) at 1:8, (p0, p1) at 2:4, (r, p) at 1:4.
+  static constexpr int kEntries = M == 8 ? (N == 2 ? 128 : 32) : (N == 2 ? 16 : 8);
+  static constexpr int kLutBytes = kEntries * 32 * 4;       // one copy per bank
   static_assert(kValStep % 16 == 0 && kPosStep % 16 == 0, "16-byte cp.async chunks");
+  static size_t Smem(int xrows, int stages) {
+    return kLutBytes + static_cast<size_t>(kPipeWarps) * stages * (kW + xrows * kXRowBytes);
+  }
 };
 
 __device__ __forceinline__ void CpAsync16(void* smem, const void* gmem, int src_bytes) {
@@ -725,9 +737,9 @@ __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
 }
 
-// The selector word of table entry (h, r, fields): byte e (e = 0..3, the lane's k 4t + e) holds
-// the two PRMT nibbles that fetch the bf16 kept at in-group offset (M == 8 ? 4h : 0) + e --
-// bytes 2s, 2s + 1 of the row's value word (s: the slot that holds it) -- or 4, 4: zero.
+// The selector word of (h, r, fields): byte e (e = 0..3, the lane's k 4t + e) holds the two PRMT
+// nibbles that fetch the bf16 kept at in-group offset (M == 8 ? 4h : 0) + e -- bytes 2s, 2s + 1
+// of the row's value word (s: the slot that holds it) -- or 4, 4: zero.
 template <int N, int M>
 __device__ uint32_t PipeSelector(int h, int r, uint32_t fields) {
   using S = Slice<N, M>;
@@ -747,8 +759,25 @@ __device__ uint32_t PipeSelector(int h, int r, uint32_t fields) {
   return sel;
 }
 
+// The table entry of row r's position fields f for a lane of in-group half h, and its inverse.
+template <int N, int M>
+__device__ __forceinline__ uint32_t PipeEntry(uint32_t f, int r, int h) {
+  if (M == 8 && N == 2) return (h << 6) | ((f >> 1) & 0x38) | (f & 7);  // p0 | p1 << 4, p < 8
+  if (M == 8) return (h << 4) | (r << 3) | (f & 7);
+  if (N == 2) return f;
+  return (r << 2) | f;
+}
+template <int N, int M>
+__device__ __forceinline__ void PipeEntryFields(int e, int& h, int& r, uint32_t& fields) {
+  h = 0, r = 0;
+  if (M == 8 && N == 2) h = e >> 6, fields = (e & 7) | (((e >> 3) & 7) << 4);
+  else if (M == 8) h = e >> 4, r = (e >> 3) & 1, fields = e & 7;
+  else if (N == 2) fields = e;
+  else r = e >> 2, fields = e & 3;
+}
+
 template <int N, int M, int NT, int ST, int PROBE = 0>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kPipeWarps * 32)
 vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restrict__ values,
                const unsigned char* __restrict__ positions, float* __restrict__ partial,
                __nv_bfloat16* __restrict__ y, int B, int K, int O, int KT, int steps_per_split,
@@ -765,19 +794,21 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
   const int q = M == 8 ? t >> 1 : t, h = M == 8 ? t & 1 : 0;
   const int ot0 = blockIdx.x * kBlockTiles;
   const int split = blockIdx.y, b0 = blockIdx.z * R;
+  const int xrows = min(R, B - b0);  // the block's live batch rows: only they are staged
+  const int stage_bytes = P::kW + xrows * kXRowBytes;
   const int steps = KT / kStepTiles;
   const int st0 = split * steps_per_split, st1 = min(steps, st0 + steps_per_split);
   const int lane_slice = g * S::Q + q;
-  const int mine = st0 + warp < st1 ? (st1 - st0 - warp + kWarps - 1) / kWarps : 0;
-  unsigned char* ring = smem + P::kLut * 4 + warp * ST * P::kStage;
+  const int mine = st0 + warp < st1 ? (st1 - st0 - warp + kPipeWarps - 1) / kPipeWarps : 0;
+  unsigned char* ring = smem + P::kLutBytes + warp * ST * stage_bytes;
   const int pk_rows = KT / S::kPack;
   const bool kvec = (K & 7) == 0;
 
-  // Issue step i of this warp (st = st0 + warp + i * kWarps) into ring slot i % ST.
+  // Issue step i of this warp (st = st0 + warp + i * kPipeWarps) into ring slot i % ST.
   auto load = [&](int i) {
     if (i < mine) {
-      const int st = st0 + warp + i * kWarps;
-      unsigned char* stage = ring + (i % ST) * P::kStage;
+      const int st = st0 + warp + i * kPipeWarps;
+      unsigned char* stage = ring + (i % ST) * stage_bytes;
 #pragma unroll
       for (int c = lane; c < kBlockTiles * P::kValStep / 16; c += 32) {
         const int a = c / (P::kValStep / 16), w = c % (P::kValStep / 16);
@@ -794,19 +825,17 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
         CpAsync16(stage + kBlockTiles * P::kValStep + c * 16, src, 16);
       }
       unsigned char* xs = stage + P::kW;
-#pragma unroll
-      for (int c = lane; c < R * 8; c += 32) {  // row b, 8 k per chunk
+      for (int c = lane; c < xrows * 8; c += 32) {  // row b, 8 k per chunk
         const int b = c >> 3, gb = b0 + b, gk = st * kStepTiles * kTileK + (c & 7) * 8;
         unsigned char* dst = xs + b * kXRowBytes + (c & 7) * 16;
         if (kvec) {
-          const bool live = gb < B && gk < K;
+          const bool live = gk < K;
           CpAsync16(dst, live ? x + static_cast<int64_t>(gb) * K + gk : x, live ? 16 : 0);
         } else {
           uint16_t e[8];
 #pragma unroll
           for (int u = 0; u < 8; ++u)
-            e[u] = gb < B && gk + u < K
-                ? __bfloat16_as_ushort(x[static_cast<int64_t>(gb) * K + gk + u]) : 0;
+            e[u] = gk + u < K ? __bfloat16_as_ushort(x[static_cast<int64_t>(gb) * K + gk + u]) : 0;
           *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(e);
         }
       }
@@ -817,14 +846,18 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
 #pragma unroll
   for (int i = 0; i < ST - 1; ++i) load(i);
 
-  for (int i = threadIdx.x; i < P::kLut; i += blockDim.x) {
-    const int fields = i & ((1 << P::kFieldBits) - 1);
-    const int r = (i >> P::kFieldBits) & 1, hh = i >> (P::kFieldBits + 1);
-    lut[i] = PipeSelector<N, M>(hh, r, fields);
+  // The table, one copy per bank: entry e of lane l at word e * 32 + l.
+  for (int e = threadIdx.x; e < P::kEntries; e += blockDim.x) {
+    int hh, r;
+    uint32_t fields;
+    PipeEntryFields<N, M>(e, hh, r, fields);
+    const uint32_t sel = PipeSelector<N, M>(hh, r, fields);
+#pragma unroll 8
+    for (int l = 0; l < 32; ++l) lut[e * 32 + l] = sel;
   }
   for (int i = threadIdx.x; i < R * kCols; i += blockDim.x) tot[i] = 0.f;
   __syncthreads();
-  const uint32_t* lut_lane = lut + (h << (P::kFieldBits + 1));
+  const uint32_t* lut_lane = lut + lane;
 
   float acc[kBlockTiles][NT][4];
 #pragma unroll
@@ -838,15 +871,17 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
     CpAsyncWait<ST - 2>();  // step i has landed (this lane's copies) ...
     __syncwarp();           // ... and every lane's; slot (i - 1) % ST is free again
     load(i + ST - 1);
-    const unsigned char* stage = ring + (i % ST) * P::kStage;
+    const unsigned char* stage = ring + (i % ST) * stage_bytes;
     const unsigned char* xs = stage + P::kW;
 #pragma unroll
     for (int u = 0; u < kStepTiles; ++u) {
       uint32_t bx[NT][2];
 #pragma unroll
       for (int n = 0; n < NT; ++n) {
-        const uint2 v = *reinterpret_cast<const uint2*>(xs + (n * 8 + g) * kXRowBytes +
-                                                        u * kTileK * 2 + 8 * t);
+        uint2 v = make_uint2(0, 0);
+        if (n * 8 + g < xrows)
+          v = *reinterpret_cast<const uint2*>(xs + (n * 8 + g) * kXRowBytes + u * kTileK * 2 +
+                                              8 * t);
         bx[n][0] = v.x, bx[n][1] = v.y;
       }
 #pragma unroll
@@ -866,8 +901,8 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
         uint32_t frag[4];
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
-          const uint32_t idx = (slot >> (r * P::kFieldBits)) & ((1u << P::kFieldBits) - 1);
-          const uint32_t sel = lut_lane[(r << P::kFieldBits) | idx];
+          const uint32_t f = (slot >> (r * P::kFieldBits)) & ((1u << P::kFieldBits) - 1);
+          const uint32_t sel = lut_lane[PipeEntry<N, M>(f, r, h) * 32];
           frag[r] = __byte_perm(word[r], 0u, sel);
           frag[r + 2] = __byte_perm(word[r], 0u, sel >> 16);
         }
@@ -908,10 +943,11 @@ cudaError_t LaunchPipe(cudaStream_t stream, const __nv_bfloat16* x, const unsign
   const int steps_per_split = (steps + splits - 1) / splits;
   dim3 grid(OT / kBlockTiles, splits, (B + P::R - 1) / P::R);
   const bool clustered = splits > 1 && splits <= kMaxCluster;
-  const size_t smem = static_cast<size_t>(P::kLut) * 4 + static_cast<size_t>(kWarps) * ST * P::kStage;
-  cudaError_t e = LaunchMaybeClustered(vs_pipe_kernel<N, M, NT, ST, PROBE>, grid, smem, stream,
-                                       clustered, x, values, positions, partial, y, B, K, O, KT,
-                                       steps_per_split, clustered);
+  const size_t smem = P::Smem(std::min(B, P::R), ST);
+  cudaError_t e = LaunchMaybeClustered(vs_pipe_kernel<N, M, NT, ST, PROBE>, grid,
+                                       kPipeWarps * 32, smem, stream, clustered, x, values,
+                                       positions, partial, y, B, K, O, KT, steps_per_split,
+                                       clustered);
   if (e != cudaSuccess || splits == 1 || clustered) return e;
   const int64_t size = static_cast<int64_t>(B) * O;
   const int threads = 256;
@@ -920,23 +956,47 @@ cudaError_t LaunchPipe(cudaStream_t stream, const __nv_bfloat16* x, const unsign
   return cudaGetLastError();
 }
 
+// Ring depth: stages if given (2, 3 or 4), else the deepest of 4, 3 that lets two blocks share an
+// SM, else the deepest of 4, 3, 2 that fits one block. 0 if the asked depth does not fit.
+template <int N, int M, int NT>
+int PipeStages(int B, int stages) {
+  using P = Pipe<N, M, NT>;
+  const int xrows = std::min(B, P::R);
+  if (stages > 0) return P::Smem(xrows, stages) <= kSmemPerSm ? stages : 0;
+  for (int st : {4, 3})
+    if (2 * P::Smem(xrows, st) <= kSmemPerSm) return st;
+  for (int st : {4, 3, 2})
+    if (P::Smem(xrows, st) <= kSmemPerSm) return st;
+  return 0;
+}
+
+template <int N, int M, int NT>
+cudaError_t PipeLaunchStages(cudaStream_t s, int st, int probe, const __nv_bfloat16* x,
+                             const unsigned char* v, const unsigned char* p, float* part,
+                             __nv_bfloat16* y, int B, int K, int O, int OT, int KT, int splits) {
+  if constexpr (N == 2 && M == 8) {
+    if (probe == 1) return LaunchPipe<N, M, NT, 4, 1>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+    if (probe == 2) return LaunchPipe<N, M, NT, 4, 2>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+  }
+  switch (st) {
+    case 2: return LaunchPipe<N, M, NT, 2>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+    case 3: return LaunchPipe<N, M, NT, 3>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+    default: return LaunchPipe<N, M, NT, 4>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+  }
+}
+
 template <int N, int M>
-cudaError_t PipeBatch(cudaStream_t s, int stages, int probe, const __nv_bfloat16* x,
+cudaError_t PipeBatch(cudaStream_t s, int stages, int probe, int* chosen, const __nv_bfloat16* x,
                       const unsigned char* v, const unsigned char* p, float* part,
                       __nv_bfloat16* y, int B, int K, int O, int OT, int KT, int splits) {
-  if constexpr (N == 2 && M == 8) {
-    if (probe == 1)
-      return B <= 8 ? LaunchPipe<N, M, 1, 4, 1>(s, x, v, p, part, y, B, K, O, OT, KT, splits)
-                    : LaunchPipe<N, M, 2, 4, 1>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
-    if (probe == 2)
-      return B <= 8 ? LaunchPipe<N, M, 1, 4, 2>(s, x, v, p, part, y, B, K, O, OT, KT, splits)
-                    : LaunchPipe<N, M, 2, 4, 2>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+  if (B <= 8) {
+    *chosen = PipeStages<N, M, 1>(B, stages);
+    if (*chosen == 0) return cudaSuccess;
+    return PipeLaunchStages<N, M, 1>(s, *chosen, probe, x, v, p, part, y, B, K, O, OT, KT, splits);
   }
-  if (B <= 8)
-    return stages <= 4 ? LaunchPipe<N, M, 1, 4>(s, x, v, p, part, y, B, K, O, OT, KT, splits)
-                       : LaunchPipe<N, M, 1, 6>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
-  return stages <= 4 ? LaunchPipe<N, M, 2, 4>(s, x, v, p, part, y, B, K, O, OT, KT, splits)
-                     : LaunchPipe<N, M, 2, 6>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+  *chosen = PipeStages<N, M, 2>(B, stages);
+  if (*chosen == 0) return cudaSuccess;
+  return PipeLaunchStages<N, M, 2>(s, *chosen, probe, x, v, p, part, y, B, K, O, OT, KT, splits);
 }
 
 ffi::Error VsPipeImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
@@ -952,8 +1012,8 @@ ffi::Error VsPipeImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
   if (!((n == 1 || n == 2) && (m == 4 || m == 8)) || vd[2] != 8 || vd[3] != Q || vd[4] != 2 * n ||
       OT % kBlockTiles || KT % kStepTiles || OT * kTileO < O || KT * kTileK < K)
     return ffi::Error::InvalidArgument("nms_vs_pipe_matmul: operand shapes do not match");
-  if (stages != 4 && stages != 6)
-    return ffi::Error::InvalidArgument("nms_vs_pipe_matmul: stages is 4 or 6");
+  if (stages < 0 || stages == 1 || stages > 4)
+    return ffi::Error::InvalidArgument("nms_vs_pipe_matmul: stages is 0 (chosen), 2, 3 or 4");
   if (splits < 1 || (splits > kMaxCluster &&
                       partial->size_bytes() < static_cast<size_t>(splits * B * O * 4)))
     return ffi::Error::InvalidArgument("nms_vs_pipe_matmul: partials buffer too small");
@@ -966,13 +1026,17 @@ ffi::Error VsPipeImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
   const int b = static_cast<int>(B), k = static_cast<int>(K), o = static_cast<int>(O);
   const int ot = static_cast<int>(OT), kt = static_cast<int>(KT), sp = static_cast<int>(splits);
   const int st = static_cast<int>(stages), pr = static_cast<int>(probe);
+  int chosen = 0;
   cudaError_t e;
   if (m == 4)
-    e = n == 1 ? PipeBatch<1, 4>(stream, st, pr, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
-               : PipeBatch<2, 4>(stream, st, pr, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
+    e = n == 1 ? PipeBatch<1, 4>(stream, st, pr, &chosen, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
+               : PipeBatch<2, 4>(stream, st, pr, &chosen, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
   else
-    e = n == 1 ? PipeBatch<1, 8>(stream, st, pr, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
-               : PipeBatch<2, 8>(stream, st, pr, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
+    e = n == 1 ? PipeBatch<1, 8>(stream, st, pr, &chosen, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
+               : PipeBatch<2, 8>(stream, st, pr, &chosen, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
+  if (chosen == 0)
+    return ffi::Error::InvalidArgument("nms_vs_pipe_matmul: a ring of " + std::to_string(stages) +
+                                       " stages does not fit in shared memory");
   if (e != cudaSuccess)
     return ffi::Error::Internal(std::string("nms_vs_pipe_matmul: ") + cudaGetErrorString(e));
   return ffi::Error::Success();
