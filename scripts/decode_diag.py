@@ -50,7 +50,7 @@ def _operands(k, o, pattern, batch):
 
 def variants(k, o, batch):
   out = {"dense": lambda x, s: x @ s[1], "fma": lambda x, s: vs.vs_matmul(x, s[0]),
-         "regs": lambda x, s: vs.tiled_matmul(x, s[2])}
+         "regs": lambda x, s: vs.tiled_matmul(x, s[2], kernel="regs")}
   out["pipe"] = lambda x, s: vs.tiled_matmul(x, s[2], kernel="pipe")
   return out
 

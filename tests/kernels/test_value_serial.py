@@ -184,7 +184,8 @@ def test_tiled_ragged_shapes(k, o, pattern, kw):
 
 @needs_native
 @pytest.mark.parametrize("splits", [1, 2, 7, 8, 16])
-@pytest.mark.parametrize("kw", [dict(command_buffer=True), dict(command_buffer=False),
+@pytest.mark.parametrize("kw", [dict(kernel="regs", command_buffer=True),
+                                dict(kernel="regs", command_buffer=False),
                                 dict(kernel="pipe", stages=0), dict(kernel="pipe", stages=3)],
                          ids=lambda kw: "-".join(map(str, kw.values())))
 def test_tiled_any_split_count_gives_the_same_product(splits, kw):

@@ -88,7 +88,8 @@ __device__ void StoreBlock(const float* tot, bool clustered, int b0, int col0, i
 template <typename Kernel, typename... Args>
 cudaError_t LaunchMaybeClustered(Kernel kernel, dim3 grid, int threads, size_t smem,
                                  cudaStream_t stream, bool clustered, Args... args) {
-  if (smem > 48 * 1024) {  // raised once per kernel and size: the call costs host time
+  if (smem > 0) {  // raised once per kernel and size (the call costs host time): dynamic and
+                   // static shared memory together may pass 48 KB only with the opt-in
     int device = 0;
     cudaError_t d = cudaGetDevice(&device);  // the attribute is per device
     if (d != cudaSuccess) return d;
@@ -705,7 +706,8 @@ ffi::Error VsTiledImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
 
 constexpr int kPipeWarps = 8;     // warps per block of the pipelined kernel
 constexpr int kXRowBytes = 160;   // one staged x row: 64 k of bf16 (128 bytes) + 32 bytes of pad
-constexpr size_t kSmemPerSm = 227 * 1024;  // the most one block may take (Hopper)
+constexpr size_t kSmemPerSm = 227 * 1024;  // shared memory one block may take (Hopper; an SM
+                                           // has 228 KB, 1 KB of each block is the driver's)
 
 template <int N, int M, int NT>
 struct Pipe {
@@ -721,6 +723,7 @@ struct Pipe {
   static constexpr int kEntries = M == 8 ? (N == 2 ? 128 : 32) : (N == 2 ? 16 : 8);
   static constexpr int kLutBytes = kEntries * 32 * 4;       // one copy per bank
   static_assert(kValStep % 16 == 0 && kPosStep % 16 == 0, "16-byte cp.async chunks");
+  static constexpr size_t kStatic = R * kCols * 4;  // the block totals (static shared memory)
   static size_t Smem(int xrows, int stages) {
     return kLutBytes + static_cast<size_t>(kPipeWarps) * stages * (kW + xrows * kXRowBytes);
   }
@@ -962,11 +965,14 @@ template <int N, int M, int NT>
 int PipeStages(int B, int stages) {
   using P = Pipe<N, M, NT>;
   const int xrows = std::min(B, P::R);
-  if (stages > 0) return P::Smem(xrows, stages) <= kSmemPerSm ? stages : 0;
+  const auto fits = [&](int st, int blocks) {  // 1 KB per block is the driver's
+    return blocks * (P::Smem(xrows, st) + P::kStatic + 1024) <= kSmemPerSm + 1024;
+  };
+  if (stages > 0) return fits(stages, 1) ? stages : 0;
   for (int st : {4, 3})
-    if (2 * P::Smem(xrows, st) <= kSmemPerSm) return st;
+    if (fits(st, 2)) return st;
   for (int st : {4, 3, 2})
-    if (P::Smem(xrows, st) <= kSmemPerSm) return st;
+    if (fits(st, 1)) return st;
   return 0;
 }
 
