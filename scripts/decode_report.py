@@ -1,17 +1,16 @@
 """Markdown tables of issue 10's benchmark (``scripts/bench_decode.py`` JSON) for the README.
 
     PYTHONPATH=. python scripts/decode_report.py \
-        --json benchmarks/h200_decode/grid_call5_19f2b24.json \
-        --profile benchmarks/h200_decode/profile_sweep_call4_ece83ab.json \
+        --json benchmarks/h200_decode/grid_pipe_4914cb7.json \
         --out benchmarks/h200_decode.md --rows benchmarks/h200_decode.json
 
 ``--rows`` also writes the measured rows in SPEC §3's kernel-benchmark form (one row per kernel:
 ``op``, ``shape``, ``pattern``, ``batch``, ``implementation``, ``device``, ``dense_ms``, ``ms``,
 ``ratio``; the model rows with ``op = model_forward``).
 
-``auto`` applies the card's rule (``nmsparse/ops/cards.py``, ``prefers_native_decode``) to each
-measured row: where it takes the native kernel its time is the kernel's, elsewhere the product is
-dense ``jnp.dot`` itself.
+``auto`` applies the card's rule (``nmsparse/ops/cards.py``, ``decode_choice``) to each measured
+row: where it takes a native kernel its time is that kernel's, elsewhere the product is dense
+``jnp.dot`` itself.
 """
 
 from __future__ import annotations
@@ -19,13 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 
-from nmsparse.ops.cards import CARDS, prefers_native_decode
+from nmsparse.ops.cards import CARDS, decode_choice
 
 TARGET = {"2:8": 2.5, "2:4": 1.6}
 
 
 def _us(ms) -> str:
   return "-" if ms is None else f"{ms * 1e3:.1f}"
+
+
+def _auto(r: dict, rule) -> str:
+  return "dense" if rule is None else decode_choice(r["K"], r["O"], r["pattern"], r["batch"], rule)
 
 
 def report(data: dict, profile: dict | None) -> str:
@@ -36,14 +39,16 @@ def report(data: dict, profile: dict | None) -> str:
       "",
       f"One process (jax {data['jax_version']}, git {data['git_sha']}): copy ceiling "
       f"{ceil['copy_GBps']:.0f} GB/s, bf16 GEMM {ceil['bf16_gemm_TFLOPs']:.0f} TFLOP/s. Each op is "
-      "timed by `scripts/bench_kernels.time_op` over 8 rotated input sets (weights not "
-      "L2-resident for K, O >= 4096), wall time per op including its host dispatch; `ratio` = "
-      "dense / kernel. `fma` is `value_serial.vs_matmul` (CUDA cores, packed operand as "
-      "exported), `tiled` `value_serial.tiled_matmul` (tensor cores, `prepare`-d operand; timed "
-      "at 4096^2 and 8192^2 only). `GB/s` counts the best kernel's operand bytes. `auto` is the "
-      "card rule applied to the row. Regenerate: `python scripts/decode_report.py` (command in "
-      "its docstring; rows in SPEC form: `benchmarks/h200_decode.json`); measure: "
-      "`DECODE=kernel,models bash scripts/gpu_sptc.sh` on the GPU.",
+      "timed by `scripts/bench_decode.time_stacked`: 8 rotated weight copies (not L2-resident "
+      "for K, O >= 4096) in one jit whose 8 results are stacked, so each product writes an "
+      "intermediate as a model's layer does; wall time per op, host dispatch included; `ratio` "
+      "= dense / kernel. `fma` is `value_serial.vs_matmul` (CUDA cores, packed operand as "
+      "exported), `pipe` `value_serial.tiled_matmul` (the pipelined tensor-core kernel on the "
+      "`prepare`-d operand; batch <= 16). `GB/s` counts the best kernel's operand bytes. `auto` "
+      "is the card rule (`nmsparse/ops/cards.py`) applied to the row. Regenerate: "
+      "`python scripts/decode_report.py` (command in its docstring; rows in SPEC form: "
+      "`benchmarks/h200_decode.json`); measure: `DECODE=kernel,models bash scripts/gpu_sptc.sh` "
+      "on the GPU with `.whl` carried." + (f" {data['note']}." if data.get("note") else ""),
       "",
       "## Targets (K, O >= 4096, batch <= 16)",
       "",
@@ -56,16 +61,14 @@ def report(data: dict, profile: dict | None) -> str:
                    f"{_us(r['ms'])} | {r['kernel']} | {r['ratio']:.2f} | "
                    f"{TARGET[r['pattern']]:.1f} | {r['fraction_of_copy']:.2f} |")
   lines += ["", "## The whole grid", "",
-            "| K x O | pattern | batch | dense us | fma us | tiled us | ratio | GB/s | auto | "
+            "| K x O | pattern | batch | dense us | fma us | pipe us | ratio | GB/s | auto | "
             "auto ratio |", "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
   for r in data["kernel"]:
-    native = rule is not None and prefers_native_decode(r["K"], r["O"], r["pattern"], r["batch"],
-                                                        rule)
-    auto_ratio = r["fma_ratio"] if native else 1.0
+    auto = _auto(r, rule)
+    auto_ratio = {"native": r["fma_ratio"], "tiled": r.get("pipe_ratio"), "dense": 1.0}[auto]
     lines.append(f"| {r['K']}x{r['O']} | {r['pattern']} | {r['batch']} | {_us(r['dense_ms'])} | "
-                 f"{_us(r['fma_ms'])} | {_us(r.get('tiled_ms'))} | {r['ratio']:.2f} | "
-                 f"{r['packed_GBps']:.0f} | {'native' if native else 'dense'} | "
-                 f"{auto_ratio:.2f} |")
+                 f"{_us(r['fma_ms'])} | {_us(r.get('pipe_ms'))} | {r['ratio']:.2f} | "
+                 f"{r['packed_GBps']:.0f} | {auto} | {auto_ratio:.2f} |")
   if data.get("models"):
     lines += ["", "## Whole-model forward (2:8, exported; random weights)", "",
               "`dense`: every sparse kernel materialized dense (`materialize(..., 'dense')`); "
@@ -91,12 +94,38 @@ def report(data: dict, profile: dict | None) -> str:
       if "variant" not in r:
         continue
       ks = kernels.get((r["K"], r["O"], r["pattern"], r["batch"]), {})
-      tag = {"tiled": "vs_tiled", "tiled_nocb": "vs_tiled", "fma": "vs_fwd",
-             "dense": "gemm"}[r["variant"]]
+      tag = {"tiled": "vs_tiled", "tiled_nocb": "vs_tiled", "pipe": "vs_pipe",
+             "regs_nocb": "vs_tiled", "fma": "vs_fwd", "dense": "gemm"}[r["variant"]]
       names = [f"{v['mean_us']:.1f}" for n, v in ks.items() if tag in n]
       lines.append(f"| {r['K']}x{r['O']} | {r['pattern']} | {r['batch']} | {r['variant']} | "
                    f"{r['wall_us']:.1f} | {', '.join(names) or '-'} |")
   return "\n".join(lines) + "\n"
+
+
+def diag_report(diags: list[dict]) -> str:
+  """The diagnostics of ``scripts/decode_diag.py``: returned vs stacked outputs, the probes."""
+  lines = []
+  for d in diags:
+    flags = f", XLA_FLAGS `{d['xla_flags']}`" if d.get("xla_flags") else ""
+    if d.get("time"):
+      lines += ["", f"## Returned vs stacked outputs ({d['device']}, git {d['git_sha']}{flags})",
+                "", "us per op; `regs` is the register-buffered tensor-core kernel, `pipe` the "
+                "pipelined one of that commit.", "",
+                "| K x O | pattern | batch | variant | returned | stacked |",
+                "|---|---|---:|---|---:|---:|"]
+      lines += [f"| {r['K']}x{r['O']} | {r['pattern']} | {r['batch']} | {r['variant']} | "
+                f"{r['return_us']:.1f} | {r['stack_us']:.1f} |" for r in d["time"]]
+    if d.get("probe"):
+      lines += ["", f"## Pipelined kernel probes ({d['device']}, git {d['git_sha']})", "",
+                "us per op (stacked); probe 1 leaves the MMA out, probe 2 the decode too (loads "
+                "and the reduction remain).", "",
+                "| K x O | batch | splits | full | no MMA | loads only |", "|---|---:|---:|---:|---:|---:|"]
+      by = {}
+      for r in d["probe"]:
+        by.setdefault((r["K"], r["O"], r["batch"], r["splits"]), {})[r["probe"]] = r["stack_us"]
+      lines += [f"| {k}x{o} | {b} | {sp} | {v[0]:.1f} | {v[1]:.1f} | {v[2]:.1f} |"
+                for (k, o, b, sp), v in by.items()]
+  return "\n".join(lines) + "\n" if lines else ""
 
 
 def spec_rows(data: dict) -> list[dict]:
@@ -106,12 +135,11 @@ def spec_rows(data: dict) -> list[dict]:
   common = {"device": data["device"], "jax_version": data["jax_version"],
             "git_sha": data["git_sha"], "copy_GBps": data["ceilings"]["copy_GBps"]}
   for r in data["kernel"]:
-    auto = ("native" if rule is not None and
-            prefers_native_decode(r["K"], r["O"], r["pattern"], r["batch"], rule) else "dense")
-    for impl, key in (("native", "fma"), ("tiled", "tiled")):
+    auto = _auto(r, rule)
+    for impl, key in (("native", "fma"), ("tiled", "pipe")):
       if r.get(f"{key}_ms") is None:
         continue
-      nbytes = r["packed_bytes"] if impl == "native" else r["tiled_bytes"]
+      nbytes = r["packed_bytes"] if impl == "native" else r["pipe_bytes"]
       ms = r[f"{key}_ms"]
       rows.append({**common, "op": "fwd_packed", "shape": f"{r['K']}x{r['O']}", "K": r["K"],
                    "O": r["O"], "pattern": r["pattern"], "batch": r["batch"],
@@ -130,9 +158,15 @@ def spec_rows(data: dict) -> list[dict]:
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--json", default="benchmarks/h200_decode/grid_call5_19f2b24.json")
+  ap.add_argument("--json", default="benchmarks/h200_decode/grid_pipe_4914cb7.json")
   ap.add_argument("--rows", default="benchmarks/h200_decode.json")
-  ap.add_argument("--profile", default="benchmarks/h200_decode/profile_sweep_call4_ece83ab.json")
+  ap.add_argument("--profile", default=None,
+                  help="a profile JSON (bench_decode --sections profile) for its table")
+  ap.add_argument("--diag", nargs="*", default=[
+      "benchmarks/h200_decode/diag_call1_0a4abef.json",
+      "benchmarks/h200_decode/diag_call1_0a4abef_no_command_buffer.json",
+      "benchmarks/h200_decode/diag_call3_a8783f9.json"],
+                  help="scripts/decode_diag.py outputs whose time and probe sections are added")
   ap.add_argument("--out", default="benchmarks/h200_decode.md")
   args = ap.parse_args()
   with open(args.json) as f:
@@ -141,7 +175,11 @@ def main():
   if args.profile:
     with open(args.profile) as f:
       profile = json.load(f)
-  text = report(data, profile)
+  diags = []
+  for path in args.diag or []:
+    with open(path) as f:
+      diags.append(json.load(f))
+  text = report(data, profile) + diag_report(diags)
   with open(args.out, "w") as f:
     f.write(text)
   if args.rows:

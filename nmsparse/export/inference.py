@@ -20,7 +20,7 @@ from nmsparse import native
 from nmsparse.kernels import nm_matmul, reference_nm_matmul
 from nmsparse.kernels import value_serial
 from nmsparse.layer_args import conv_layer_args, flatten_images
-from nmsparse.ops.cards import CardRule, prefers_native_decode
+from nmsparse.ops.cards import CardRule, decode_choice
 from nmsparse.ops.config import ConvDims
 from nmsparse.ops.pallas import KERNEL_M
 from nmsparse.pack import PackedNM, unpack
@@ -33,12 +33,15 @@ IMPLEMENTATIONS = ("native", "tiled", "packed", "dense")  # materialize's servin
 def decode_path(k: int, o: int, pattern, rows: int, rule: CardRule | None = None,
                 dtype=jnp.bfloat16) -> str:
   """The path ``implementation=None`` takes for ``x [rows, k] @ W [k, o]`` of an exported layer:
-  ``"native"`` (the native value-serial kernel ``value_serial.vs_matmul`` on the packed operand)
-  where the card (``rule``, default this one's: ``nmsparse/ops/cards.py``) measured it
-  faster than dense at this pattern and row count and the extension is loaded, else ``"dense"``."""
-  if not prefers_native_decode(k, o, pattern, rows, rule) or jnp.dtype(dtype) != jnp.bfloat16:
+  ``"native"`` (the CUDA-core kernel ``value_serial.vs_matmul`` on the packed operand) or
+  ``"tiled"`` (the pipelined tensor-core kernel ``value_serial.tiled_matmul`` on the
+  ``prepare``-d one) where the card (``rule``, default this one's: ``nmsparse/ops/cards.py``,
+  ``decode_choice``) measured it faster than dense at this shape, pattern and row count and the
+  extension is loaded, else ``"dense"``."""
+  choice = decode_choice(k, o, pattern, rows, rule)
+  if choice == "dense" or jnp.dtype(dtype) != jnp.bfloat16:
     return "dense"
-  return "native" if native.status() is None else "dense"
+  return choice if native.status() is None else "dense"
 
 
 def _over_rows(matmul: Any, x: jax.Array, operand: Any) -> jax.Array:
@@ -209,7 +212,8 @@ def materialize(exported: Exported | Mapping[str, Any], rows: int,
     exported: an :class:`Exported` or its ``variables``; left as they are.
     rows: rows of each dense product served: the batch for an MLP, batch x tokens for a ViT.
     implementation: one of :data:`IMPLEMENTATIONS` for every sparse layer, or ``None``: per dense
-      layer :func:`decode_path` at ``rows`` (``"native"`` or ``"dense"``); convs stay packed.
+      layer :func:`decode_path` at ``rows`` (``"native"``, ``"tiled"`` or ``"dense"``); convs
+      stay packed.
 
   Returns:
     New variables (new dicts holding the same arrays): the input's collections with the kernels

@@ -14,9 +14,11 @@ to 16 rows), any ``K`` the pattern divides, any ``O``. Its reference is
 
 ``tiled_matmul(x, prepare(ff))``: the tensor-core variant (``mma.m16n8k16`` fragments built in
 registers from a per-lane layout, :class:`TiledNM`), N <= 2, M in 4, 8; its layout's oracle is
-:func:`reference_tiled_matmul`. Measured on an H200 (``benchmarks/h200_decode.md``): the CUDA-core
-kernel beats dense ``jnp.dot`` at 1-4 rows for 2:8 and 1:8 on K, O >= 4096, the tensor-core one
-nowhere yet; ``nmsparse/ops/cards.py`` takes them only where they won.
+:func:`reference_tiled_matmul`. Its default kernel streams the operand through a ``cp.async`` ring
+per warp (``kernel="pipe"``). Measured on an H200 (``benchmarks/h200_decode.md``, products timed as
+intermediates of one executable): the CUDA-core kernel beats dense ``jnp.dot`` at 1 row (2:8) and
+1-4 rows (1:8) on weights of at least 4096 x 11008, the tensor-core one at 4-8 rows where
+K >= 8192; ``nmsparse/ops/cards.py`` takes them only there.
 """
 
 from __future__ import annotations

@@ -26,10 +26,15 @@ class CardRule:
       (0: the packed products lost to dense at every measured batch; the masked path runs).
     source: the benchmark files behind the numbers.
     native_decode: ``((pattern, max_rows), ...)``: the exported model's forward runs the native
-      value-serial kernel (``value_serial.vs_matmul``) for a product of at most ``max_rows`` rows
-      at that pattern whose kernel has ``min(K, O) >= native_decode_min_dim`` (it measured
-      faster than dense ``jnp.dot`` on every such shape there); everything else runs dense.
-    native_decode_min_dim: see above.
+      CUDA-core kernel (``value_serial.vs_matmul``) for a product of at most ``max_rows`` rows at
+      that pattern whose kernel has ``K * O >= native_decode_min_size`` (it measured no slower
+      than dense ``jnp.dot`` on every such shape there), unless ``tiled_decode`` takes it.
+    native_decode_min_size: see above.
+    tiled_decode: ``((pattern, min_rows, max_rows), ...)``: the native pipelined tensor-core
+      kernel (``value_serial.tiled_matmul``) for ``min_rows <= rows <= max_rows`` at that pattern
+      whose kernel has ``K >= tiled_decode_min_k`` and ``K * O >= native_decode_min_size``.
+    tiled_decode_min_k: see above.
+    Everything else runs dense.
   """
 
   sparse_tc_min_dim: int | None
@@ -37,7 +42,9 @@ class CardRule:
   packed_max_batch: int
   source: str
   native_decode: tuple[tuple[str, int], ...] = ()
-  native_decode_min_dim: int = 4096
+  native_decode_min_size: int = 4096 * 11008
+  tiled_decode: tuple[tuple[str, int, int], ...] = ()
+  tiled_decode_min_k: int = 8192
 
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -49,13 +56,19 @@ CARDS: dict[str, CardRule] = {
     # sparse_tc GEMMs with the compression included beat dense from min(K, O) = 768 at >= 16384
     # rows (ViT-B shapes 1.03-1.41x); 384-wide CIFAR-ViT layers ran 0.94-1.07x and ResNet50's
     # 1x1 convs 0.44-1.21x. The packed forward ran 0.59-0.78x dense at batch 8-16.
-    # The native value-serial forward (benchmarks/h200_decode.md, K, O >= 4096): 2:8 at 1 and 4
-    # rows 1.06-2.03x dense, 1:8 1.12-3.42x, both below dense from 8 rows; 2:4 0.81-1.06x at 1
-    # row (not taken); the 768/3072-wide ViT-B shapes 0.37-1.82x, noisy around dense (not taken).
+    # The native small-batch forward (benchmarks/h200_decode.md, git 4914cb7; products timed as
+    # intermediates of one executable, where dense jnp.dot reads ~3 TB/s): the CUDA-core kernel
+    # at 2:8 1 row 1.35-1.93x dense on the three shapes of >= 4096 x 11008 weights, 4 rows
+    # 0.99-1.03x at 8192^2 and 4096x11008 (11008x4096 goes tiled), 1:8 at 1-4 rows 1.17-2.56x;
+    # the pipelined tensor-core kernel at K >= 8192 and 4-8 rows 1.03-1.34x (2:8), 0.98-1.26x
+    # (2:4), 1.24-1.94x (1:8, 8 rows). 4096^2 (0.58-1.02x), 16 rows and the ViT-B shapes lost:
+    # dense.
     H200: CardRule(768, 16384, 0,
                    "benchmarks/h200_sptc/gemm.json, benchmarks/h200_grid.md, "
                    "benchmarks/h200_decode.json",
-                   native_decode=(("2:8", 4), ("1:8", 4)), native_decode_min_dim=4096),
+                   native_decode=(("2:8", 4), ("1:8", 4)), native_decode_min_size=4096 * 11008,
+                   tiled_decode=(("2:8", 2, 8), ("2:4", 2, 8), ("1:8", 5, 8)),
+                   tiled_decode_min_k=8192),
 }
 DEFAULT = CardRule(None, 0, 16, "no measurements: the H100 defaults, sparse_tc only when asked")
 
@@ -76,10 +89,20 @@ def prefers_sparse_tc(w_shape: tuple[int, ...], rows: int, rule: CardRule | None
           and rows >= rule.sparse_tc_min_rows)
 
 
+def decode_choice(k: int, o: int, pattern, rows: int, rule: CardRule | None = None) -> str:
+  """``"tiled"``, ``"native"`` or ``"dense"``: the kernel the card (``rule``, default this
+  one's) measured fastest for ``x [rows, k] @ W [k, o]`` at ``pattern`` (see :class:`CardRule`)."""
+  rule = card_rule() if rule is None else rule
+  if rows <= 0 or k * o < rule.native_decode_min_size:
+    return "dense"
+  for p, lo, hi in rule.tiled_decode:
+    if p == str(pattern) and lo <= rows <= hi and k >= rule.tiled_decode_min_k:
+      return "tiled"
+  return "native" if rows <= dict(rule.native_decode).get(str(pattern), 0) else "dense"
+
+
 def prefers_native_decode(k: int, o: int, pattern, rows: int,
                           rule: CardRule | None = None) -> bool:
-  """Whether the card (``rule``, default this one's) measured the native value-serial forward
-  faster than dense for ``x [rows, k] @ W [k, o]`` at ``pattern``."""
-  rule = card_rule() if rule is None else rule
-  max_rows = dict(rule.native_decode).get(str(pattern), 0)
-  return min(k, o) >= rule.native_decode_min_dim and 0 < rows <= max_rows
+  """Whether the card (``rule``, default this one's) measured a native small-batch kernel
+  (either of :func:`decode_choice`'s) faster than dense for ``x [rows, k] @ W [k, o]``."""
+  return decode_choice(k, o, pattern, rows, rule) != "dense"

@@ -5,41 +5,54 @@ import json
 import os
 
 from nmsparse.export import inference
-from nmsparse.ops.cards import CARDS, DEFAULT, H200, prefers_native_decode
+from nmsparse.ops.cards import CARDS, DEFAULT, H200, decode_choice, prefers_native_decode
 
 TABLE = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "h200_decode.json")
 KEYS = ("op", "shape", "pattern", "batch", "implementation", "device", "dense_ms", "ms", "ratio")
 
 
-def test_rule_picks_only_products_measured_faster_on_the_h200():
+def _rows():
   with open(TABLE) as f:
-    rows = [r for r in json.load(f) if r["op"] == "fwd_packed" and r["implementation"] == "native"]
-  assert len(rows) == 108 and all(r["device"] == H200 and all(k in r for k in KEYS) for r in rows)
+    return [r for r in json.load(f) if r["op"] == "fwd_packed"]
+
+
+def test_rule_picks_only_products_measured_faster_on_the_h200():
+  rows = _rows()
+  assert all(r["device"] == H200 and all(k in r for k in KEYS) for r in rows)
+  ratio = {(r["K"], r["O"], r["pattern"], r["batch"], r["implementation"]): r["ratio"]
+           for r in rows}
+  products = {key[:4] for key in ratio}
+  assert len(products) == 108 and sum(key[4] == "tiled" for key in ratio) == 72
   rule = CARDS[H200]
-  taken = 0
-  for row in rows:
-    native = prefers_native_decode(row["K"], row["O"], row["pattern"], row["batch"], rule)
-    taken += native
-    # where the rule runs dense the product is dense jnp.dot itself: ratio 1 by construction
-    auto_ratio = row["ratio"] if native else 1.0
-    assert auto_ratio >= 0.97, row
-  assert taken > 0  # the rule takes the kernel somewhere (else this checks nothing)
+  taken = {"native": 0, "tiled": 0}
+  for product in products:
+    choice = decode_choice(*product, rule)
+    if choice == "dense":  # the product is dense jnp.dot itself: ratio 1 by construction
+      continue
+    taken[choice] += 1
+    assert ratio[product + (choice,)] >= 0.97, (product, choice)
+  assert taken["native"] > 0 and taken["tiled"] > 0  # each kernel is taken somewhere
 
 
 def test_rule_needs_the_measured_shape_pattern_and_rows():
   rule = CARDS[H200]
-  assert prefers_native_decode(4096, 11008, "2:8", 1, rule)
-  assert prefers_native_decode(8192, 8192, "1:8", 4, rule)
-  assert not prefers_native_decode(4096, 4096, "2:8", 8, rule)  # 0.81x measured
-  assert not prefers_native_decode(4096, 4096, "2:4", 1, rule)  # 2:4 not taken
-  assert not prefers_native_decode(768, 3072, "2:8", 1, rule)  # below the measured dims
-  assert not prefers_native_decode(4096, 4096, "2:8", 0, rule)
-  assert not prefers_native_decode(4096, 4096, "2:8", 1, DEFAULT)  # unmeasured cards: dense
+  assert decode_choice(4096, 11008, "2:8", 1, rule) == "native"  # 1.93x measured
+  assert decode_choice(8192, 8192, "1:8", 4, rule) == "native"
+  assert decode_choice(8192, 8192, "2:8", 8, rule) == "tiled"  # 1.34x
+  assert decode_choice(11008, 4096, "2:4", 4, rule) == "tiled"
+  assert decode_choice(4096, 11008, "2:8", 8, rule) == "dense"  # K < 8192: the pipe lost, 0.85x
+  assert decode_choice(4096, 4096, "2:8", 1, rule) == "dense"  # 4096^2: 0.84x
+  assert decode_choice(8192, 8192, "2:8", 16, rule) == "dense"  # 16 rows not taken
+  assert decode_choice(768, 3072, "2:8", 1, rule) == "dense"  # below the measured sizes
+  assert decode_choice(8192, 8192, "2:8", 0, rule) == "dense"
+  assert not prefers_native_decode(8192, 8192, "2:8", 1, DEFAULT)  # unmeasured cards: dense
+  assert prefers_native_decode(8192, 8192, "2:8", 4, rule)
 
 
 def test_decode_path_is_dense_without_the_extension_or_in_float32():
   rule = CARDS[H200]
-  assert inference.decode_path(4096, 4096, "2:8", 1, rule, dtype="float32") == "dense"
+  assert inference.decode_path(8192, 8192, "2:8", 1, rule, dtype="float32") == "dense"
   from nmsparse import native
-  expected = "native" if native.status() is None else "dense"
-  assert inference.decode_path(4096, 4096, "2:8", 1, rule) == expected
+  loaded = native.status() is None
+  assert inference.decode_path(8192, 8192, "2:8", 1, rule) == ("native" if loaded else "dense")
+  assert inference.decode_path(8192, 8192, "2:8", 8, rule) == ("tiled" if loaded else "dense")
