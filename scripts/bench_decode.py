@@ -156,9 +156,7 @@ def sweep_rows(args) -> list[dict]:
 
 def profile_rows(args) -> list[dict]:
   """Kernel durations from a profiler trace (device time apart from host dispatch)."""
-  import collections
-  import tempfile
-  from profile_step import device_events
+  from profile_step import kernel_durations
 
   rows = []
   for (k, o), pattern, batch in [((4096, 4096), "2:8", 1), ((4096, 4096), "2:8", 16),
@@ -180,16 +178,7 @@ def profile_rows(args) -> list[dict]:
       print(f"wall {k}x{o} {p} b{batch} {name}: {wall * 1e3:.1f} us", flush=True)
       rows.append({"K": k, "O": o, "pattern": str(p), "batch": batch, "variant": name,
                    "wall_us": wall * 1e3})
-    jax.block_until_ready(f(x, sets))
-    trace_dir = tempfile.mkdtemp(prefix="trace_")
-    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-      for _ in range(5):
-        jax.block_until_ready(f(x, sets))
-    events, _ = device_events(trace_dir)
-    per = collections.defaultdict(list)
-    for name, dur in events:
-      per[name].append(dur)
-    kernels = {name: {"count": len(d), "mean_us": float(np.mean(d))} for name, d in per.items()}
+    kernels = kernel_durations(f, x, sets)
     rows.append({"K": k, "O": o, "pattern": str(p), "batch": batch, "kernels": kernels})
     for name, v in sorted(kernels.items(), key=lambda kv: -kv[1]["mean_us"] * kv[1]["count"])[:6]:
       print(f"profile {k}x{o} {p} b{batch}: {v['count']:4d} x {v['mean_us']:7.2f} us  {name[:70]}",

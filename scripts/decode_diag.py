@@ -15,12 +15,9 @@ as a layer of a model's forward does. Rows go to ``diag.json`` under ``--out``.
 from __future__ import annotations
 
 import argparse
-import collections
-import functools
 import json
 import os
 import sys
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -95,7 +92,7 @@ def time_rows(args):
 
 
 def profile_rows(args):
-  from profile_step import device_events
+  from profile_step import kernel_durations
 
   rows = []
   for (k, o), pattern, batch in [((4096, 4096), "2:8", 1), ((4096, 4096), "2:8", 16),
@@ -103,16 +100,7 @@ def profile_rows(args):
     x, ff, sets = _operands(k, o, pattern, batch)
     fns = variants(k, o, batch)
     f = jax.jit(lambda x, sets: [jnp.stack([fn(x, s) for s in sets]) for fn in fns.values()])
-    jax.block_until_ready(f(x, sets))
-    trace_dir = tempfile.mkdtemp(prefix="trace_")
-    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-      for _ in range(5):
-        jax.block_until_ready(f(x, sets))
-    events, _ = device_events(trace_dir)
-    per = collections.defaultdict(list)
-    for name, dur in events:
-      per[name].append(dur)
-    kernels = {name: {"count": len(d), "mean_us": float(np.mean(d))} for name, d in per.items()}
+    kernels = kernel_durations(f, x, sets)
     rows.append(dict(K=k, O=o, pattern=pattern, batch=batch, kernels=kernels))
     for name, v in sorted(kernels.items(), key=lambda kv: -kv[1]["mean_us"] * kv[1]["count"])[:8]:
       print(f"profile {k}x{o} {pattern} b{batch}: {v['count']:4d} x {v['mean_us']:7.2f} us  "

@@ -26,6 +26,7 @@ from absl import app, flags
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from experiments.config_io import apply_overrides, load_config, parse_value
 from nmsparse.train.loop import Run, epoch_order
@@ -66,6 +67,21 @@ def device_events(trace_dir: str):
   gpu = {pid for pid, n in names.items() if "gpu" in n.lower() and "host" not in n.lower()}
   return [(e["name"], float(e.get("dur", 0.0))) for e in events
           if e.get("ph") == "X" and e.get("pid") in gpu], sorted(set(names.values()))
+
+
+def kernel_durations(f, *args, repeats: int = 5) -> dict:
+  """Kernel name -> {count, mean_us} over ``repeats`` calls of the jitted ``f(*args)`` (after
+  one untraced call), from a profiler trace: device time apart from host dispatch."""
+  jax.block_until_ready(f(*args))
+  trace_dir = tempfile.mkdtemp(prefix="trace_")
+  with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    for _ in range(repeats):
+      jax.block_until_ready(f(*args))
+  events, _ = device_events(trace_dir)
+  per = collections.defaultdict(list)
+  for name, dur in events:
+    per[name].append(dur)
+  return {name: {"count": len(d), "mean_us": float(np.mean(d))} for name, d in per.items()}
 
 
 def main(argv):
