@@ -67,9 +67,10 @@ def time_stacked(fn, x, sets) -> float:
 
 
 def kernel_rows(args, copy_gbps: float) -> list[dict]:
-  """Dense ``x @ W`` vs the CUDA-core kernel (``vs_matmul``) vs the pipelined tensor-core kernel
-  (``tiled_matmul(..., kernel="pipe")`` on the ``prepare``-d operand; N <= 2, M in 4, 8; batch
-  <= ``--pipe_max_batch``), each on ``--max_rotate`` weight copies (``time_stacked``)."""
+  """Dense ``x @ W`` vs the CUDA-core kernel (``vs_matmul``) vs the pipelined tensor-core kernels
+  (``tiled_matmul(..., kernel=name)`` for each of ``--tiled_kernels`` on the ``prepare``-d operand;
+  N <= 2, M in 4, 8; batch <= ``--pipe_max_batch``), each on ``--max_rotate`` weight copies
+  (``time_stacked``)."""
   rows = []
   for k, o in SHAPES:
     w = jax.random.normal(jax.random.key(k + o), (k, o), jnp.float32) / np.sqrt(k)
@@ -94,23 +95,25 @@ def kernel_rows(args, copy_gbps: float) -> list[dict]:
                "fma_splits": vs.splits_for(batch, k, o, p.m), "timing": "stacked",
                "jax_version": jax.__version__, "git_sha": _git_sha()}
         best, best_ms, best_bytes = "fma", fma_ms, nbytes
-        if tiled is not None and batch <= args.pipe_max_batch:
-          pipe = functools.partial(vs.tiled_matmul, kernel="pipe")
-          pipe_ms = time_stacked(lambda x, s: pipe(x, s[2]), x, sets)
-          row.update(pipe_ms=pipe_ms, pipe_ratio=dense_ms / pipe_ms, pipe_bytes=tiled_bytes,
-                     pipe_rel_err=rel_err(pipe(x, tiled), ref),
-                     pipe_splits=vs.pipe_splits_for(batch, *tiled.values.shape[1::-1]))
-          if pipe_ms < best_ms:
-            best, best_ms, best_bytes = "pipe", pipe_ms, tiled_bytes
+        for name in args.tiled_kernels if tiled is not None and batch <= args.pipe_max_batch \
+            else ():
+          fn = functools.partial(vs.tiled_matmul, kernel=name)
+          ms = time_stacked(lambda x, s, fn=fn: fn(x, s[2]), x, sets)
+          row.update({f"{name}_ms": ms, f"{name}_ratio": dense_ms / ms,
+                      f"{name}_bytes": tiled_bytes, f"{name}_rel_err": rel_err(fn(x, tiled), ref),
+                      f"{name}_splits": vs.pipe_splits_for(batch, *tiled.values.shape[1::-1])})
+          if ms < best_ms:
+            best, best_ms, best_bytes = name, ms, tiled_bytes
         gbps = best_bytes / (best_ms * 1e-3) / 1e9
         row.update(ms=best_ms, kernel=best, ratio=dense_ms / best_ms, packed_GBps=gbps,
                    fraction_of_copy=gbps / copy_gbps)
         rows.append(row)
         with open(os.path.join(args.out, "kernel_partial.json"), "w") as f:  # a cut-off run
           json.dump(rows, f, indent=1)                                       # keeps its rows
-        print(f"{k}x{o} {p} b{batch}: dense {dense_ms * 1e3:.1f} us, fma {fma_ms * 1e3:.1f} us, "
-              f"pipe {row.get('pipe_ms', float('nan')) * 1e3:.1f} us -> {best} "
-              f"{row['ratio']:.2f}x at {gbps:.0f} GB/s", flush=True)
+        tiled_us = "".join(f", {n} {row.get(f'{n}_ms', float('nan')) * 1e3:.1f} us"
+                           for n in args.tiled_kernels)
+        print(f"{k}x{o} {p} b{batch}: dense {dense_ms * 1e3:.1f} us, fma {fma_ms * 1e3:.1f} us"
+              f"{tiled_us} -> {best} {row['ratio']:.2f}x at {gbps:.0f} GB/s", flush=True)
   return rows
 
 
@@ -254,7 +257,10 @@ def main():
                   default=["configs/vit_b16_imagenet224.py:speed", "configs/vit_cifar10.py"])
   ap.add_argument("--max_rotate", type=int, default=8)
   ap.add_argument("--pipe_max_batch", type=int, default=32,
-                  help="largest batch at which the pipelined tensor-core kernel is also timed")
+                  help="largest batch at which the pipelined tensor-core kernels are also timed")
+  ap.add_argument("--tiled_kernels", nargs="+", default=["pipe", "bulk"],
+                  choices=[k for k in vs.TILED_KERNELS if k != "regs"],
+                  help="the tensor-core kernels timed (value_serial.tiled_matmul's kernel=)")
   args = ap.parse_args()
   os.makedirs(args.out, exist_ok=True)
   result = {"device": _device(), "jax_version": jax.__version__, "git_sha": _git_sha()}

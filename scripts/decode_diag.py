@@ -48,7 +48,8 @@ def _operands(k, o, pattern, batch):
 def variants(k, o, batch):
   out = {"dense": lambda x, s: x @ s[1], "fma": lambda x, s: vs.vs_matmul(x, s[0]),
          "regs": lambda x, s: vs.tiled_matmul(x, s[2], kernel="regs")}
-  out["pipe"] = lambda x, s: vs.tiled_matmul(x, s[2], kernel="pipe")
+  for name in ("pipe", "bulk"):
+    out[name] = lambda x, s, name=name: vs.tiled_matmul(x, s[2], kernel=name)
   return out
 
 
@@ -65,13 +66,15 @@ def check_rows(args):
                                  ((11008, 4096), "2:8", 16), ((768, 3072), "1:4", 3)]:
     x, ff, sets = _operands(k, o, pattern, batch)
     ref = reference_nm_matmul(x, ff)
-    for st in vs.PIPE_STAGES:
-      for splits in (1, 3, 8, 12):
-        err = rel_err(vs.tiled_matmul(x, sets[0][2], kernel="pipe", stages=st, splits=splits), ref)
-        rows.append(dict(K=k, O=o, pattern=pattern, batch=batch, stages=st, splits=splits,
-                         rel_err=err))
-        print(f"check {k}x{o} {pattern} b{batch} stages {st} splits {splits}: rel err {err:.2e}",
-              flush=True)
+    for kernel in args.kernels:
+      for st in vs.PIPE_STAGES:
+        for splits in (1, 3, 8, 12):
+          err = rel_err(vs.tiled_matmul(x, sets[0][2], kernel=kernel, stages=st, splits=splits),
+                        ref)
+          rows.append(dict(K=k, O=o, pattern=pattern, batch=batch, kernel=kernel, stages=st,
+                           splits=splits, rel_err=err))
+          print(f"check {k}x{o} {pattern} b{batch} {kernel} stages {st} splits {splits}: "
+                f"rel err {err:.2e}", flush=True)
   return rows
 
 
@@ -116,24 +119,26 @@ def sweep_rows(args):
     x, ff, sets = _operands(k, o, pattern, batch)
     kt, ot = sets[0][2].values.shape[1], sets[0][2].values.shape[0]
     default = vs.pipe_splits_for(batch, kt, ot)
-    for st in (0, 2, 4):
-      for splits in (1, 2, 3, 4, 8):
-        fn = lambda x, s, st=st, sp=splits: vs.tiled_matmul(x, s[2], kernel="pipe", stages=st,  # noqa: E731
-                                                             splits=sp)
-        try:
-          us = time_stacked(fn, x, sets) * 1e3
-        except Exception as e:  # noqa: BLE001 - a ring that does not fit is reported, not fatal
-          print(f"sweep {k}x{o} {pattern} b{batch} stages {st} splits {splits}: {e}"[:200])
-          continue
-        rows.append(dict(K=k, O=o, pattern=pattern, batch=batch, stages=st, splits=splits,
-                         default_splits=default, stack_us=us))
-        print(f"sweep {k}x{o} {pattern} b{batch} stages {st} splits {splits:2d}"
-              f"{' (default)' if splits == default else ''}: {us:6.1f} us", flush=True)
+    for kernel in args.kernels:
+      for st in (0, 2, 4):
+        for splits in (1, 2, 3, 4, 8):
+          fn = lambda x, s, kn=kernel, st=st, sp=splits: vs.tiled_matmul(  # noqa: E731
+              x, s[2], kernel=kn, stages=st, splits=sp)
+          tag = f"{k}x{o} {pattern} b{batch} {kernel} stages {st} splits {splits:2d}"
+          try:
+            us = time_stacked(fn, x, sets) * 1e3
+          except Exception as e:  # noqa: BLE001 - a ring that does not fit is reported, not fatal
+            print(f"sweep {tag}: {e}"[:200])
+            continue
+          rows.append(dict(K=k, O=o, pattern=pattern, batch=batch, kernel=kernel, stages=st,
+                           splits=splits, default_splits=default, stack_us=us))
+          print(f"sweep {tag}{' (default)' if splits == default else ''}: {us:6.1f} us",
+                flush=True)
   return rows
 
 
 def probe_rows(args):
-  """The pipelined kernel at 2:8 in full, without its MMA (probe 1), and without its decode too
+  """The pipelined kernels at 2:8 in full, without its MMA (probe 1), and without its decode too
   (probe 2), at its default split count, one slice, and 16 slices (partials, no cluster)."""
   rows = []
   for (k, o), batch in [((4096, 4096), 1), ((4096, 4096), 16), ((8192, 8192), 1),
@@ -141,15 +146,16 @@ def probe_rows(args):
     x, ff, sets = _operands(k, o, "2:8", batch)
     kt, ot = sets[0][2].values.shape[1], sets[0][2].values.shape[0]
     default = vs.pipe_splits_for(batch, kt, ot)
-    for splits in sorted({default, 1, 16}):
-      for probe in (0, 1, 2):
-        fn = lambda x, s, sp=splits, pr=probe: vs.tiled_matmul(x, s[2], kernel="pipe",  # noqa: E731
-                                                               splits=sp, probe=pr)
-        us = time_stacked(fn, x, sets) * 1e3
-        rows.append(dict(K=k, O=o, pattern="2:8", batch=batch, splits=splits, probe=probe,
-                         stack_us=us))
-        print(f"probe {k}x{o} 2:8 b{batch} splits {splits:2d} probe {probe}: {us:6.1f} us",
-              flush=True)
+    for kernel in args.kernels:
+      for splits in sorted({default, 1, 16}):
+        for probe in (0, 1, 2):
+          fn = lambda x, s, kn=kernel, sp=splits, pr=probe: vs.tiled_matmul(  # noqa: E731
+              x, s[2], kernel=kn, splits=sp, probe=pr)
+          us = time_stacked(fn, x, sets) * 1e3
+          rows.append(dict(K=k, O=o, pattern="2:8", batch=batch, kernel=kernel, splits=splits,
+                           probe=probe, stack_us=us))
+          print(f"probe {k}x{o} 2:8 b{batch} {kernel} splits {splits:2d} probe {probe}: "
+                f"{us:6.1f} us", flush=True)
   return rows
 
 
@@ -170,6 +176,8 @@ def main():
   ap.add_argument("--shapes", nargs="*", default=["4096x4096", "8192x8192", "4096x11008"])
   ap.add_argument("--patterns", nargs="*", default=["2:8", "2:4"])
   ap.add_argument("--batches", nargs="*", type=int, default=[1, 8, 16])
+  ap.add_argument("--kernels", nargs="*", default=["pipe", "bulk"],
+                  help="tiled_matmul kernels of the check, sweep and probe sections")
   args = ap.parse_args()
   args.shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
   os.makedirs(args.out, exist_ok=True)

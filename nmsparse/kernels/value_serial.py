@@ -247,6 +247,7 @@ def tiled_splits_for(batch: int, k_tiles: int, o_tiles: int) -> int:
   return int(max(1, min(MAX_CLUSTER, steps // WARPS, want)))
 
 
+TILED_KERNELS = ("pipe", "bulk", "regs")  # tiled_matmul's kernels (vs.cu)
 PIPE_STAGES = (0, 2, 3, 4)  # ring depths of the pipelined kernel; 0: the kernel's rule (vs.cu)
 PIPE_WARPS = 8  # warps of one block of the pipelined kernel (vs.cu's kPipeWarps)
 SMS = 132  # multiprocessors of an H100 / H200
@@ -274,19 +275,21 @@ def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
     command_buffer: register the ``"regs"`` call as CUDA-graph compatible (XLA may capture it;
       ``"pipe"`` always is).
     kernel: ``"pipe"`` (a ``stages``-deep ``cp.async`` ring per warp, table-and-permute decode;
-      1.5-2.8x faster than ``"regs"`` on the H200) or ``"regs"`` (loads double-buffered in
-      registers, compare-and-select decode).
-    stages: the ring depth of ``"pipe"``, one of :data:`PIPE_STAGES` (0: the deepest that lets
-      two blocks share a multiprocessor, else the deepest that fits).
-    probe: timing diagnostics of ``"pipe"`` at 2:8 (``scripts/decode_diag.py``): 1 leaves the MMA
-      out, 2 also the decode. The product is then wrong; 0 (the default) computes it.
+      1.5-2.8x faster than ``"regs"`` on the H200), ``"bulk"`` (the same kernel with its ring
+      filled by bulk copies of the copy engine, one per contiguous chunk, completing an mbarrier
+      per stage) or ``"regs"`` (loads double-buffered in registers, compare-and-select decode).
+    stages: the ring depth of ``"pipe"`` and ``"bulk"``, one of :data:`PIPE_STAGES` (0: the
+      deepest that lets two blocks share a multiprocessor, else the deepest that fits).
+    probe: timing diagnostics of ``"pipe"`` and ``"bulk"`` at 2:8 (``scripts/decode_diag.py``):
+      1 leaves the MMA out, 2 also the decode. The product is then wrong; 0 (the default)
+      computes it.
 
   Returns:
     ``[B, O]`` bf16 (float32 accumulation).
   """
-  if kernel not in ("regs", "pipe"):
-    raise ValueError(f"kernel must be 'regs' or 'pipe', got {kernel!r}.")
-  if kernel == "pipe" and stages not in PIPE_STAGES:
+  if kernel not in TILED_KERNELS:
+    raise ValueError(f"kernel must be one of {TILED_KERNELS}, got {kernel!r}.")
+  if kernel != "regs" and stages not in PIPE_STAGES:
     raise ValueError(f"stages must be one of {PIPE_STAGES}, got {stages}.")
   native.library("the value-serial kernel")
   if jnp.dtype(x.dtype) != jnp.bfloat16:
@@ -296,13 +299,13 @@ def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
     raise ValueError(f"Activation {x.shape} does not match the tiled operand {t.shape}.")
   o = t.shape[1]
   ot, kt = t.values.shape[:2]
-  splits = splits or (pipe_splits_for if kernel == "pipe" else tiled_splits_for)(batch, kt, ot)
+  splits = splits or (tiled_splits_for if kernel == "regs" else pipe_splits_for)(batch, kt, ot)
   out = (jax.ShapeDtypeStruct((batch, o), jnp.bfloat16),
          jax.ShapeDtypeStruct((_partials_bytes(splits, batch, o),), jnp.uint8))
   attrs = dict(n=np.int64(t.pattern.n), m=np.int64(t.pattern.m), splits=np.int64(splits))
-  if kernel == "pipe":
+  if kernel != "regs":
     target, attrs["stages"] = "nms_vs_pipe_matmul", np.int64(stages)
-    attrs["probe"] = np.int64(probe)
+    attrs.update(probe=np.int64(probe), bulk=np.int64(kernel == "bulk"))
   else:
     target = "nms_vs_tiled_matmul" if command_buffer else "nms_vs_tiled_matmul_nocb"
   call = jax.ffi.ffi_call(target, out, vmap_method="sequential")

@@ -118,7 +118,7 @@ def test_tiled_layout_decodes_to_the_packed_operand(pattern, k, o):
 def test_tiled_kernel_arguments_are_checked():
   x, ff = _operands(2, 64, 32, "2:8")
   t = vs.prepare(ff)
-  with pytest.raises(ValueError, match="'regs' or 'pipe'"):
+  with pytest.raises(ValueError, match="kernel must be one of"):
     vs.tiled_matmul(x, t, kernel="fast")
   with pytest.raises(ValueError, match="stages must be one of"):
     vs.tiled_matmul(x, t, kernel="pipe", stages=1)
@@ -144,7 +144,8 @@ def test_tiled_splits_respect_the_kernels_limits(batch, kt, ot):
 
 
 KERNELS = [dict(kernel="regs"), dict(kernel="pipe", stages=0), dict(kernel="pipe", stages=2),
-           dict(kernel="pipe", stages=3)]
+           dict(kernel="pipe", stages=3), dict(kernel="bulk", stages=0),
+           dict(kernel="bulk", stages=2)]
 
 
 @pytest.mark.parametrize("batch,kt,ot", [(1, 256, 256), (16, 256, 256), (16, 48, 192),
@@ -186,7 +187,8 @@ def test_tiled_ragged_shapes(k, o, pattern, kw):
 @pytest.mark.parametrize("splits", [1, 2, 7, 8, 16])
 @pytest.mark.parametrize("kw", [dict(kernel="regs", command_buffer=True),
                                 dict(kernel="regs", command_buffer=False),
-                                dict(kernel="pipe", stages=0), dict(kernel="pipe", stages=3)],
+                                dict(kernel="pipe", stages=0), dict(kernel="pipe", stages=3),
+                                dict(kernel="bulk", stages=0), dict(kernel="bulk", stages=3)],
                          ids=lambda kw: "-".join(map(str, kw.values())))
 def test_tiled_any_split_count_gives_the_same_product(splits, kw):
   x, ff = _operands(16, 4096, 256, "2:8")
@@ -198,8 +200,9 @@ def test_tiled_any_split_count_gives_the_same_product(splits, kw):
 @needs_native
 def test_pipe_refuses_a_ring_that_does_not_fit():
   x, ff = _operands(16, 256, 64, "2:4")  # 8 warps x 4 stages of 7 KB: over 227 KB
-  with pytest.raises(Exception, match="does not fit in shared memory"):
-    jax.block_until_ready(vs.tiled_matmul(x, vs.prepare(ff), kernel="pipe", stages=4))
+  for kernel in ("pipe", "bulk"):
+    with pytest.raises(Exception, match="does not fit in shared memory"):
+      jax.block_until_ready(vs.tiled_matmul(x, vs.prepare(ff), kernel=kernel, stages=4))
 
 
 @needs_native

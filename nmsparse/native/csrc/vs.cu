@@ -701,7 +701,12 @@ ffi::Error VsTiledImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
 //     (in-group half, row, the row's position fields) to the PRMT selectors that place the row's
 //     kept values -- or zeros -- at the lane's four k;
 // (3) x is staged with the weights (only the block's live rows, each 64 k padded to 160 bytes so
-//     a warp's fragment loads are conflict-free), not loaded from L2 in the multiply loop.
+//     a warp's fragment loads are conflict-free), not loaded from L2 in the multiply loop;
+// (4) with BULK, the ring is filled by the copy engine instead of the lanes' 16-byte cp.async:
+//     a stage is 8 contiguous chunks of the prepared layout (the values and the position words of
+//     each of the 4 mma tiles) plus one 128-byte chunk per x row, one cp.async.bulk per lane,
+//     counted on the stage's mbarrier; all ST slots are in flight and a slot is refilled as soon
+//     as the warp has used it. A ragged K (K % 8, or the last step of K % 64) stages x by hand.
 // Measured on an H200: benchmarks/h200_decode.md.
 
 constexpr int kPipeWarps = 8;     // warps per block of the pipelined kernel
@@ -724,8 +729,10 @@ struct Pipe {
   static constexpr int kLutBytes = kEntries * 32 * 4;       // one copy per bank
   static_assert(kValStep % 16 == 0 && kPosStep % 16 == 0, "16-byte cp.async chunks");
   static constexpr size_t kStatic = R * kCols * 4;  // the block totals (static shared memory)
+  static constexpr int kBarBytes = kPipeWarps * 4 * 8;      // an mbarrier per warp and stage
   static size_t Smem(int xrows, int stages) {
-    return kLutBytes + static_cast<size_t>(kPipeWarps) * stages * (kW + xrows * kXRowBytes);
+    return kLutBytes + kBarBytes +
+           static_cast<size_t>(kPipeWarps) * stages * (kW + xrows * kXRowBytes);
   }
 };
 
@@ -738,6 +745,36 @@ __device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_
 template <int Pending>
 __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending));
+}
+
+// The bulk-copy (TMA) ring: one mbarrier per stage, completed by the bytes of the stage's copies.
+__device__ __forceinline__ uint32_t SharedAddr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ void MbarInit(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(SharedAddr(bar)), "r"(count));
+}
+__device__ __forceinline__ void MbarFenceInit() {  // inits visible to the copy engine
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void MbarExpect(uint64_t* bar, int bytes) {  // arrive + expect bytes
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(SharedAddr(bar)),
+               "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void MbarWait(uint64_t* bar, uint32_t phase) {
+  uint32_t done = 0;
+  do {
+    asm volatile("{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                 " selp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done) : "r"(SharedAddr(bar)), "r"(phase) : "memory");
+  } while (!done);
+}
+// bytes (a multiple of 16, both addresses 16-byte aligned) from global to this block's shared
+// memory, counted on bar when they land.
+__device__ __forceinline__ void BulkCopy(void* smem, const void* gmem, int bytes, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n"
+      ::"r"(SharedAddr(smem)), "l"(gmem), "r"(bytes), "r"(SharedAddr(bar)) : "memory");
 }
 
 // The selector word of (h, r, fields): byte e (e = 0..3, the lane's k 4t + e) holds the two PRMT
@@ -779,7 +816,7 @@ __device__ __forceinline__ void PipeEntryFields(int e, int& h, int& r, uint32_t&
   else r = e >> 2, fields = e & 3;
 }
 
-template <int N, int M, int NT, int ST, int PROBE = 0>
+template <int N, int M, int NT, int ST, bool BULK, int PROBE = 0>
 __global__ void __launch_bounds__(kPipeWarps * 32)
 vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restrict__ values,
                const unsigned char* __restrict__ positions, float* __restrict__ partial,
@@ -803,9 +840,58 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
   const int st0 = split * steps_per_split, st1 = min(steps, st0 + steps_per_split);
   const int lane_slice = g * S::Q + q;
   const int mine = st0 + warp < st1 ? (st1 - st0 - warp + kPipeWarps - 1) / kPipeWarps : 0;
-  unsigned char* ring = smem + P::kLutBytes + warp * ST * stage_bytes;
+  uint64_t* bars = reinterpret_cast<uint64_t*>(smem + P::kLutBytes) + warp * 4;
+  unsigned char* ring = smem + P::kLutBytes + P::kBarBytes + warp * ST * stage_bytes;
   const int pk_rows = KT / S::kPack;
   const bool kvec = (K & 7) == 0;
+
+  // Rows b of x's 64 k of step st into xs with plain loads and stores, zero past K.
+  auto fill_x = [&](unsigned char* xs, int st) {
+    for (int c = lane; c < xrows * 8; c += 32) {  // row b, 8 k per chunk
+      const int b = c >> 3, gb = b0 + b, gk = st * kStepTiles * kTileK + (c & 7) * 8;
+      const __nv_bfloat16* src = x + static_cast<int64_t>(gb) * K + gk;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (kvec && gk + 8 <= K) {
+        v = *reinterpret_cast<const uint4*>(src);
+      } else {
+        uint16_t e[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) e[u] = gk + u < K ? __bfloat16_as_ushort(src[u]) : 0;
+        v = *reinterpret_cast<const uint4*>(e);
+      }
+      *reinterpret_cast<uint4*>(xs + b * kXRowBytes + (c & 7) * 16) = v;
+    }
+  };
+
+  // BULK: step i of this warp into ring slot i % ST with bulk copies, one per lane: the values
+  // (lanes 0-3) and positions (4-7) of the block's 4 mma tiles, each one contiguous chunk of the
+  // prepared layout, and the x rows (lanes 8..), completing the slot's mbarrier.
+  auto load_bulk = [&](int i) {
+    if (i >= mine) return;
+    const int st = st0 + warp + i * kPipeWarps;
+    unsigned char* stage = ring + (i % ST) * stage_bytes;
+    unsigned char* xs = stage + P::kW;
+    uint64_t* bar = bars + i % ST;
+    const bool xbulk = kvec && (st + 1) * kStepTiles * kTileK <= K;
+    if (!xbulk) fill_x(xs, st);  // a ragged K: the last step (or every step) by hand
+    if (lane == 0) MbarExpect(bar, P::kW + (xbulk ? xrows * kTileK * kStepTiles * 2 : 0));
+    if (lane < kBlockTiles) {
+      BulkCopy(stage + lane * P::kValStep,
+               values + (static_cast<int64_t>(ot0 + lane) * KT + st * kStepTiles) * P::kValTile,
+               P::kValStep, bar);
+    } else if (lane < 2 * kBlockTiles) {
+      const int a = lane - kBlockTiles;
+      BulkCopy(stage + kBlockTiles * P::kValStep + a * P::kPosStep,
+               positions + (static_cast<int64_t>(ot0 + a) * pk_rows +
+                            st * kStepTiles / S::kPack) * P::kPosRow,
+               P::kPosStep, bar);
+    } else if (xbulk && lane - 2 * kBlockTiles < xrows) {
+      const int b = lane - 2 * kBlockTiles;
+      BulkCopy(xs + b * kXRowBytes,
+               x + static_cast<int64_t>(b0 + b) * K + st * kStepTiles * kTileK,
+               kStepTiles * kTileK * 2, bar);
+    }
+  };
 
   // Issue step i of this warp (st = st0 + warp + i * kPipeWarps) into ring slot i % ST.
   auto load = [&](int i) {
@@ -828,35 +914,39 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
         CpAsync16(stage + kBlockTiles * P::kValStep + c * 16, src, 16);
       }
       unsigned char* xs = stage + P::kW;
-      for (int c = lane; c < xrows * 8; c += 32) {  // row b, 8 k per chunk
-        const int b = c >> 3, gb = b0 + b, gk = st * kStepTiles * kTileK + (c & 7) * 8;
-        unsigned char* dst = xs + b * kXRowBytes + (c & 7) * 16;
-        if (kvec) {
+      if (!kvec) {
+        fill_x(xs, st);
+      } else {
+        for (int c = lane; c < xrows * 8; c += 32) {  // row b, 8 k per chunk
+          const int b = c >> 3, gb = b0 + b, gk = st * kStepTiles * kTileK + (c & 7) * 8;
           const bool live = gk < K;
-          CpAsync16(dst, live ? x + static_cast<int64_t>(gb) * K + gk : x, live ? 16 : 0);
-        } else {
-          uint16_t e[8];
-#pragma unroll
-          for (int u = 0; u < 8; ++u)
-            e[u] = gk + u < K ? __bfloat16_as_ushort(x[static_cast<int64_t>(gb) * K + gk + u]) : 0;
-          *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(e);
+          CpAsync16(xs + b * kXRowBytes + (c & 7) * 16,
+                    live ? x + static_cast<int64_t>(gb) * K + gk : x, live ? 16 : 0);
         }
       }
     }
     CpAsyncCommit();  // an empty group past the warp's last step keeps the count uniform
   };
 
+  if constexpr (BULK) {  // every slot in flight: a slot is refilled once its step is used
+    if (lane == 0)
+      for (int j = 0; j < ST; ++j) MbarInit(bars + j, 1);
+    MbarFenceInit();
+    __syncwarp();
 #pragma unroll
-  for (int i = 0; i < ST - 1; ++i) load(i);
+    for (int i = 0; i < ST; ++i) load_bulk(i);
+  } else {
+#pragma unroll
+    for (int i = 0; i < ST - 1; ++i) load(i);
+  }
 
-  // The table, one copy per bank: entry e of lane l at word e * 32 + l.
-  for (int e = threadIdx.x; e < P::kEntries; e += blockDim.x) {
+  // The table, one copy per bank: entry e of lane l at word e * 32 + l (word by word, so that
+  // a warp's stores fall in 32 banks).
+  for (int i = threadIdx.x; i < P::kEntries * 32; i += blockDim.x) {
     int hh, r;
     uint32_t fields;
-    PipeEntryFields<N, M>(e, hh, r, fields);
-    const uint32_t sel = PipeSelector<N, M>(hh, r, fields);
-#pragma unroll 8
-    for (int l = 0; l < 32; ++l) lut[e * 32 + l] = sel;
+    PipeEntryFields<N, M>(i >> 5, hh, r, fields);
+    lut[i] = PipeSelector<N, M>(hh, r, fields);
   }
   for (int i = threadIdx.x; i < R * kCols; i += blockDim.x) tot[i] = 0.f;
   __syncthreads();
@@ -871,9 +961,14 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
       for (int c = 0; c < 4; ++c) acc[a][n][c] = 0.f;
 
   for (int i = 0; i < mine; ++i) {
-    CpAsyncWait<ST - 2>();  // step i has landed (this lane's copies) ...
-    __syncwarp();           // ... and every lane's; slot (i - 1) % ST is free again
-    load(i + ST - 1);
+    if constexpr (BULK) {
+      MbarWait(bars + i % ST, (i / ST) & 1);  // step i's bulk copies have landed ...
+      __syncwarp();                           // ... and the lanes' plain stores of a ragged x
+    } else {
+      CpAsyncWait<ST - 2>();  // step i has landed (this lane's copies) ...
+      __syncwarp();           // ... and every lane's; slot (i - 1) % ST is free again
+      load(i + ST - 1);
+    }
     const unsigned char* stage = ring + (i % ST) * stage_bytes;
     const unsigned char* xs = stage + P::kW;
 #pragma unroll
@@ -921,8 +1016,12 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
           acc[a][0][0] += __uint_as_float((word[0] ^ word[1] ^ slot ^ bx[0][0]) & 0x3fffffffu);
       }
     }
+    if constexpr (BULK) {
+      __syncwarp();  // every lane is done with slot i % ST
+      load_bulk(i + ST);
+    }
   }
-  CpAsyncWait<0>();
+  if constexpr (!BULK) CpAsyncWait<0>();
 
 #pragma unroll
   for (int a = 0; a < kBlockTiles; ++a)
@@ -937,7 +1036,7 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
   StoreBlock<R>(tot, clustered, b0, ot0 * kTileO, B, O, split, partial, y);
 }
 
-template <int N, int M, int NT, int ST, int PROBE = 0>
+template <int N, int M, int NT, int ST, bool BULK, int PROBE = 0>
 cudaError_t LaunchPipe(cudaStream_t stream, const __nv_bfloat16* x, const unsigned char* values,
                        const unsigned char* positions, float* partial, __nv_bfloat16* y, int B,
                        int K, int O, int OT, int KT, int splits) {
@@ -947,7 +1046,7 @@ cudaError_t LaunchPipe(cudaStream_t stream, const __nv_bfloat16* x, const unsign
   dim3 grid(OT / kBlockTiles, splits, (B + P::R - 1) / P::R);
   const bool clustered = splits > 1 && splits <= kMaxCluster;
   const size_t smem = P::Smem(std::min(B, P::R), ST);
-  cudaError_t e = LaunchMaybeClustered(vs_pipe_kernel<N, M, NT, ST, PROBE>, grid,
+  cudaError_t e = LaunchMaybeClustered(vs_pipe_kernel<N, M, NT, ST, BULK, PROBE>, grid,
                                        kPipeWarps * 32, smem, stream, clustered, x, values,
                                        positions, partial, y, B, K, O, KT, steps_per_split,
                                        clustered);
@@ -976,39 +1075,45 @@ int PipeStages(int B, int stages) {
   return 0;
 }
 
-template <int N, int M, int NT>
+template <int N, int M, int NT, bool BULK>
 cudaError_t PipeLaunchStages(cudaStream_t s, int st, int probe, const __nv_bfloat16* x,
                              const unsigned char* v, const unsigned char* p, float* part,
                              __nv_bfloat16* y, int B, int K, int O, int OT, int KT, int splits) {
   if constexpr (N == 2 && M == 8) {
-    if (probe == 1) return LaunchPipe<N, M, NT, 4, 1>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
-    if (probe == 2) return LaunchPipe<N, M, NT, 4, 2>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+    if (probe == 1)
+      return LaunchPipe<N, M, NT, 4, BULK, 1>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+    if (probe == 2)
+      return LaunchPipe<N, M, NT, 4, BULK, 2>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
   }
   switch (st) {
-    case 2: return LaunchPipe<N, M, NT, 2>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
-    case 3: return LaunchPipe<N, M, NT, 3>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
-    default: return LaunchPipe<N, M, NT, 4>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+    case 2: return LaunchPipe<N, M, NT, 2, BULK>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+    case 3: return LaunchPipe<N, M, NT, 3, BULK>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+    default: return LaunchPipe<N, M, NT, 4, BULK>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
   }
 }
 
 template <int N, int M>
-cudaError_t PipeBatch(cudaStream_t s, int stages, int probe, int* chosen, const __nv_bfloat16* x,
-                      const unsigned char* v, const unsigned char* p, float* part,
-                      __nv_bfloat16* y, int B, int K, int O, int OT, int KT, int splits) {
-  if (B <= 8) {
-    *chosen = PipeStages<N, M, 1>(B, stages);
-    if (*chosen == 0) return cudaSuccess;
-    return PipeLaunchStages<N, M, 1>(s, *chosen, probe, x, v, p, part, y, B, K, O, OT, KT, splits);
-  }
-  *chosen = PipeStages<N, M, 2>(B, stages);
+cudaError_t PipeBatch(cudaStream_t s, int stages, int probe, bool bulk, int* chosen,
+                      const __nv_bfloat16* x, const unsigned char* v, const unsigned char* p,
+                      float* part, __nv_bfloat16* y, int B, int K, int O, int OT, int KT,
+                      int splits) {
+  const bool small = B <= 8;
+  *chosen = small ? PipeStages<N, M, 1>(B, stages) : PipeStages<N, M, 2>(B, stages);
   if (*chosen == 0) return cudaSuccess;
-  return PipeLaunchStages<N, M, 2>(s, *chosen, probe, x, v, p, part, y, B, K, O, OT, KT, splits);
+  const int c = *chosen;
+  const auto go = [&](auto launch) {
+    return launch(s, c, probe, x, v, p, part, y, B, K, O, OT, KT, splits);
+  };
+  if (small)
+    return bulk ? go(PipeLaunchStages<N, M, 1, true>) : go(PipeLaunchStages<N, M, 1, false>);
+  return bulk ? go(PipeLaunchStages<N, M, 2, true>) : go(PipeLaunchStages<N, M, 2, false>);
 }
 
 ffi::Error VsPipeImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
                       ffi::Buffer<ffi::BF16> values, ffi::Buffer<ffi::U32> positions,
                       ffi::Result<ffi::Buffer<ffi::BF16>> y, ffi::Result<ffi::AnyBuffer> partial,
-                      int64_t n, int64_t m, int64_t splits, int64_t stages, int64_t probe) {
+                      int64_t n, int64_t m, int64_t splits, int64_t stages, int64_t probe,
+                      int64_t bulk) {
   auto xd = x.dimensions(), vd = values.dimensions(), yd = y->dimensions();
   if (xd.size() != 2 || vd.size() != 5 || yd.size() != 2 || yd[0] != xd[0])
     return ffi::Error::InvalidArgument("nms_vs_pipe_matmul: x [B, K], values [OT, KT, 8, Q, 2N]"
@@ -1032,14 +1137,16 @@ ffi::Error VsPipeImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
   const int b = static_cast<int>(B), k = static_cast<int>(K), o = static_cast<int>(O);
   const int ot = static_cast<int>(OT), kt = static_cast<int>(KT), sp = static_cast<int>(splits);
   const int st = static_cast<int>(stages), pr = static_cast<int>(probe);
+  const bool bk = bulk != 0;
   int chosen = 0;
   cudaError_t e;
+  const auto go = [&](auto batch) {
+    return batch(stream, st, pr, bk, &chosen, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
+  };
   if (m == 4)
-    e = n == 1 ? PipeBatch<1, 4>(stream, st, pr, &chosen, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
-               : PipeBatch<2, 4>(stream, st, pr, &chosen, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
+    e = n == 1 ? go(PipeBatch<1, 4>) : go(PipeBatch<2, 4>);
   else
-    e = n == 1 ? PipeBatch<1, 8>(stream, st, pr, &chosen, xp, vp, pp, part, yp, b, k, o, ot, kt, sp)
-               : PipeBatch<2, 8>(stream, st, pr, &chosen, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
+    e = n == 1 ? go(PipeBatch<1, 8>) : go(PipeBatch<2, 8>);
   if (chosen == 0)
     return ffi::Error::InvalidArgument("nms_vs_pipe_matmul: a ring of " + std::to_string(stages) +
                                        " stages does not fit in shared memory");
@@ -1101,5 +1208,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_pipe_matmul, VsPipeImpl,
                                   .Attr<int64_t>("m")
                                   .Attr<int64_t>("splits")
                                   .Attr<int64_t>("stages")
-                                  .Attr<int64_t>("probe"),
+                                  .Attr<int64_t>("probe")
+                                  .Attr<int64_t>("bulk"),
                               {ffi::Traits::kCmdBufferCompatible});
