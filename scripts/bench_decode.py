@@ -61,7 +61,9 @@ def time_stacked(fn, x, sets) -> float:
   """ms per op of ``fn(x, s)`` over the rotated operand ``sets``, all in one jit with the results
   stacked into one array: each product writes an intermediate of the executable, as a layer of
   a model's forward does (returned per op, fresh output buffers made every call re-record the
-  command buffer's custom calls: +2 to +9 us per op on the H200, ``scripts/decode_diag.py``)."""
+  command buffer's custom calls: +2 to +9 us per op on the H200, ``scripts/decode_diag.py``).
+  ``sets`` hold only the op's own operand: every argument of the call adds host dispatch time,
+  which the op's time would include wherever dispatch outlasts the device work."""
   stacked = lambda x, *s: jnp.stack([fn(x, si) for si in s])  # noqa: E731
   return time_op(stacked, lambda i: (x, *sets), 1e12, 1) / len(sets)
 
@@ -86,8 +88,8 @@ def kernel_rows(args, copy_gbps: float) -> list[dict]:
       for batch in args.batches:
         x = jax.random.normal(jax.random.key(batch), (batch, k), jnp.float32).astype(BF16)
         ref = reference_nm_matmul(x, ff)
-        dense_ms = time_stacked(lambda x, s: x @ s[0], x, sets)
-        fma_ms = time_stacked(lambda x, s: vs.vs_matmul(x, s[1]), x, sets)
+        dense_ms = time_stacked(lambda x, w: x @ w, x, [s[0] for s in sets])
+        fma_ms = time_stacked(vs.vs_matmul, x, [s[1] for s in sets])
         row = {"op": "fwd_packed_native", "K": k, "O": o, "pattern": str(p), "batch": batch,
                "device": _device(), "dense_ms": dense_ms, "fma_ms": fma_ms,
                "fma_ratio": dense_ms / fma_ms, "fma_rel_err": rel_err(vs.vs_matmul(x, ff), ref),
@@ -98,7 +100,7 @@ def kernel_rows(args, copy_gbps: float) -> list[dict]:
         for name in args.tiled_kernels if tiled is not None and batch <= args.pipe_max_batch \
             else ():
           fn = functools.partial(vs.tiled_matmul, kernel=name)
-          ms = time_stacked(lambda x, s, fn=fn: fn(x, s[2]), x, sets)
+          ms = time_stacked(fn, x, [s[2] for s in sets])
           row.update({f"{name}_ms": ms, f"{name}_ratio": dense_ms / ms,
                       f"{name}_bytes": tiled_bytes, f"{name}_rel_err": rel_err(fn(x, tiled), ref),
                       f"{name}_splits": vs.pipe_splits_for(batch, *tiled.values.shape[1::-1])})

@@ -15,6 +15,7 @@ as a layer of a model's forward does. Rows go to ``diag.json`` under ``--out``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -46,15 +47,16 @@ def _operands(k, o, pattern, batch):
 
 
 def variants(k, o, batch):
-  out = {"dense": lambda x, s: x @ s[1], "fma": lambda x, s: vs.vs_matmul(x, s[0]),
-         "regs": lambda x, s: vs.tiled_matmul(x, s[2], kernel="regs")}
-  for name in ("pipe", "bulk"):
-    out[name] = lambda x, s, name=name: vs.tiled_matmul(x, s[2], kernel=name)
+  """name -> (which operand of a set, op on it)."""
+  out = {"dense": (1, lambda x, w: x @ w), "fma": (0, vs.vs_matmul)}
+  for name in ("regs", "pipe", "bulk"):
+    out[name] = (2, functools.partial(vs.tiled_matmul, kernel=name))
   return out
 
 
 def time_stacked(fn, x, sets) -> float:
-  """``time_op`` with the ops' outputs stacked into one array inside the jit."""
+  """``time_op`` with the ops' outputs stacked into one array inside the jit (``sets``: the op's
+  own operand of each copy; every argument adds host dispatch time)."""
   stacked = lambda x, *s: jnp.stack([fn(x, si) for si in s])  # noqa: E731
   return time_op(lambda *a: stacked(*a), lambda i: (x, *sets), 1e12, 1) / len(sets)
 
@@ -84,9 +86,9 @@ def time_rows(args):
     for pattern in args.patterns:
       for batch in args.batches:
         x, ff, sets = _operands(k, o, pattern, batch)
-        for name, fn in variants(k, o, batch).items():
-          ret = time_op(fn, lambda i: (x, sets[i]), L2_SPAN / SETS, SETS)
-          stk = time_stacked(fn, x, sets)
+        for name, (j, fn) in variants(k, o, batch).items():
+          ret = time_op(fn, lambda i, j=j: (x, sets[i][j]), L2_SPAN / SETS, SETS)
+          stk = time_stacked(fn, x, [s[j] for s in sets])
           rows.append(dict(K=k, O=o, pattern=pattern, batch=batch, variant=name,
                            return_us=ret * 1e3, stack_us=stk * 1e3))
           print(f"time {k}x{o} {pattern} b{batch} {name:6s}: return {ret * 1e3:6.1f} us, "
@@ -102,7 +104,7 @@ def profile_rows(args):
                                  ((8192, 8192), "2:4", 16)]:
     x, ff, sets = _operands(k, o, pattern, batch)
     fns = variants(k, o, batch)
-    f = jax.jit(lambda x, sets: [jnp.stack([fn(x, s) for s in sets]) for fn in fns.values()])
+    f = jax.jit(lambda x, sets: [jnp.stack([fn(x, s[j]) for s in sets]) for j, fn in fns.values()])
     kernels = kernel_durations(f, x, sets)
     rows.append(dict(K=k, O=o, pattern=pattern, batch=batch, kernels=kernels))
     for name, v in sorted(kernels.items(), key=lambda kv: -kv[1]["mean_us"] * kv[1]["count"])[:8]:
@@ -123,10 +125,10 @@ def sweep_rows(args):
       for st in (0, 2, 4):
         for splits in (1, 2, 3, 4, 8):
           fn = lambda x, s, kn=kernel, st=st, sp=splits: vs.tiled_matmul(  # noqa: E731
-              x, s[2], kernel=kn, stages=st, splits=sp)
+              x, s, kernel=kn, stages=st, splits=sp)
           tag = f"{k}x{o} {pattern} b{batch} {kernel} stages {st} splits {splits:2d}"
           try:
-            us = time_stacked(fn, x, sets) * 1e3
+            us = time_stacked(fn, x, [s[2] for s in sets]) * 1e3
           except Exception as e:  # noqa: BLE001 - a ring that does not fit is reported, not fatal
             print(f"sweep {tag}: {e}"[:200])
             continue
@@ -150,8 +152,8 @@ def probe_rows(args):
       for splits in sorted({default, 1, 16}):
         for probe in (0, 1, 2):
           fn = lambda x, s, kn=kernel, sp=splits, pr=probe: vs.tiled_matmul(  # noqa: E731
-              x, s[2], kernel=kn, splits=sp, probe=pr)
-          us = time_stacked(fn, x, sets) * 1e3
+              x, s, kernel=kn, splits=sp, probe=pr)
+          us = time_stacked(fn, x, [s[2] for s in sets]) * 1e3
           rows.append(dict(K=k, O=o, pattern="2:8", batch=batch, kernel=kernel, splits=splits,
                            probe=probe, stack_us=us))
           print(f"probe {k}x{o} 2:8 b{batch} {kernel} splits {splits:2d} probe {probe}: "
@@ -163,9 +165,9 @@ def ncu_rows(args):
   """A few launches of each native kernel at 4096^2 2:8 (run under ncu -k regex:vs_)."""
   for batch in (1, 16):
     x, ff, sets = _operands(4096, 4096, "2:8", batch)
-    for name, fn in variants(4096, 4096, batch).items():
+    for name, (j, fn) in variants(4096, 4096, batch).items():
       if name != "dense":
-        jax.block_until_ready(jax.jit(fn)(x, sets[1]))
+        jax.block_until_ready(jax.jit(fn)(x, sets[1][j]))
   return []
 
 
