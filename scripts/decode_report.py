@@ -118,14 +118,38 @@ def diag_report(diags: list[dict]) -> str:
     if d.get("probe"):
       lines += ["", f"## Pipelined kernel probes ({d['device']}, git {d['git_sha']})", "",
                 "us per op (stacked); probe 1 leaves the MMA out, probe 2 the decode too (loads "
-                "and the reduction remain).", "",
-                "| K x O | batch | splits | full | no MMA | loads only |", "|---|---:|---:|---:|---:|---:|"]
+                "and the reduction remain). `pipe` fills its ring with 16-byte `cp.async`, "
+                "`bulk` with bulk copies (`cp.async.bulk`, an mbarrier per stage).", "",
+                "| K x O | batch | kernel | splits | full | no MMA | loads only |",
+                "|---|---:|---|---:|---:|---:|---:|"]
       by = {}
       for r in d["probe"]:
-        by.setdefault((r["K"], r["O"], r["batch"], r["splits"]), {})[r["probe"]] = r["stack_us"]
-      lines += [f"| {k}x{o} | {b} | {sp} | {v[0]:.1f} | {v[1]:.1f} | {v[2]:.1f} |"
-                for (k, o, b, sp), v in by.items()]
+        key = (r["K"], r["O"], r["batch"], r.get("kernel", "pipe"), r["splits"])
+        by.setdefault(key, {})[r["probe"]] = r["stack_us"]
+      lines += [f"| {k}x{o} | {b} | {kn} | {sp} | {v[0]:.1f} | {v[1]:.1f} | {v[2]:.1f} |"
+                for (k, o, b, kn, sp), v in by.items()]
   return "\n".join(lines) + "\n" if lines else ""
+
+
+def compare_report(data: dict) -> str:
+  """A kernel grid that timed several tensor-core kernels (``--tiled_kernels``) side by side."""
+  names = [n for n in ("pipe", "bulk") if any(f"{n}_ms" in r for r in data["kernel"])]
+  lines = ["", f"## Tensor-core copy paths side by side ({data['device']}, git {data['git_sha']})",
+           "", "One process; us per op (stacked), ratio = dense / kernel. `pipe`: the ring filled "
+           "by 16-byte `cp.async` from every lane; `bulk`: by one `cp.async.bulk` per contiguous "
+           "chunk (values and position words of each mma tile, each x row), an mbarrier per stage. "
+           "Raw rows: `benchmarks/h200_decode/" + data.get("file", "") + "`.", "",
+           "| K x O | pattern | batch | dense us | fma us | " +
+           " | ".join(f"{n} us" for n in names) + " | " +
+           " | ".join(f"{n} ratio" for n in names) + " |",
+           "|---|---|---:|---:|---:|" + "---:|" * (2 * len(names))]
+  for r in data["kernel"]:
+    if not all(f"{n}_ms" in r for n in names):
+      continue
+    lines.append(f"| {r['K']}x{r['O']} | {r['pattern']} | {r['batch']} | {_us(r['dense_ms'])} | "
+                 f"{_us(r['fma_ms'])} | " + " | ".join(_us(r[f"{n}_ms"]) for n in names) + " | " +
+                 " | ".join(f"{r[f'{n}_ratio']:.2f}" for n in names) + " |")
+  return "\n".join(lines) + "\n"
 
 
 def spec_rows(data: dict) -> list[dict]:
@@ -165,8 +189,12 @@ def main():
   ap.add_argument("--diag", nargs="*", default=[
       "benchmarks/h200_decode/diag_call1_0a4abef.json",
       "benchmarks/h200_decode/diag_call1_0a4abef_no_command_buffer.json",
-      "benchmarks/h200_decode/diag_call3_a8783f9.json"],
+      "benchmarks/h200_decode/diag_call3_a8783f9.json",
+      "benchmarks/h200_decode/diag_call1_6e58ba0.json"],
                   help="scripts/decode_diag.py outputs whose time and probe sections are added")
+  ap.add_argument("--compare", nargs="*", default=[
+      "benchmarks/h200_decode/grid_bulk_7fb2982.json"],
+                  help="bench_decode kernel grids with several --tiled_kernels, tabled side by side")
   ap.add_argument("--out", default="benchmarks/h200_decode.md")
   args = ap.parse_args()
   with open(args.json) as f:
@@ -180,6 +208,9 @@ def main():
     with open(path) as f:
       diags.append(json.load(f))
   text = report(data, profile) + diag_report(diags)
+  for path in args.compare or []:
+    with open(path) as f:
+      text += compare_report({**json.load(f), "file": path.rsplit("/", 1)[-1]})
   with open(args.out, "w") as f:
     f.write(text)
   if args.rows:

@@ -34,6 +34,25 @@ def test_rule_picks_only_products_measured_faster_on_the_h200():
   assert taken["native"] > 0 and taken["tiled"] > 0  # each kernel is taken somewhere
 
 
+def test_rule_holds_on_a_second_h200_run():
+  """The raw grid of a later call on another H200 (git 7fb2982, batch <= 16, the tensor-core
+  kernel's decode table rebuilt): the rule derived from the first run still takes no product
+  measured below 0.97x of dense there."""
+  path = os.path.join(os.path.dirname(TABLE), "h200_decode", "grid_bulk_7fb2982.json")
+  with open(path) as f:
+    data = json.load(f)
+  assert data["device"] == H200 and len(data["kernel"]) == 72
+  rule = CARDS[H200]
+  taken = 0
+  for r in data["kernel"]:
+    choice = decode_choice(r["K"], r["O"], r["pattern"], r["batch"], rule)
+    if choice != "dense":
+      taken += 1
+      ratio = r["fma_ratio"] if choice == "native" else r["pipe_ratio"]
+      assert ratio >= 0.97, (r["K"], r["O"], r["pattern"], r["batch"], choice, ratio)
+  assert taken >= 10
+
+
 def test_rule_needs_the_measured_shape_pattern_and_rows():
   rule = CARDS[H200]
   assert decode_choice(4096, 11008, "2:8", 1, rule) == "native"  # 1.93x measured
