@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 import nmsparse as nms
 from nmsparse.ops import pallas
@@ -207,3 +208,31 @@ def test_layer_backward_uses_its_permutation():
   assert_close(dx, np.asarray(dy @ w_bp.T), jnp.float32, 16)
   assert_close(y, np.asarray(x @ jnp.where(ff_mask(kernel, NMPattern.parse("2:4")), kernel, 0)),
                jnp.float32, 8)
+
+
+def test_training_step_has_no_control_flow_on_the_gpu():
+  """The refresh rule and its search lower to straight-line code for CUDA: an XLA conditional or
+  loop there copies its predicate to the host once per layer and step (nmsparse.prune.permutation),
+  and the candidates' draws use no loop (jax.random.permutation's rounds would)."""
+
+  class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = nms.nn.NMConv(16, (3, 3), pattern="2:8", method="bimask", bimask_refresh=3)(x)
+      return nms.nn.NMDense(8, pattern="2:8", method="bimask")(x.mean((1, 2)))
+
+  net = Net()
+  x = jnp.ones((2, 6, 6, 16))
+  variables = net.init(jax.random.key(0), x)
+
+  def step(params, state):
+    def loss(p):
+      y, new = net.apply({"params": p, MASK_COLLECTION: state}, x, mutable=[MASK_COLLECTION])
+      return y.sum(), new
+    return jax.grad(loss, has_aux=True)(params)
+
+  text = jax.jit(step).trace(variables["params"], variables[MASK_COLLECTION]).lower(
+      lowering_platforms=("cuda",)).as_text()
+  assert "bimask" in text or "NMConv" in text  # the layers were lowered
+  for op in ("stablehlo.while", "stablehlo.case", "stablehlo.if"):
+    assert op not in text, op
