@@ -60,17 +60,21 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
 
 def update(state: TrainState, model: nn.Module, images: jax.Array, labels: jax.Array,
            num_classes: int, label_smoothing: float, grad_sync: bool = True,
-           targets: jax.Array | None = None) -> tuple[TrainState, Metrics]:
+           targets: jax.Array | None = None,
+           dropout_key: jax.Array | None = None) -> tuple[TrainState, Metrics]:
   """One device's step: loss, gradients averaged over ``data``, optimizer update.
 
   ``grad_sync=False`` skips the gradient and BatchNorm all-reduces (each device then trains its
   own replica): only for measuring what the all-reduce costs, never for training. ``targets``:
   soft targets (mixup/CutMix, already smoothed) in place of ``labels`` in the loss.
+  ``dropout_key``: the model's ``"dropout"`` PRNG stream (the ViT's stochastic depth and
+  attention dropout); a model that draws from it fails without one.
   """
+  rngs = None if dropout_key is None else {"dropout": dropout_key}
 
   def loss_fn(params):
     logits, new_vars = model.apply(state.variables(params), images, train=True,
-                                   mutable=["batch_stats", "nm_masks"])
+                                   mutable=["batch_stats", "nm_masks"], rngs=rngs)
     if targets is None:
       loss = cross_entropy(logits, labels, num_classes, label_smoothing).mean()
     else:
@@ -89,6 +93,9 @@ def update(state: TrainState, model: nn.Module, images: jax.Array, labels: jax.A
   return state, lax.pmean(metrics, AXIS)
 
 
+DROPOUT_STREAM = 0x64726F70  # folded into a step's key for the model's "dropout" stream
+
+
 def make_train_step(model: nn.Module, mesh: Mesh, inputs: InputSpec, num_classes: int,
                     label_smoothing: float,
                     grad_sync: bool = True) -> Callable[..., tuple[TrainState, Metrics]]:
@@ -96,18 +103,21 @@ def make_train_step(model: nn.Module, mesh: Mesh, inputs: InputSpec, num_classes
 
   ``images``/``labels`` are the replicated training set, ``order`` the epoch's ``[steps, batch]``
   index table sharded over devices along the batch axis, ``i`` the step within the epoch and
-  ``key`` the run's base PRNG key; augmentation draws from ``fold_in(key, state.step, device)``.
-  ``grad_sync``: see :func:`update`.
+  ``key`` the run's base PRNG key; augmentation draws from ``fold_in(key, state.step, device)``,
+  the model's dropout from that key folded with :data:`DROPOUT_STREAM` (so the augmentation draws
+  are the same with and without it). ``grad_sync``: see :func:`update`.
   """
   mean, std = jnp.asarray(inputs.mean), jnp.asarray(inputs.std)
 
   def per_device(state, images, labels, order, i, key):
     idx = order[i]
     key = jax.random.fold_in(jax.random.fold_in(key, state.step), lax.axis_index(AXIS))
+    drop_key = jax.random.fold_in(key, DROPOUT_STREAM)
     if not inputs.recipe:
       x = augment(key, images[idx], mean, std, pad=inputs.pad, flip=inputs.flip,
                   dtype=inputs.dtype)
-      return update(state, model, x, labels[idx], num_classes, label_smoothing, grad_sync)
+      return update(state, model, x, labels[idx], num_classes, label_smoothing, grad_sync,
+                    dropout_key=drop_key)
     aug_key, mix_key = jax.random.split(key)
     x = recipe_augment(aug_key, images[idx], mean, std, pad=inputs.pad, flip=inputs.flip,
                        dtype=inputs.dtype, cutout_size=inputs.cutout,
@@ -118,7 +128,8 @@ def make_train_step(model: nn.Module, mesh: Mesh, inputs: InputSpec, num_classes
       smooth = optax.smooth_labels(jax.nn.one_hot(labels[idx], num_classes), label_smoothing)
       x, targets = mix_batch(mix_key, x, smooth, inputs.mixup_alpha, inputs.cutmix_alpha,
                              inputs.mix_switch_prob)
-    return update(state, model, x, labels[idx], num_classes, label_smoothing, grad_sync, targets)
+    return update(state, model, x, labels[idx], num_classes, label_smoothing, grad_sync, targets,
+                  drop_key)
 
   step = shard_map(per_device, mesh, in_specs=(P(), P(), P(), P(None, AXIS), P(), P()),
                    out_specs=(P(), P()))

@@ -54,6 +54,14 @@ def test_two_step_run_writes_checkpoint_and_results(tmp_path, family, method):
     assert stages["WU"]["sparse"] == stages["WU"]["dense"]
 
 
+def test_vit_trains_with_stochastic_depth_and_attention_dropout(tmp_path):
+  """The train step feeds the model's "dropout" stream (the ViT :full recipe's regularisers)."""
+  config = smoke_config("vit_cifar10", **{"model_kwargs.drop_path": 0.2,
+                                          "model_kwargs.attention_dropout": 0.1})
+  results = train_and_evaluate(config, str(tmp_path / "run"))
+  assert results["steps"] == 2 and np.isfinite(results["history"][0]["train_loss"])
+
+
 def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
   config = smoke_config("resnet9_cifar10", epochs=2, keep_checkpoints=3)  # 4 steps, ckpt every step
   config_ckpt2 = apply_overrides(config, {"checkpoint_every_steps": 2})
