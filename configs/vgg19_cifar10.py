@@ -14,8 +14,10 @@ dense/bdwp 2:8 x 3 seeds, srste/bimask 2:8 x 1 seed:
   python -m experiments.sweep --config configs/vgg19_cifar10.py:full --workdir_root runs \
       --results_dir results/runs --gpus N --set data.data_dir=./data
 Expected dense test accuracy: ~93.9 % (VGG19-BN, 200 epochs, public CIFAR-10 results). Measured
-(results/runs, one NVIDIA H200, seed 0): dense 93.37 %, bdwp 2:8 93.11 %.
-Runtime: 310 s (dense) and 341 s (bdwp) per run, each sharing the GPU with a ViT run.
+(results/runs, one NVIDIA H200, seeds 0-1): dense 93.50 +- 0.18 %, bdwp 2:8 93.35 +- 0.34 %; seed 0:
+srste 2:8 93.44 %.
+Runtime: seed 0 310 s (dense) and 341 s (bdwp) per run, each sharing the GPU with a ViT run; seed 1
+and srste 671-776 s, three runs sharing the GPU.
 """
 
 from configs import base
