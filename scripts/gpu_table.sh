@@ -7,7 +7,8 @@
 # LANES (default 2) sweeps share the GPU, each in its own process with 1/LANES of its memory; lane i
 # runs the sweeps of LANE<i> in order (each a "config[:arg][@filter]" list; defaults below). Two
 # lanes on one H200 finish more runs per device minute than one, but each run's wall_time_s then
-# counts a shared GPU (recorded as gpu_lanes in the run JSON). Finished runs are skipped: the
+# counts a shared GPU (recorded as gpu_lanes in the run JSON). Three did worse than two: VGG19
+# :full took 671-776 s a run three at a time (0.24 runs a minute), 310-341 s next to one ViT run. Finished runs are skipped: the
 # committed results/runs/*.json are copied into the sweeps' --results_dir first, and sweep.py counts
 # a run found there as finished (after checking its run-defining fields).
 # Every call packs the finished results and the lanes' log tails into $OUT/results.tgz; results
@@ -18,11 +19,14 @@ results=$state/results
 mkdir -p "$results/runs"
 [ -e "$state/seeded" ] || { cp results/runs/*.json "$results/runs/" && touch "$state/seeded"; }
 lanes=${LANES:-2}
-# Default: the rest of issue 14's 66 runs, the main table's cells (dense, bdwp 2:8) first.
-LANE0=${LANE0:-"configs/vgg19_cifar10.py:full@dense_None configs/vgg19_cifar10.py:full@bdwp_2:8
+# Default: the rest of issue 14's 66 runs, the main table's cells (dense, bdwp 2:8) first, seed 0
+# of each before the others (the ViT recipe with its regularisers is unmeasured).
+LANE0=${LANE0:-"configs/vit_cifar10.py:full@dense_None_s0 configs/vit_cifar10.py:full@bdwp_2:8_s0
   configs/vit_cifar10.py:full@dense_None configs/vit_cifar10.py:full@bdwp_2:8
-  configs/resnet9_cifar10.py:full configs/vgg19_cifar10.py:full configs/vit_cifar10.py:full"}
-LANE1=${LANE1:-"configs/resnet18_cifar10.py:full@dense_None configs/resnet18_cifar10.py:full@bdwp_2:8_s
+  configs/vgg19_cifar10.py:full configs/vit_cifar10.py:full"}
+LANE1=${LANE1:-"configs/resnet18_cifar10.py:full@dense_None_s0 configs/resnet18_cifar10.py:full@bdwp_2:8_s0
+  configs/resnet50_cifar10.py:full@dense_None_s0 configs/resnet50_cifar10.py:full@bdwp_2:8_s0
+  configs/resnet18_cifar10.py:full@dense_None configs/resnet18_cifar10.py:full@bdwp_2:8
   configs/resnet50_cifar10.py:full@dense_None configs/resnet50_cifar10.py:full@bdwp_2:8
   configs/resnet18_cifar10.py:full configs/resnet50_cifar10.py:full"}
 
