@@ -9,8 +9,9 @@
 # lanes on one H200 finish more runs per device minute than one, but each run's wall_time_s then
 # counts a shared GPU (recorded as gpu_lanes in the run JSON). Three gained nothing over two:
 # VGG19 :full took 671-776 s a run three at a time (0.24 runs a minute), 310-341 s next to one ViT
-# run. Finished runs are skipped: the committed results/runs/*.json are copied into the sweeps' --results_dir first, and sweep.py counts
-# a run found there as finished (after checking its run-defining fields).
+# run. Finished runs are skipped: the committed results/runs/*.json are copied into the sweeps'
+# --results_dir first, and sweep.py counts a run found there as finished (after checking its
+# run-defining fields).
 # Every call packs the finished results and the lanes' log tails into $OUT/results.tgz; results
 # live under /tmp/table, outside the repository (each call re-copies the working tree).
 set -uo pipefail
