@@ -199,6 +199,16 @@ def dense_rows(model, image_size: int, batch: int) -> int:
   return batch
 
 
+def _random_like(params):
+  """Every parameter drawn anew (normal, scale 1/sqrt(fan-in) for kernels): the ViT's head starts
+  at zeros, which makes every forward's logits zero and any comparison of two forwards exact."""
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(7), len(leaves))
+  scale = lambda a: 1.0 / np.sqrt(np.prod(a.shape[:-1])) if a.ndim > 1 else 0.1  # noqa: E731
+  return jax.tree.unflatten(tree, [jax.random.normal(k, a.shape, a.dtype) * scale(a)
+                                   for k, a in zip(keys, leaves)])
+
+
 def model_rows(args) -> list[dict]:
   from experiments.config_io import apply_overrides, load_config
   from nmsparse.export import export
@@ -214,6 +224,7 @@ def model_rows(args) -> list[dict]:
     shape = (size, size, 3)
     variables = jax.jit(lambda key: model.init(key, jnp.zeros((1,) + shape), train=False))(
         jax.random.key(0))
+    variables = {**variables, "params": _random_like(variables["params"])}
     exported = export(variables, rules, config.method, dtype=BF16)
     for batch in args.model_batches:
       images = jax.random.normal(jax.random.key(batch), (batch,) + shape, jnp.float32)
