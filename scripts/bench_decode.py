@@ -232,6 +232,7 @@ def model_rows(args) -> list[dict]:
       dense_vars = inference.materialize(exported, n_rows, implementation="dense")
       auto_vars = inference.materialize(exported, n_rows)
       native_vars = inference.materialize(exported, n_rows, implementation="native")
+      sptc_vars = inference.materialize(exported, n_rows, implementation="sparse_tc")
 
       def fwd(variables, x):
         return inference.apply(model, variables, x, train=False)
@@ -242,20 +243,27 @@ def model_rows(args) -> list[dict]:
       dense_ms = time_op(fwd, lambda i: (dense_vars, imgs[i]), L2_SPAN_SETS, 8)
       auto_ms = time_op(fwd, lambda i: (auto_vars, imgs[i]), L2_SPAN_SETS, 8)
       native_ms = time_op(fwd, lambda i: (native_vars, imgs[i]), L2_SPAN_SETS, 8)
+      sptc_ms = time_op(fwd, lambda i: (sptc_vars, imgs[i]), L2_SPAN_SETS, 8)
       want = fwd(dense_vars, images)
       err = rel_err(fwd(auto_vars, images), want)
       native_err = rel_err(fwd(native_vars, images), want)
+      sptc_err = rel_err(fwd(sptc_vars, images), want)
       paths = inference.layer_paths(auto_vars, exported.manifest)
       native_paths = inference.layer_paths(native_vars, exported.manifest)
       rows.append({"op": "model_forward", "config": config.name, "batch": batch,
+                   "weights": "redrawn",  # _random_like: outputs that can differ
                    "rows": n_rows, "pattern": "2:8", "device": _device(), "dense_ms": dense_ms,
                    "ms": auto_ms, "ratio": dense_ms / auto_ms, "rel_err": err, "paths": paths,
                    "native_ms": native_ms, "native_ratio": dense_ms / native_ms,
                    "native_rel_err": native_err, "native_paths": native_paths,
+                   "sparse_tc_ms": sptc_ms, "sparse_tc_ratio": dense_ms / sptc_ms,
+                   "sparse_tc_rel_err": sptc_err,
+                   "sparse_tc_paths": inference.layer_paths(sptc_vars, exported.manifest),
                    "jax_version": jax.__version__, "git_sha": _git_sha()})
       print(f"{config.name} b{batch} ({n_rows} rows): dense {dense_ms:.3f} ms, exported "
             f"{auto_ms:.3f} ms ({dense_ms / auto_ms:.2f}x), native {native_ms:.3f} ms "
-            f"({dense_ms / native_ms:.2f}x), paths {paths}", flush=True)
+            f"({dense_ms / native_ms:.2f}x), sparse_tc {sptc_ms:.3f} ms "
+            f"({dense_ms / sptc_ms:.2f}x), paths {paths}", flush=True)
   return rows
 
 

@@ -70,16 +70,24 @@ def report(data: dict, profile: dict | None) -> str:
                  f"{_us(r['fma_ms'])} | {_us(r.get('pipe_ms'))} | {r['ratio']:.2f} | "
                  f"{r['packed_GBps']:.0f} | {auto} | {auto_ratio:.2f} |")
   if data.get("models"):
+    sptc = any("sparse_tc_ms" in r for r in data["models"])
+    redrawn = all(r.get("weights") == "redrawn" for r in data["models"])
     lines += ["", "## Whole-model forward (2:8, exported; random weights)", "",
               "`dense`: every sparse kernel materialized dense (`materialize(..., 'dense')`); "
               "`auto`: `materialize(..., rows)` (the card rule per layer); `native`: every dense "
-              "layer forced to `vs_matmul`. Rows per product = batch x tokens.", "",
-              "| config | batch | rows | dense ms | auto ms | auto ratio | native ms | native ratio |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "layer forced to `vs_matmul`" + ("; `sparse_tc`: every dense layer forced onto the "
+              "2:4 sparse tensor cores (cuSPARSELt)" if sptc else "") + ". Rows per product = "
+              "batch x tokens." + ("" if redrawn else " This run's outputs were all zero (the "
+              "ViT head is zero-initialised and `bench_decode` did not yet redraw the weights), "
+              "so its `rel_err` compared zeros: the times stand, the errors say nothing."), "",
+              "| config | batch | rows | dense ms | auto ms | auto ratio | native ms | native ratio |"
+              + (" sparse_tc ms | sparse_tc ratio |" if sptc else ""),
+              "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if sptc else "")]
     for r in data["models"]:
       lines.append(f"| {r['config']} | {r['batch']} | {r['rows']} | {r['dense_ms']:.3f} | "
                    f"{r['ms']:.3f} | {r['ratio']:.2f} | {r['native_ms']:.3f} | "
-                   f"{r['native_ratio']:.2f} |")
+                   f"{r['native_ratio']:.2f} |" + (
+                       f" {r['sparse_tc_ms']:.3f} | {r['sparse_tc_ratio']:.2f} |" if sptc else ""))
   if profile and profile.get("profile"):
     lines += ["", f"## Device time vs wall time (git {profile['git_sha']})", "",
               "Kernel durations from a profiler trace next to the wall time per op of the same "
@@ -172,11 +180,16 @@ def spec_rows(data: dict) -> list[dict]:
                    "GBps": nbytes / (ms * 1e-3) / 1e9, "rel_err": r[f"{key}_rel_err"],
                    "auto_path": auto})
   for r in data.get("models", []):
-    rows.append({**common, "op": "model_forward", "shape": r["config"], "pattern": r["pattern"],
-                 "batch": r["batch"], "rows": r["rows"], "implementation": "native",
-                 "dense_ms": r["dense_ms"], "ms": r["native_ms"], "ratio": r["native_ratio"],
-                 "auto_ms": r["ms"], "auto_ratio": r["ratio"], "auto_paths": r["paths"],
-                 "rel_err": r["native_rel_err"]})
+    meaningful = r.get("weights") == "redrawn"  # earlier runs' outputs were zero (report text)
+    for impl, key in (("native", "native"), ("sparse_tc", "sparse_tc")):
+      if f"{key}_ms" not in r:
+        continue
+      rows.append({**common, "op": "model_forward", "shape": r["config"],
+                   "pattern": r["pattern"], "batch": r["batch"], "rows": r["rows"],
+                   "implementation": impl, "dense_ms": r["dense_ms"], "ms": r[f"{key}_ms"],
+                   "ratio": r[f"{key}_ratio"], "auto_ms": r["ms"], "auto_ratio": r["ratio"],
+                   "auto_paths": r["paths"],
+                   "rel_err": r[f"{key}_rel_err"] if meaningful else None})
   return rows
 
 

@@ -9,6 +9,7 @@ import functools
 from typing import Any, Mapping
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,7 +19,7 @@ from flax import traverse_util
 from nmsparse.export.tree import PACKED, Exported
 from nmsparse import native
 from nmsparse.kernels import nm_matmul, reference_nm_matmul
-from nmsparse.kernels import value_serial
+from nmsparse.kernels import sparse_tc, value_serial
 from nmsparse.layer_args import conv_layer_args, flatten_images
 from nmsparse.ops.cards import CardRule, decode_choice
 from nmsparse.ops.config import ConvDims
@@ -27,7 +28,40 @@ from nmsparse.pack import PackedNM, unpack
 
 NATIVE = "native"  # materialize's collection of operands for value_serial.vs_matmul (PackedNM)
 TILED = "tiled"  # materialize's collection of operands for value_serial.tiled_matmul (TiledNM)
-IMPLEMENTATIONS = ("native", "tiled", "packed", "dense")  # materialize's serving paths
+SPARSE_TC = "sparse_tc"  # materialize's collection of CompressedFF operands (cuSPARSELt)
+IMPLEMENTATIONS = ("native", "tiled", "sparse_tc", "packed", "dense")  # materialize's paths
+
+
+@flax.struct.dataclass
+class CompressedFF:
+  """A dense layer's forward operand for the 2:4 sparse tensor cores: ``(W * M_ff)^T [O, K]`` in
+  cuSPARSELt's compressed bytes (``sparse_tc.lib_compress``; any N <= 2, M a multiple of 4 is
+  2:4-structured), ``shape`` the kernel's ``(K, O)``."""
+
+  data: jax.Array
+  shape: tuple[int, int] = flax.struct.field(pytree_node=False)
+
+
+def sparse_tc_unsupported(dtype, ff: PackedNM) -> str | None:
+  """``None`` if the sparse tensor cores can run ``ff`` in ``dtype``, else why not."""
+  if jnp.dtype(dtype) != jnp.bfloat16:
+    return f"the sparse tensor-core path computes in bfloat16, not {jnp.dtype(dtype).name}"
+  if ff.pattern.n > 2 or ff.pattern.m % 4:
+    return f"2:4 sparse tensor cores take N <= 2 and M a multiple of 4, not {ff.pattern}"
+  k, o = ff.shape
+  return sparse_tc.eligible_shape(o, k)
+
+
+def compress_ff(ff: PackedNM) -> CompressedFF:
+  """``ff`` (a packed ``[K, O]`` dense kernel) as a :class:`CompressedFF` (needs the extension)."""
+  native.library("the sparse tensor-core serving path (implementation='sparse_tc')")
+  return CompressedFF(sparse_tc.lib_compress(unpack(ff).T), tuple(ff.shape))
+
+
+def sparse_tc_matmul(x: jax.Array, operand: CompressedFF) -> jax.Array:
+  """``x [rows, K] @ W`` on the sparse tensor cores (``sparse_tc.spmm``)."""
+  k, o = operand.shape
+  return sparse_tc.spmm(operand.data, x, o, k)
 
 
 def decode_path(k: int, o: int, pattern, rows: int, rule: CardRule | None = None,
@@ -84,21 +118,23 @@ class _PackedMixin:
 
 class PackedDense(_PackedMixin, nn.Dense):
   """``nn.Dense`` for exported models: a kernel in :data:`NATIVE` runs ``value_serial.vs_matmul``,
-  one in :data:`TILED` ``value_serial.tiled_matmul`` (:func:`materialize` puts them there), a
-  packed one :func:`packed_matmul`, each in the operand values' dtype, plus the stock ``bias``;
-  without any, it is ``nn.Dense``."""
+  one in :data:`TILED` ``value_serial.tiled_matmul``, one in :data:`SPARSE_TC`
+  :func:`sparse_tc_matmul` (:func:`materialize` puts them there), a packed one
+  :func:`packed_matmul`, each in the operand values' dtype (bf16 for the sparse tensor cores),
+  plus the stock ``bias``; without any, it is ``nn.Dense``."""
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
     in_features = jnp.shape(inputs)[-1]
     for collection, matmul in ((NATIVE, value_serial.vs_matmul),
-                               (TILED, value_serial.tiled_matmul), (PACKED, packed_matmul)):
+                               (TILED, value_serial.tiled_matmul),
+                               (SPARSE_TC, sparse_tc_matmul), (PACKED, packed_matmul)):
       operand = self.packed_operand(in_features, 2, collection)
       if operand is not None:
         break
     else:
       return super().__call__(inputs)
-    dtype = operand.values.dtype
+    dtype = jnp.bfloat16 if collection == SPARSE_TC else operand.values.dtype
     x = jnp.asarray(inputs, dtype)
     y = matmul(x, operand) if collection == PACKED else _over_rows(matmul, x, operand)
     if self.use_bias:
@@ -176,7 +212,8 @@ def _serving_path(layer: str, ff: PackedNM, rows: int, implementation: str | Non
   else:
     k, o = ff.shape
     path = implementation or decode_path(k, o, ff.pattern, rows, dtype=ff.values.dtype)
-    check = {"native": value_serial.unsupported, "tiled": value_serial.tiled_unsupported}
+    check = {"native": value_serial.unsupported, "tiled": value_serial.tiled_unsupported,
+             "sparse_tc": sparse_tc_unsupported}
     why = check[path](ff.values.dtype, ff) if path in check else None
     if why:
       logging.warning("nmsparse export layer %s %s (%s): the %s kernel cannot run it (%s) "
@@ -198,9 +235,12 @@ def materialize(exported: Exported | Mapping[str, Any], rows: int,
     (``value_serial.vs_matmul``).
   * ``"tiled"``: ``value_serial.prepare``-d for the native tensor-core kernel
     (``value_serial.tiled_matmul``), at ``tiled/<module path>/kernel``.
+  * ``"sparse_tc"``: compressed for the 2:4 sparse tensor cores (:class:`CompressedFF`, cuSPARSELt
+    through the extension; N <= 2, M a multiple of 4, K and O multiples of 64), at
+    ``sparse_tc/<module path>/kernel``. Only when asked: the card rules hold no measurement of it.
   * An operand the chosen native kernel does not take (``value_serial.unsupported`` /
-    ``tiled_unsupported``: its pattern or dtype) stays packed, and a warning names the layer and
-    why.
+    ``tiled_unsupported`` / :func:`sparse_tc_unsupported`: its pattern, shape or dtype) stays
+    packed, and a warning names the layer and why.
   * ``"packed"``: kept at ``packed/<module path>/kernel`` (:func:`packed_matmul`).
   * ``"dense"``: unpacked to the masked kernel ``W * M_ff`` (in the values' dtype) at
     ``params/<module path>/kernel``: the layer runs as ``nn.Dense``.
@@ -217,7 +257,8 @@ def materialize(exported: Exported | Mapping[str, Any], rows: int,
 
   Returns:
     New variables (new dicts holding the same arrays): the input's collections with the kernels
-    moved as above, plus :data:`NATIVE` / :data:`TILED` when a kernel runs there.
+    moved as above, plus :data:`NATIVE` / :data:`TILED` / :data:`SPARSE_TC` when a kernel runs
+    there.
 
   Raises:
     ValueError: an unknown ``implementation``, or variables that were materialized native already.
@@ -226,13 +267,13 @@ def materialize(exported: Exported | Mapping[str, Any], rows: int,
     raise ValueError(f"Unknown implementation {implementation!r}; expected one of "
                      f"{IMPLEMENTATIONS} or None (decode_path per layer).")
   variables = exported.variables if isinstance(exported, Exported) else exported
-  if NATIVE in variables or TILED in variables:
-    raise ValueError("These variables were materialized already (they hold native or tiled "
-                     "kernels); materialize the exported variables instead.")
+  if any(name in variables for name in (NATIVE, TILED, SPARSE_TC)):
+    raise ValueError("These variables were materialized already (they hold native, tiled or "
+                     "sparse_tc kernels); materialize the exported variables instead.")
   flat = {name: traverse_util.flatten_dict(tree, keep_empty_nodes=True)
           for name, tree in variables.items()}
   params, packed = flat.setdefault("params", {}), flat.setdefault(PACKED, {})
-  moved = {NATIVE: {}, TILED: {}}
+  moved = {NATIVE: {}, TILED: {}, SPARSE_TC: {}}
   for key, ff in list(packed.items()):
     if not isinstance(ff, PackedNM):  # an empty node
       continue
@@ -243,16 +284,20 @@ def materialize(exported: Exported | Mapping[str, Any], rows: int,
       moved[NATIVE][key] = packed.pop(key)
     elif path == "tiled":
       moved[TILED][key] = value_serial.prepare(packed.pop(key))
+    elif path == "sparse_tc":
+      moved[SPARSE_TC][key] = compress_ff(packed.pop(key))
   flat.update({name: tree for name, tree in moved.items() if tree})
   return {name: traverse_util.unflatten_dict(tree) for name, tree in flat.items()}
 
 
 def layer_paths(variables: Exported | Mapping[str, Any],
                 manifest: Mapping[str, Any] | None = None) -> dict[str, str]:
-  """Module path -> ``"native"``, ``"tiled"``, ``"packed"`` or ``"dense"``: how each layer exported sparse runs
-  from ``variables`` (:func:`materialize`'s, or the export's: all packed).
+  """Module path -> ``"native"``, ``"tiled"``, ``"sparse_tc"``, ``"packed"`` or ``"dense"``: how
+  each layer exported sparse runs from ``variables`` (:func:`materialize`'s, or the export's: all
+  packed).
 
-  A kernel in :data:`NATIVE` runs native, in :data:`TILED` tiled, in ``packed`` packed. A kernel materialized dense is a
+  A kernel in :data:`NATIVE` runs native, in :data:`TILED` tiled, in :data:`SPARSE_TC` on the
+  sparse tensor cores, in ``packed`` packed. A kernel materialized dense is a
   ``params`` kernel like those of the layers that always were, so those come from ``manifest``
   (the export's: its ``layers`` with a pattern); an :class:`Exported` brings its own. Without a
   manifest only the native and packed layers are listed.
@@ -264,7 +309,8 @@ def layer_paths(variables: Exported | Mapping[str, Any],
     manifest = variables.manifest if manifest is None else manifest
     variables = variables.variables
   paths = {}
-  for name, path in ((NATIVE, "native"), (TILED, "tiled"), (PACKED, "packed")):
+  for name, path in ((NATIVE, "native"), (TILED, "tiled"), (SPARSE_TC, "sparse_tc"),
+                     (PACKED, "packed")):
     for key in traverse_util.flatten_dict(variables.get(name, {})):
       paths["/".join(key[:-1])] = path
   params = traverse_util.flatten_dict(variables.get("params", {}), sep="/")

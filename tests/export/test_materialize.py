@@ -61,7 +61,7 @@ def leaves(tree):
   return jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda v: isinstance(v, PackedNM))[0]
 
 
-@pytest.mark.parametrize("implementation", ex.IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", [i for i in ex.IMPLEMENTATIONS if i != "sparse_tc"])
 @pytest.mark.parametrize("name", SERVED)
 def test_every_path_serves_the_exported_outputs(name, implementation, monkeypatch):
   """``"native"`` / ``"tiled"`` run the jnp oracles (``reference_nm_matmul``,
@@ -150,7 +150,8 @@ def test_input_variables_are_left_as_they_were():
 def test_bad_calls_raise_clearly():
   _, exported = exported_model("mlp")
   with pytest.raises(ValueError, match=r"Unknown implementation 'pallas'; expected one of "
-                                       r"\('native', 'tiled', 'packed', 'dense'\) or None"):
+                                       r"\('native', 'tiled', 'sparse_tc', 'packed', 'dense'\) "
+                                       "or None"):
     ex.materialize(exported, BATCH, "pallas")
   with pytest.raises(ValueError, match="materialized already"):
     ex.materialize(ex.materialize(exported, BATCH, "native"), BATCH)
@@ -158,3 +159,73 @@ def test_bad_calls_raise_clearly():
   with pytest.raises(ValueError, match=r"'stage1_block1/conv1' is 2:8 in the manifest, but the "
                                        "variables hold no kernel for it"):
     ex.layer_paths(ex.materialize(exported, BATCH, "dense"), resnet.manifest)
+
+
+# The sparse tensor-core path needs K and O in multiples of 64: an MLP of 64 features on 8x8x1.
+WIDE = dict(features=(64, 64))
+
+
+@functools.lru_cache(maxsize=None)
+def wide_mlp():
+  """A bf16 MLP whose two hidden kernels ([64, 64]) the sparse tensor cores take, its export and
+  its exported outputs (the head, 64 -> 10, stays dense under the default rules)."""
+  from nmsparse.models import create_model, default_rules
+  from nmsparse.nn import NMConv, NMDense
+  rules = default_rules("2:8")
+  layer = dict(pattern=rules, method="bdwp", implementation="xla", dtype=jnp.bfloat16,
+               param_dtype=jnp.float32)
+  model = create_model("mlp", num_classes=10, dense=functools.partial(NMDense, **layer),
+                       conv=functools.partial(NMConv, **layer), dtype=jnp.bfloat16, **WIDE)
+  x = jax.random.normal(jax.random.key(3), (BATCH, 8, 8, 1))
+  variables = model.init(jax.random.key(0), x, train=False)
+  params = jax.tree.map(lambda a: jax.random.normal(jax.random.key(a.size), a.shape) /
+                        np.sqrt(a.shape[0] if a.ndim > 1 else 10.0), variables["params"])
+  exported = ex.export({**variables, "params": params}, rules, "bdwp")
+  return model, exported, x, np.asarray(serve(model, exported.variables, x), np.float32)
+
+
+def test_sparse_tc_path_plumbing(monkeypatch):
+  """The collection, the operand's shape check and the layer's reshapes, with the library's
+  compressor and product replaced by a stand-in that keeps the dense operand (the CUDA path is
+  tested on the GPU below)."""
+  from nmsparse.kernels import sparse_tc
+  monkeypatch.setattr(ex.inference.native, "library", lambda what="": None)
+  monkeypatch.setattr(sparse_tc, "lib_compress", lambda a: a)
+  monkeypatch.setattr(sparse_tc, "spmm", lambda a, x, m, k: sparse_tc.reference_spmm(a, x))
+  model, exported, x, want = wide_mlp()
+  variables = ex.materialize(exported, BATCH, "sparse_tc")
+  assert ex.layer_paths(variables, exported.manifest) == {"hidden_0": "sparse_tc",
+                                                          "hidden_1": "sparse_tc"}
+  operand = variables[ex.SPARSE_TC]["hidden_0"]["kernel"]
+  assert isinstance(operand, ex.CompressedFF) and operand.shape == (64, 64)
+  assert kernel_layers(variables[ex.PACKED]) == set()
+  assert_close(serve(model, variables, x), want, jnp.bfloat16, 64)
+  with pytest.raises(ValueError, match="materialized already"):
+    ex.materialize(variables, BATCH)
+
+
+def test_sparse_tc_falls_back_to_packed_with_a_logged_reason(caplog):
+  _, exported = exported_model("mlp")  # kernels [64, 32] and [32, 32]: not multiples of 64
+  with caplog.at_level(logging.WARNING):
+    variables = ex.materialize(exported, BATCH, "sparse_tc")
+  assert ex.SPARSE_TC not in variables
+  assert ex.layer_paths(variables, exported.manifest) == {"hidden_0": "packed",
+                                                          "hidden_1": "packed"}
+  assert all(any(layer in r.getMessage() and "not a multiple of 64" in r.getMessage()
+                 for r in caplog.records) for layer in ("hidden_0", "hidden_1")), caplog.text
+
+
+@pytest.mark.skipif(native.status() is None, reason="the native extension is loaded here")
+def test_sparse_tc_without_the_extension_says_so():
+  _, exported, _, _ = wide_mlp()
+  with pytest.raises(Exception, match="sparse tensor-core serving path"):
+    ex.materialize(exported, BATCH, "sparse_tc")
+
+
+@pytest.mark.skipif(native.status() is not None, reason=f"GPU only: {native.status()}")
+def test_sparse_tc_path_serves_the_exported_outputs():
+  model, exported, x, want = wide_mlp()
+  variables = ex.materialize(exported, BATCH, "sparse_tc")
+  assert ex.layer_paths(variables, exported.manifest) == {"hidden_0": "sparse_tc",
+                                                          "hidden_1": "sparse_tc"}
+  assert_close(serve(model, variables, x), want, jnp.bfloat16, 64)
