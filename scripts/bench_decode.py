@@ -7,14 +7,16 @@ whole-model forward of exported ViTs.
 
 Sections:
 * ``kernel``: batch 1, 4, 8, 16, 32, 64 x K x O in {4096^2, 8192^2, 768x3072, 3072x768,
-  4096x11008, 11008x4096} x {2:8, 2:4, 1:8}: ``vs_matmul`` on the packed FF operand vs
-  ``x @ W`` with the masked bf16 weight; packed bytes / time next to the copy ceiling; the path
-  ``implementation=None`` takes (``nmsparse.export.inference.decode_path``) and its ratio.
+  4096x11008, 11008x4096} x {2:8, 2:4, 1:8}: ``vs_matmul`` on the packed FF operand, the
+  tensor-core kernels (``--tiled_kernels``, batch <= ``--pipe_max_batch``) and cuSPARSELt's
+  product on the 2:4-structured operand (``sptc``, ``inference.sparse_tc_matmul``) vs ``x @ W``
+  with the masked bf16 weight; operand bytes / time next to the copy ceiling.
 * ``sweep``: split counts around the default at a few shapes (tunes ``splits_for``).
 * ``models``: batch 1 and 8 forward of ViT-B/16 (224 px) and the CIFAR ViT at 2:8, each
   ``inference.materialize``-d for its rows per dense product (batch x tokens): dense kernels vs
-  ``implementation=None`` (``ms``, ``ratio``, ``paths``) and vs the native kernel forced on every
-  dense layer (``native_ms``, ``native_ratio``, ``native_paths``).
+  ``implementation=None`` (``ms``, ``ratio``, ``paths``), vs the native kernel forced on every
+  dense layer (``native_ms``, ``native_ratio``, ``native_paths``) and vs the sparse tensor cores
+  forced on every dense layer (``sparse_tc_*``).
 
 Timing is ``scripts/bench_kernels.time_op`` (rotated input sets so weights are not L2-resident).
 Results: ``decode.json`` under ``--out``; a short table is printed last.
@@ -81,10 +83,12 @@ def kernel_rows(args, copy_gbps: float) -> list[dict]:
       ff = pack_nm(w, p, axis=0, dtype=BF16)
       dense_w = unpack(ff)  # the masked bf16 weight: what a dense deployment reads
       tiled = vs.prepare(ff) if vs.tiled_unsupported(BF16, ff) is None else None
+      sptc = (inference.compress_ff(ff) if args.sparse_tc and
+              inference.sparse_tc_unsupported(BF16, ff) is None else None)
       nbytes = packed_bytes((k, o), p, 0, 2)
       tiled_bytes = (sum(a.nbytes for a in jax.tree.leaves(tiled)) if tiled is not None
                      else None)
-      sets = [_copies((dense_w, ff, tiled), i) for i in range(args.max_rotate)]
+      sets = [_copies((dense_w, ff, tiled, sptc), i) for i in range(args.max_rotate)]
       for batch in args.batches:
         x = jax.random.normal(jax.random.key(batch), (batch, k), jnp.float32).astype(BF16)
         ref = reference_nm_matmul(x, ff)
@@ -106,6 +110,17 @@ def kernel_rows(args, copy_gbps: float) -> list[dict]:
                       f"{name}_splits": vs.pipe_splits_for(batch, *tiled.values.shape[1::-1])})
           if ms < best_ms:
             best, best_ms, best_bytes = name, ms, tiled_bytes
+        if sptc is not None:  # cuSPARSELt on the 2:4-structured operand (any batch)
+          try:
+            ms = time_stacked(inference.sparse_tc_matmul, x, [s[3] for s in sets])
+          except Exception as e:  # noqa: BLE001 - recorded in the row and printed, not hidden
+            row["sptc_error"] = str(e)[:300]
+            print(f"{k}x{o} {p} b{batch}: sptc failed: {row['sptc_error']}", flush=True)
+          else:
+            row.update(sptc_ms=ms, sptc_ratio=dense_ms / ms, sptc_bytes=int(sptc.data.nbytes),
+                       sptc_rel_err=rel_err(inference.sparse_tc_matmul(x, sptc), ref))
+            if ms < best_ms:
+              best, best_ms, best_bytes = "sptc", ms, int(sptc.data.nbytes)
         gbps = best_bytes / (best_ms * 1e-3) / 1e9
         row.update(ms=best_ms, kernel=best, ratio=dense_ms / best_ms, packed_GBps=gbps,
                    fraction_of_copy=gbps / copy_gbps)
@@ -113,7 +128,7 @@ def kernel_rows(args, copy_gbps: float) -> list[dict]:
         with open(os.path.join(args.out, "kernel_partial.json"), "w") as f:  # a cut-off run
           json.dump(rows, f, indent=1)                                       # keeps its rows
         tiled_us = "".join(f", {n} {row.get(f'{n}_ms', float('nan')) * 1e3:.1f} us"
-                           for n in args.tiled_kernels)
+                           for n in (*args.tiled_kernels, "sptc"))
         print(f"{k}x{o} {p} b{batch}: dense {dense_ms * 1e3:.1f} us, fma {fma_ms * 1e3:.1f} us"
               f"{tiled_us} -> {best} {row['ratio']:.2f}x at {gbps:.0f} GB/s", flush=True)
   return rows
@@ -279,6 +294,8 @@ def main():
   ap.add_argument("--max_rotate", type=int, default=8)
   ap.add_argument("--pipe_max_batch", type=int, default=32,
                   help="largest batch at which the pipelined tensor-core kernels are also timed")
+  ap.add_argument("--no_sparse_tc", dest="sparse_tc", action="store_false",
+                  help="leave out cuSPARSELt's product on the 2:4-structured operand (sptc_*)")
   ap.add_argument("--tiled_kernels", nargs="+", default=["pipe", "bulk"],
                   choices=[k for k in vs.TILED_KERNELS if k != "regs"],
                   help="the tensor-core kernels timed (value_serial.tiled_matmul's kernel=)")

@@ -60,15 +60,18 @@ def report(data: dict, profile: dict | None) -> str:
       lines.append(f"| {r['K']}x{r['O']} | {r['pattern']} | {r['batch']} | {_us(r['dense_ms'])} | "
                    f"{_us(r['ms'])} | {r['kernel']} | {r['ratio']:.2f} | "
                    f"{TARGET[r['pattern']]:.1f} | {r['fraction_of_copy']:.2f} |")
+  sptc = any("sptc_ms" in r for r in data["kernel"])
   lines += ["", "## The whole grid", "",
-            "| K x O | pattern | batch | dense us | fma us | pipe us | ratio | GB/s | auto | "
-            "auto ratio |", "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+            "| K x O | pattern | batch | dense us | fma us | pipe us | " +
+            ("sptc us | " if sptc else "") + "ratio | GB/s | auto | auto ratio |",
+            "|---|---|---:|---:|---:|---:|" + ("---:|" if sptc else "") + "---:|---:|---|---:|"]
   for r in data["kernel"]:
     auto = _auto(r, rule)
     auto_ratio = {"native": r["fma_ratio"], "tiled": r.get("pipe_ratio"), "dense": 1.0}[auto]
     lines.append(f"| {r['K']}x{r['O']} | {r['pattern']} | {r['batch']} | {_us(r['dense_ms'])} | "
-                 f"{_us(r['fma_ms'])} | {_us(r.get('pipe_ms'))} | {r['ratio']:.2f} | "
-                 f"{r['packed_GBps']:.0f} | {auto} | {auto_ratio:.2f} |")
+                 f"{_us(r['fma_ms'])} | {_us(r.get('pipe_ms'))} | " +
+                 (f"{_us(r.get('sptc_ms'))} | " if sptc else "") +
+                 f"{r['ratio']:.2f} | {r['packed_GBps']:.0f} | {auto} | {auto_ratio:.2f} |")
   if data.get("models"):
     sptc = any("sparse_tc_ms" in r for r in data["models"])
     redrawn = all(r.get("weights") == "redrawn" for r in data["models"])
@@ -168,10 +171,10 @@ def spec_rows(data: dict) -> list[dict]:
             "git_sha": data["git_sha"], "copy_GBps": data["ceilings"]["copy_GBps"]}
   for r in data["kernel"]:
     auto = _auto(r, rule)
-    for impl, key in (("native", "fma"), ("tiled", "pipe")):
+    for impl, key in (("native", "fma"), ("tiled", "pipe"), ("sparse_tc", "sptc")):
       if r.get(f"{key}_ms") is None:
         continue
-      nbytes = r["packed_bytes"] if impl == "native" else r["pipe_bytes"]
+      nbytes = r["packed_bytes"] if impl == "native" else r[f"{key}_bytes"]
       ms = r[f"{key}_ms"]
       rows.append({**common, "op": "fwd_packed", "shape": f"{r['K']}x{r['O']}", "K": r["K"],
                    "O": r["O"], "pattern": r["pattern"], "batch": r["batch"],
