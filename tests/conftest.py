@@ -1,11 +1,16 @@
 """Parametrises suite classes that define ``cases()`` (see ``nmsparse.testing.op_suite``), and gives
-the test run a fresh persistent JAX compilation cache."""
+the test run a fresh persistent JAX compilation cache that keeps every compiled program."""
 
 import os
 import shutil
 import tempfile
 
 _CACHE_DIR = None  # set where this process made the cache (and removes it at the end)
+# Cache every compiled program, not only those that took JAX's default 1 s to compile: the suite
+# compiles thousands of small ones (eager ops, op-suite cases), ~40 ms each on this CPU, and the
+# other xdist worker and the tests' subprocesses compile many of the same again.
+CACHE_EVERY_PROGRAM = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                       "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
 def pytest_configure(config):
@@ -13,14 +18,21 @@ def pytest_configure(config):
   (every ResNet9 smoke run compiles the same 5 s parameter init): with a compilation cache they
   load that executable instead of compiling it again. The cache is new for every pytest run and
   removed at its end; the xdist workers and the subprocesses of tests inherit it through
-  ``JAX_COMPILATION_CACHE_DIR``, which, when the caller set it, is used as it is. An entry that two
-  processes wrote at once and that does not load is a cache miss: JAX warns and compiles."""
+  ``JAX_COMPILATION_CACHE_DIR``, which, when the caller set it, is used as it is (as are the
+  ``CACHE_EVERY_PROGRAM`` variables). An entry that two processes wrote at once and that does not
+  load is a cache miss: JAX warns and compiles."""
   global _CACHE_DIR
   if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     _CACHE_DIR = tempfile.mkdtemp(prefix="nmsparse-jax-cache-")
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+  for name, value in CACHE_EVERY_PROGRAM.items():
+    os.environ.setdefault(name, value)
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes",
+                    int(os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"]))
 
 
 def pytest_unconfigure(config):
