@@ -1,9 +1,13 @@
 """Parametrises suite classes that define ``cases()`` (see ``nmsparse.testing.op_suite``), and gives
-the test run a fresh persistent JAX compilation cache that keeps every compiled program."""
+the test run a fresh persistent JAX compilation cache that keeps every compiled program and, when
+JAX can only use the CPU, XLA compiling without LLVM's optimisation passes."""
 
+import importlib.util
 import os
+import pkgutil
 import shutil
 import tempfile
+from importlib import metadata
 
 _CACHE_DIR = None  # set where this process made the cache (and removes it at the end)
 # Cache every compiled program, not only those that took JAX's default 1 s to compile: the suite
@@ -11,6 +15,28 @@ _CACHE_DIR = None  # set where this process made the cache (and removes it at th
 # other xdist worker and the tests' subprocesses compile many of the same again.
 CACHE_EVERY_PROGRAM = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+# On a CPU-only run, XLA compiles without LLVM's optimisation passes: most of the suite's time is
+# compiling small programs that then run once or twice, and those passes took a third of its CPU
+# time. The programs compute the same functions (no fast math either way); a result can differ in
+# its last bit where LLVM would have fused a multiply and an add, which the tolerances allow, and
+# the bit-exact checks compare two runs compiled alike (subprocesses inherit XLA_FLAGS). A GPU run
+# keeps the default, as does a caller whose XLA_FLAGS set the level.
+CPU_TEST_FLAG = "--xla_backend_optimization_level=0"
+
+
+def _cpu_only() -> bool:
+  """Whether JAX can only run on the CPU here: ``JAX_PLATFORMS`` says so, or no accelerator
+  plugin (``jax_plugins``, as JAX discovers them) and no libtpu is installed."""
+  platforms = os.environ.get("JAX_PLATFORMS", "")
+  if platforms:
+    return set(platforms.split(",")) == {"cpu"}
+  try:
+    import jax_plugins  # pylint: disable=g-import-not-at-top
+    plugins = list(pkgutil.iter_modules(jax_plugins.__path__))
+  except ImportError:
+    plugins = []
+  return not (plugins or metadata.entry_points(group="jax_plugins")
+              or importlib.util.find_spec("libtpu"))
 
 
 def pytest_configure(config):
@@ -27,6 +53,9 @@ def pytest_configure(config):
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
   for name, value in CACHE_EVERY_PROGRAM.items():
     os.environ.setdefault(name, value)
+  flags = os.environ.get("XLA_FLAGS", "")
+  if _cpu_only() and "--xla_backend_optimization_level" not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} {CPU_TEST_FLAG}".strip()  # subprocesses inherit it
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
   jax.config.update("jax_persistent_cache_min_compile_time_secs",

@@ -111,7 +111,8 @@ def test_layer_flops_of_an_mlp(tmp_path):
 def test_data_parallel_on_two_cpu_devices(tmp_path):
   import subprocess
   import sys
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2".strip()
+  env = {**os.environ, "XLA_FLAGS": flags,
          "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
   proc = subprocess.run([sys.executable, "-m", "experiments.main",
                          "--config", os.path.join(ROOT, "configs", "resnet9_cifar10.py:smoke"),
