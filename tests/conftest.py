@@ -1,6 +1,6 @@
 """Parametrises suite classes that define ``cases()`` (see ``nmsparse.testing.op_suite``), and gives
 the test run a fresh persistent JAX compilation cache that keeps every compiled program and, when
-JAX can only use the CPU, XLA compiling without LLVM's optimisation passes."""
+JAX can only use the CPU, XLA flags that make compiling fast."""
 
 import importlib.util
 import os
@@ -15,13 +15,15 @@ _CACHE_DIR = None  # set where this process made the cache (and removes it at th
 # other xdist worker and the tests' subprocesses compile many of the same again.
 CACHE_EVERY_PROGRAM = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                        "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-# On a CPU-only run, XLA compiles without LLVM's optimisation passes: most of the suite's time is
-# compiling small programs that then run once or twice, and those passes took a third of its CPU
-# time. The programs compute the same functions (no fast math either way); a result can differ in
-# its last bit where LLVM would have fused a multiply and an add, which the tolerances allow, and
-# the bit-exact checks compare two runs compiled alike (subprocesses inherit XLA_FLAGS). A GPU run
-# keeps the default, as does a caller whose XLA_FLAGS set the level.
-CPU_TEST_FLAG = "--xla_backend_optimization_level=0"
+# On a CPU-only run, XLA compiles for speed of compilation: most of the suite's time is compiling
+# small programs that then run once or twice. Without LLVM's optimisation passes (they took a third
+# of the suite's CPU time) and with the LLVM-IR fusion emitters instead of the MLIR ones (half the
+# remaining compile time of an op-suite case or a recipe train step). The programs compute the same
+# functions (no fast math either way); a result can differ in its last bits (a multiply-add LLVM
+# would have fused, another emitter's exp), which the tolerances allow, and the bit-exact checks
+# compare two runs compiled alike (subprocesses inherit XLA_FLAGS). A GPU run keeps XLA's
+# defaults, and a flag that the caller's XLA_FLAGS name is left as they set it.
+CPU_TEST_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
 
 
 def _cpu_only() -> bool:
@@ -53,9 +55,10 @@ def pytest_configure(config):
     os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
   for name, value in CACHE_EVERY_PROGRAM.items():
     os.environ.setdefault(name, value)
-  flags = os.environ.get("XLA_FLAGS", "")
-  if _cpu_only() and "--xla_backend_optimization_level" not in flags:
-    os.environ["XLA_FLAGS"] = f"{flags} {CPU_TEST_FLAG}".strip()  # subprocesses inherit it
+  if _cpu_only():
+    flags = os.environ.get("XLA_FLAGS", "")
+    extra = [f for f in CPU_TEST_FLAGS if f.split("=")[0] not in flags]
+    os.environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()  # subprocesses inherit them
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
   jax.config.update("jax_persistent_cache_min_compile_time_secs",
