@@ -96,8 +96,11 @@ def time_op(fn, make_set, bytes_per_set: float, max_rotate: int = 16) -> float:
 
 
 def rel_err(got, want) -> float:
+  """``|got - want| / |want|``; NaN for an all-zero ``want``, where it could not fail (an
+  untrained ViT's zero head made a whole model's logits zero)."""
   got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
-  return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
+  scale = np.linalg.norm(want)
+  return float(np.linalg.norm(got - want) / scale) if scale > 0 else float("nan")
 
 
 def _normal(key, shape, dtype):
