@@ -3,7 +3,7 @@ ways of holding their outputs, their device time from a profiler trace, and the 
 split and stage sweep. Tunes ``value_serial``; the committed table comes from
 ``scripts/bench_decode.py``.
 
-    python scripts/decode_diag.py --out /tmp/d --sections check,time,profile,sweep,timeline
+    python scripts/decode_diag.py --out /tmp/d --sections check,time,profile,sweep
     ncu --clock-control none -k regex:vs_ python scripts/decode_diag.py --sections ncu
 
 ``time``: every op runs on 8 rotated weight copies inside one jit (``bench_kernels.time_op``);
@@ -161,44 +161,6 @@ def probe_rows(args):
   return rows
 
 
-def timeline_rows(args):
-  """Where a block's time goes (``value_serial.pipe_timeline``, one eager launch after two warm-up
-  launches): the launch's span, the spread of block starts, and per block the prologue, the
-  main loop (warp 0), the reduction (the slowest warp) and the store, in us (each block's clock
-  calibrated by its globaltimer span), medians over blocks."""
-  rows = []
-  for (k, o), batch, splits in [((4096, 4096), 1, None), ((4096, 4096), 1, 1),
-                                ((4096, 4096), 16, None), ((8192, 8192), 1, None),
-                                ((8192, 8192), 16, None)]:
-    x, ff, sets = _operands(k, o, "2:8", batch)
-    ref = reference_nm_matmul(x, ff)
-    for kernel in args.kernels:
-      for _ in range(3):
-        y, tl = vs.pipe_timeline(x, sets[1][2], kernel=kernel, splits=splits)
-      tl = tl.astype(np.float64)
-      start, end = tl[:, 0], tl[:, 1]
-      ns_per_clock = (end - start) / np.maximum(tl[:, 6] - tl[:, 2], 1)
-      def phase(a, b, tl=tl, ns_per_clock=ns_per_clock):
-        return float(np.median((tl[:, b] - tl[:, a]) * ns_per_clock) / 1e3)
-      _, per_sm = np.unique(tl[:, 7], return_counts=True)
-      row = dict(K=k, O=o, pattern="2:8", batch=batch, kernel=kernel,
-                 splits=splits or vs.pipe_splits_for(batch, *sets[0][2].values.shape[1::-1]),
-                 blocks=len(tl), max_blocks_per_sm=int(per_sm.max()),
-                 span_us=float(end.max() - start.min()) / 1e3,
-                 start_spread_us=float(start.max() - start.min()) / 1e3,
-                 prologue_us=phase(2, 3), loop_us=phase(3, 4), reduce_us=phase(4, 5),
-                 store_us=phase(5, 6), block_us=phase(2, 6),
-                 clock_ghz=float(1.0 / np.median(ns_per_clock)), rel_err=rel_err(y, ref))
-      rows.append(row)
-      print(f"timeline {k}x{o} b{batch} {kernel} splits {row['splits']} ({row['blocks']} blocks, "
-            f"<= {row['max_blocks_per_sm']}/SM): span {row['span_us']:.1f} us, starts spread "
-            f"{row['start_spread_us']:.1f}; block {row['block_us']:.1f} = prologue "
-            f"{row['prologue_us']:.1f} + loop {row['loop_us']:.1f} + reduce "
-            f"{row['reduce_us']:.1f} + store {row['store_us']:.1f} us "
-            f"(clock {row['clock_ghz']:.2f} GHz, rel err {row['rel_err']:.1e})", flush=True)
-  return rows
-
-
 def ncu_rows(args):
   """A few launches of each native kernel at 4096^2 2:8 (run under ncu -k regex:vs_)."""
   for batch in (1, 16):
@@ -225,8 +187,7 @@ def main():
          "git_sha": _git_sha(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
   for section in args.sections.split(","):
     doc[section] = {"check": check_rows, "time": time_rows, "profile": profile_rows,
-                    "sweep": sweep_rows, "probe": probe_rows, "timeline": timeline_rows,
-                    "ncu": ncu_rows}[section](args)
+                    "sweep": sweep_rows, "probe": probe_rows, "ncu": ncu_rows}[section](args)
     with open(os.path.join(args.out, "diag.json"), "w") as f:
       json.dump(doc, f, indent=1)
 

@@ -289,8 +289,6 @@ def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
   """
   if kernel not in TILED_KERNELS:
     raise ValueError(f"kernel must be one of {TILED_KERNELS}, got {kernel!r}.")
-  if probe not in (0, 1, 2):
-    raise ValueError(f"probe must be 0, 1 or 2 (the timeline is pipe_timeline), got {probe}.")
   if kernel != "regs" and stages not in PIPE_STAGES:
     raise ValueError(f"stages must be one of {PIPE_STAGES}, got {stages}.")
   native.library("the value-serial kernel")
@@ -313,34 +311,3 @@ def tiled_matmul(x: jax.Array, t: TiledNM, *, splits: int | None = None,
   call = jax.ffi.ffi_call(target, out, vmap_method="sequential")
   y, _ = call(x, t.values, t.positions, **attrs)
   return y
-
-
-TIMELINE_FIELDS = ("start_ns", "end_ns", "clock_start", "clock_prologue", "clock_loop",
-                   "clock_reduced", "clock_end", "sm")  # vs.cu's kTimeline words, in order
-
-
-def pipe_timeline(x: jax.Array, t: TiledNM, *, kernel: str = "pipe",
-                  splits: int | None = None) -> tuple[jax.Array, np.ndarray]:
-  """Diagnostics: ``tiled_matmul(x, t, kernel=kernel)`` at 2:8 (its product, right) and the
-  per-block timeline its thread 0 records (``[blocks, 8]`` uint64, columns
-  :data:`TIMELINE_FIELDS`: globaltimer ns at entry and exit, ``clock64`` at entry, after the
-  prologue, after warp 0's last step, after the block's reduction, at exit, and the SM id).
-  Eager (not under ``jit``): the timeline comes back to the host."""
-  if kernel not in ("pipe", "bulk") or str(t.pattern) != "2:8":
-    raise ValueError(f"The timeline probe runs kernel 'pipe' or 'bulk' at 2:8, not {kernel!r} "
-                     f"at {t.pattern}.")
-  native.library("the value-serial kernel")
-  batch, _ = x.shape
-  ot, kt = t.values.shape[:2]
-  splits = splits or pipe_splits_for(batch, kt, ot)
-  if splits > MAX_CLUSTER:
-    raise ValueError(f"The timeline probe runs up to {MAX_CLUSTER} slices, not {splits}.")
-  rows = 8 if batch <= 8 else 16
-  blocks = ot * TILE_O // BLOCK_O * splits * -(-batch // rows)
-  out = (jax.ShapeDtypeStruct((batch, t.shape[1]), jnp.bfloat16),
-         jax.ShapeDtypeStruct((blocks * len(TIMELINE_FIELDS) * 8,), jnp.uint8))
-  call = jax.ffi.ffi_call("nms_vs_pipe_matmul", out, vmap_method="sequential")
-  y, raw = call(x, t.values, t.positions, n=np.int64(2), m=np.int64(8), splits=np.int64(splits),
-                stages=np.int64(0), probe=np.int64(3), bulk=np.int64(kernel == "bulk"))
-  table = np.asarray(raw).view(np.uint64).reshape(blocks, len(TIMELINE_FIELDS))
-  return y, table

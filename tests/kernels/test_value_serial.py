@@ -124,31 +124,6 @@ def test_tiled_kernel_arguments_are_checked():
     vs.tiled_matmul(x, t, kernel="pipe", stages=1)
 
 
-def test_timeline_probe_arguments_are_checked():
-  x, ff = _operands(2, 64, 64, "2:4")
-  t = vs.prepare(ff)
-  with pytest.raises(ValueError, match="probe must be 0, 1 or 2"):
-    vs.tiled_matmul(x, t, probe=3)
-  with pytest.raises(ValueError, match="at 2:8"):
-    vs.pipe_timeline(x, t)
-
-
-@needs_native
-@pytest.mark.parametrize("kernel", ["pipe", "bulk"])
-@pytest.mark.parametrize("batch,splits", [(1, None), (1, 1), (16, 3)])
-def test_pipe_timeline_computes_the_product_and_orders_its_stamps(kernel, batch, splits):
-  x, ff = _operands(batch, 2048, 256, "2:8", seed=batch)
-  t = vs.prepare(ff)
-  y, tl = vs.pipe_timeline(x, t, kernel=kernel, splits=splits)
-  assert_close(y, np.asarray(reference_nm_matmul(x, ff), np.float32), jnp.bfloat16, 2048)
-  sp = splits or vs.pipe_splits_for(batch, t.values.shape[1], t.values.shape[0])
-  assert tl.shape == (256 // vs.BLOCK_O * sp * (1 if batch <= 8 else -(-batch // 16)), 8)
-  assert (tl[:, 1] >= tl[:, 0]).all()  # globaltimer: exit after entry
-  clocks = tl[:, 2:7].astype(np.int64)
-  assert (np.diff(clocks, axis=1) >= 0).all()  # entry <= prologue <= loop <= reduced <= exit
-  assert (tl[:, 7] < 1024).all()  # SM ids
-
-
 def test_tiled_refuses_what_it_cannot_decode():
   x, ff = _operands(2, 64, 32, "4:8")
   assert "N <= 2" in vs.tiled_unsupported(x.dtype, ff)

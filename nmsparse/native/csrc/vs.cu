@@ -816,31 +816,12 @@ __device__ __forceinline__ void PipeEntryFields(int e, int& h, int& r, uint32_t&
   else r = e >> 2, fields = e & 3;
 }
 
-__device__ __forceinline__ uint64_t GlobalTimer() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
-  return t;
-}
-__device__ __forceinline__ uint32_t SmId() {
-  uint32_t id;
-  asm volatile("mov.u32 %0, %%smid;" : "=r"(id));
-  return id;
-}
-
-// PROBE == 3 (timeline): the full product, and thread 0 of each block writes kTimeline words to
-// timeline[block]: globaltimer at entry and exit, clock64 at entry, after the prologue (decode
-// table and first loads issued, __syncthreads), after warp 0's last step, after the block's
-// atomics (__syncthreads: its slowest warp), at exit, and the SM id.
-constexpr int kTimeline = 8;
-
 template <int N, int M, int NT, int ST, bool BULK, int PROBE = 0>
 __global__ void __launch_bounds__(kPipeWarps * 32)
 vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restrict__ values,
                const unsigned char* __restrict__ positions, float* __restrict__ partial,
                __nv_bfloat16* __restrict__ y, int B, int K, int O, int KT, int steps_per_split,
-               bool clustered, unsigned long long* __restrict__ timeline) {
-  unsigned long long tl[kTimeline] = {};
-  if (PROBE == 3 && threadIdx.x == 0) tl[0] = GlobalTimer(), tl[2] = clock64();
+               bool clustered) {
   using P = Pipe<N, M, NT>;
   using S = Slice<N, M>;
   constexpr int R = P::R;
@@ -969,7 +950,6 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
   }
   for (int i = threadIdx.x; i < R * kCols; i += blockDim.x) tot[i] = 0.f;
   __syncthreads();
-  if (PROBE == 3 && threadIdx.x == 0) tl[3] = clock64();
   const uint32_t* lut_lane = lut + lane;
 
   float acc[kBlockTiles][NT][4];
@@ -1024,7 +1004,7 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
           frag[r] = __byte_perm(word[r], 0u, sel);
           frag[r + 2] = __byte_perm(word[r], 0u, sel >> 16);
         }
-        if (PROBE == 0 || PROBE == 3) {
+        if (PROBE == 0) {
 #pragma unroll
           for (int n = 0; n < NT; ++n)
             Mma(acc[a][n], frag[0], frag[1], frag[2], frag[3], bx[n][0], bx[n][1]);
@@ -1042,7 +1022,6 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
     }
   }
   if constexpr (!BULK) CpAsyncWait<0>();
-  if (PROBE == 3 && threadIdx.x == 0) tl[4] = clock64();
 
 #pragma unroll
   for (int a = 0; a < kBlockTiles; ++a)
@@ -1054,22 +1033,13 @@ vs_pipe_kernel(const __nv_bfloat16* __restrict__ x, const unsigned char* __restr
         atomicAdd(tot + b * kCols + o, acc[a][n][c]);
       }
   __syncthreads();
-  if (PROBE == 3 && threadIdx.x == 0) tl[5] = clock64();
   StoreBlock<R>(tot, clustered, b0, ot0 * kTileO, B, O, split, partial, y);
-  if (PROBE == 3 && threadIdx.x == 0) {
-    tl[6] = clock64(), tl[1] = GlobalTimer(), tl[7] = SmId();
-    const int64_t yz = blockIdx.y + static_cast<int64_t>(gridDim.y) * blockIdx.z;
-    const int64_t block = blockIdx.x + static_cast<int64_t>(gridDim.x) * yz;
-#pragma unroll
-    for (int w = 0; w < kTimeline; ++w) timeline[block * kTimeline + w] = tl[w];
-  }
 }
 
 template <int N, int M, int NT, int ST, bool BULK, int PROBE = 0>
 cudaError_t LaunchPipe(cudaStream_t stream, const __nv_bfloat16* x, const unsigned char* values,
                        const unsigned char* positions, float* partial, __nv_bfloat16* y, int B,
-                       int K, int O, int OT, int KT, int splits,
-                       unsigned long long* timeline) {
+                       int K, int O, int OT, int KT, int splits) {
   using P = Pipe<N, M, NT>;
   const int steps = KT / kStepTiles;
   const int steps_per_split = (steps + splits - 1) / splits;
@@ -1079,7 +1049,7 @@ cudaError_t LaunchPipe(cudaStream_t stream, const __nv_bfloat16* x, const unsign
   cudaError_t e = LaunchMaybeClustered(vs_pipe_kernel<N, M, NT, ST, BULK, PROBE>, grid,
                                        kPipeWarps * 32, smem, stream, clustered, x, values,
                                        positions, partial, y, B, K, O, KT, steps_per_split,
-                                       clustered, timeline);
+                                       clustered);
   if (e != cudaSuccess || splits == 1 || clustered) return e;
   const int64_t size = static_cast<int64_t>(B) * O;
   const int threads = 256;
@@ -1108,21 +1078,17 @@ int PipeStages(int B, int stages) {
 template <int N, int M, int NT, bool BULK>
 cudaError_t PipeLaunchStages(cudaStream_t s, int st, int probe, const __nv_bfloat16* x,
                              const unsigned char* v, const unsigned char* p, float* part,
-                             __nv_bfloat16* y, int B, int K, int O, int OT, int KT, int splits,
-                             unsigned long long* tl) {
-  if constexpr (N == 2 && M == 8) {  // the probes: 2:8 at a ring of 4
+                             __nv_bfloat16* y, int B, int K, int O, int OT, int KT, int splits) {
+  if constexpr (N == 2 && M == 8) {
     if (probe == 1)
-      return LaunchPipe<N, M, NT, 4, BULK, 1>(s, x, v, p, part, y, B, K, O, OT, KT, splits, tl);
+      return LaunchPipe<N, M, NT, 4, BULK, 1>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
     if (probe == 2)
-      return LaunchPipe<N, M, NT, 4, BULK, 2>(s, x, v, p, part, y, B, K, O, OT, KT, splits, tl);
-    if (probe == 3)
-      return LaunchPipe<N, M, NT, 4, BULK, 3>(s, x, v, p, part, y, B, K, O, OT, KT, splits, tl);
+      return LaunchPipe<N, M, NT, 4, BULK, 2>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
   }
   switch (st) {
-    case 2: return LaunchPipe<N, M, NT, 2, BULK>(s, x, v, p, part, y, B, K, O, OT, KT, splits, tl);
-    case 3: return LaunchPipe<N, M, NT, 3, BULK>(s, x, v, p, part, y, B, K, O, OT, KT, splits, tl);
-    default:
-      return LaunchPipe<N, M, NT, 4, BULK>(s, x, v, p, part, y, B, K, O, OT, KT, splits, tl);
+    case 2: return LaunchPipe<N, M, NT, 2, BULK>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+    case 3: return LaunchPipe<N, M, NT, 3, BULK>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
+    default: return LaunchPipe<N, M, NT, 4, BULK>(s, x, v, p, part, y, B, K, O, OT, KT, splits);
   }
 }
 
@@ -1130,13 +1096,13 @@ template <int N, int M>
 cudaError_t PipeBatch(cudaStream_t s, int stages, int probe, bool bulk, int* chosen,
                       const __nv_bfloat16* x, const unsigned char* v, const unsigned char* p,
                       float* part, __nv_bfloat16* y, int B, int K, int O, int OT, int KT,
-                      int splits, unsigned long long* tl) {
+                      int splits) {
   const bool small = B <= 8;
   *chosen = small ? PipeStages<N, M, 1>(B, stages) : PipeStages<N, M, 2>(B, stages);
   if (*chosen == 0) return cudaSuccess;
   const int c = *chosen;
   const auto go = [&](auto launch) {
-    return launch(s, c, probe, x, v, p, part, y, B, K, O, OT, KT, splits, tl);
+    return launch(s, c, probe, x, v, p, part, y, B, K, O, OT, KT, splits);
   };
   if (small)
     return bulk ? go(PipeLaunchStages<N, M, 1, true>) : go(PipeLaunchStages<N, M, 1, false>);
@@ -1172,20 +1138,10 @@ ffi::Error VsPipeImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
   const int ot = static_cast<int>(OT), kt = static_cast<int>(KT), sp = static_cast<int>(splits);
   const int st = static_cast<int>(stages), pr = static_cast<int>(probe);
   const bool bk = bulk != 0;
-  unsigned long long* tl = nullptr;  // probe 3: the timeline, in the partials buffer
-  if (probe == 3) {
-    const int64_t rows = B <= 8 ? 8 : 16;  // a block's batch rows (NT * 8)
-    const int64_t need = OT / kBlockTiles * splits * ((B + rows - 1) / rows) * kTimeline * 8;
-    if (!(n == 2 && m == 8) || splits > kMaxCluster ||
-        partial->size_bytes() < static_cast<size_t>(need))
-      return ffi::Error::InvalidArgument("nms_vs_pipe_matmul: the timeline probe runs 2:8 at up "
-                                         "to 8 slices with a partials buffer of its size");
-    tl = reinterpret_cast<unsigned long long*>(partial->untyped_data());
-  }
   int chosen = 0;
   cudaError_t e;
   const auto go = [&](auto batch) {
-    return batch(stream, st, pr, bk, &chosen, xp, vp, pp, part, yp, b, k, o, ot, kt, sp, tl);
+    return batch(stream, st, pr, bk, &chosen, xp, vp, pp, part, yp, b, k, o, ot, kt, sp);
   };
   if (m == 4)
     e = n == 1 ? go(PipeBatch<1, 4>) : go(PipeBatch<2, 4>);
