@@ -1,6 +1,7 @@
 """Issue 10's diagnostics (one GPU, one process): the small-batch kernels' wall time per op under two
 ways of holding their outputs, their device time from a profiler trace, and the pipelined kernel's
-split and stage sweep. Tunes ``value_serial``; the committed table comes from
+split and stage sweep, and the CUDA-core kernel's unroll and split sweep (``unroll``). Tunes
+``value_serial``; the committed table comes from
 ``scripts/bench_decode.py``.
 
     python scripts/decode_diag.py --out /tmp/d --sections check,time,profile,sweep
@@ -139,6 +140,32 @@ def sweep_rows(args):
   return rows
 
 
+def unroll_rows(args):
+  """The CUDA-core kernel at each built unroll and a range of split counts, against dense, at the
+  products issue 10's targets name (K, O >= 4096) at 1 and 4 rows."""
+  rows = []
+  shapes = [(4096, 4096), (8192, 8192), (4096, 11008), (11008, 4096)]
+  for (k, o), pattern, batch in [(s, p, b) for s in shapes for p in ("2:8", "2:4", "1:8")
+                                 for b in (1, 4)]:
+    x, ff, sets = _operands(k, o, pattern, batch)
+    dense = time_stacked(lambda x, w: x @ w, x, [s[1] for s in sets]) * 1e3
+    default = vs.splits_for(batch, k, o, ff.pattern.m)
+    best = (np.inf, None)
+    for unroll in (4, 8, 16):
+      if not vs.unroll_built(batch, ff.pattern, unroll):
+        continue
+      for splits in sorted({default, 4, 8, 16}):
+        fn = lambda x, s, sp=splits, u=unroll: vs.vs_matmul(x, s, splits=sp, unroll=u)  # noqa: E731
+        us = time_stacked(fn, x, [s[0] for s in sets]) * 1e3
+        rows.append(dict(K=k, O=o, pattern=pattern, batch=batch, kernel="fma", unroll=unroll,
+                         splits=splits, default_splits=default, stack_us=us, dense_us=dense))
+        if us < best[0]:
+          best = (us, (unroll, splits))
+    print(f"unroll {k}x{o} {pattern} b{batch}: dense {dense:6.1f} us, best fma {best[0]:6.1f} us "
+          f"at unroll/splits {best[1]} ({dense / best[0]:.2f}x)", flush=True)
+  return rows
+
+
 def probe_rows(args):
   """The pipelined kernels at 2:8 in full, without its MMA (probe 1), and without its decode too
   (probe 2), at its default split count, one slice, and 16 slices (partials, no cluster)."""
@@ -187,7 +214,8 @@ def main():
          "git_sha": _git_sha(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
   for section in args.sections.split(","):
     doc[section] = {"check": check_rows, "time": time_rows, "profile": profile_rows,
-                    "sweep": sweep_rows, "probe": probe_rows, "ncu": ncu_rows}[section](args)
+                    "sweep": sweep_rows, "probe": probe_rows, "ncu": ncu_rows,
+                    "unroll": unroll_rows}[section](args)
     with open(os.path.join(args.out, "diag.json"), "w") as f:
       json.dump(doc, f, indent=1)
 

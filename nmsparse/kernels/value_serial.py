@@ -39,6 +39,7 @@ MAX_BATCH_TILE = 16  # batch rows of one block; more rows run as more tiles
 TARGET_BLOCKS = 4 * 132  # enough resident blocks to keep an H100/H200's 132 SMs' loads in flight
 SMEM_X_BYTES = 64 * 1024  # the staged activation slice of one block stays below this
 MAX_CLUSTER = 8  # up to this many slices run as one cluster, summed in distributed shared memory
+UNROLL = 4  # position-byte rows per batch of one warp's loads, by default (vs.cu's kUnroll)
 
 
 def _partials_bytes(splits: int, batch: int, o: int) -> int:
@@ -82,13 +83,25 @@ def unsupported(x_dtype, ff: PackedNM) -> str | None:
   return None
 
 
-def vs_matmul(x: jax.Array, ff: PackedNM, *, splits: int | None = None) -> jax.Array:
+def unroll_built(batch: int, pattern: NMPattern, unroll: int) -> bool:
+  """Whether the kernel is built with ``unroll`` byte rows per batch of loads for this product
+  (vs.cu's ``UnrollBuilt``): :data:`UNROLL` always; 8 and 16 for batch tiles of at most 4 rows
+  where the batch's registers, ``N (Q + 1) unroll`` words (Q fields per byte), stay within 96."""
+  q = fields_per_byte(pattern.m)
+  return unroll == UNROLL or (unroll in (8, 16) and batch_tile(batch) <= 4
+                              and pattern.n * (q + 1) * unroll <= 96)
+
+
+def vs_matmul(x: jax.Array, ff: PackedNM, *, splits: int | None = None,
+              unroll: int | None = None) -> jax.Array:
   """``x @ unpack(ff)`` reading only the packed operand (the native kernel).
 
   Args:
     x: ``[B, K]`` bf16 activations.
     ff: packed bf16 ``[K, O]`` operand grouped along ``K``.
     splits: reduction slices (default :func:`splits_for`).
+    unroll: byte rows per batch of each warp's loads (default :data:`UNROLL`; the others
+      :func:`unroll_built` lists).
 
   Returns:
     ``[B, O]`` bf16 (float32 accumulation).
@@ -106,11 +119,15 @@ def vs_matmul(x: jax.Array, ff: PackedNM, *, splits: int | None = None) -> jax.A
     raise ValueError(f"Activation {x.shape} does not match the packed operand {ff.shape}.")
   o = ff.shape[1]
   splits = splits or splits_for(batch, k, o, ff.pattern.m)
+  unroll = unroll or UNROLL
+  if not unroll_built(batch, ff.pattern, unroll):
+    raise ValueError(f"vs_matmul is not built with unroll {unroll} for {ff.pattern} at "
+                     f"{batch} rows (unroll_built says which are).")
   out = (jax.ShapeDtypeStruct((batch, o), jnp.bfloat16),
          jax.ShapeDtypeStruct((_partials_bytes(splits, batch, o),), jnp.uint8))
   call = jax.ffi.ffi_call("nms_vs_matmul", out, vmap_method="sequential")
   y, _ = call(x, ff.values, ff.positions, n=np.int64(ff.pattern.n), m=np.int64(ff.pattern.m),
-              splits=np.int64(splits))
+              splits=np.int64(splits), unroll=np.int64(unroll))
   return y
 
 

@@ -12,6 +12,7 @@ from nmsparse.kernels import reference_nm_matmul
 from nmsparse.kernels import value_serial as vs
 from nmsparse.pack import fields_per_byte, pack_nm
 from nmsparse.testing.tolerance import assert_close
+from nmsparse.types import NMPattern
 
 needs_native = pytest.mark.skipif(native.status() is not None,
                                   reason=f"native kernel unavailable: {native.status()}")
@@ -86,6 +87,38 @@ def test_any_split_count_gives_the_same_product(splits):
   x, ff = _operands(16, 4096, 256, "2:8")
   ref = np.asarray(reference_nm_matmul(x, ff), np.float32)
   assert_close(vs.vs_matmul(x, ff, splits=splits), ref, jnp.bfloat16, 4096, f"splits {splits}")
+
+
+def test_unroll_built_mirrors_the_kernels_rule():
+  """The default everywhere; 8 and 16 only for tiles of <= 4 rows within 96 batch registers."""
+  p28, p24, p48 = (NMPattern.parse(p) for p in ("2:8", "2:4", "4:8"))
+  assert all(vs.unroll_built(b, p, vs.UNROLL) for b in (1, 16, 64) for p in (p28, p24, p48))
+  assert vs.unroll_built(1, p28, 16) and vs.unroll_built(4, p28, 8)  # 2 * 3 * 16 = 96 words
+  assert not vs.unroll_built(8, p28, 8)  # an 8-row tile
+  assert vs.unroll_built(3, p24, 8) and not vs.unroll_built(3, p24, 16)  # 2 * 5 * 16 = 160
+  assert not vs.unroll_built(1, p48, 16) and not vs.unroll_built(1, p28, 6)
+
+
+@needs_native
+def test_an_unbuilt_unroll_is_refused():
+  x, ff = _operands(8, 256, 128, "2:8")
+  with pytest.raises(ValueError, match="not built with unroll 8"):
+    vs.vs_matmul(x, ff, unroll=8)
+
+
+@needs_native
+@pytest.mark.parametrize("pattern", ["1:4", "2:4", "1:8", "2:8", "4:8"])
+@pytest.mark.parametrize("unroll", [8, 16])
+@pytest.mark.parametrize("batch,k,o,splits", [(1, 4096, 256, None), (3, 4096, 130, 3),
+                                              (4, 1000, 192, 12), (2, 40, 100, 1)])
+def test_every_built_unroll_gives_the_same_product(pattern, unroll, batch, k, o, splits):
+  """Batches of 8 and 16 rows per warp: full and ragged slices, odd widths, partial sums."""
+  x, ff = _operands(batch, k, o, pattern, seed=unroll + batch)
+  if not vs.unroll_built(batch, ff.pattern, unroll):
+    pytest.skip(f"unroll {unroll} is not built for {pattern} at {batch} rows (too many registers)")
+  ref = np.asarray(reference_nm_matmul(x, ff), np.float32)
+  assert_close(vs.vs_matmul(x, ff, splits=splits, unroll=unroll), ref, jnp.bfloat16, k,
+               f"{pattern} unroll {unroll} batch {batch} {k}x{o} splits {splits}")
 
 
 @needs_native

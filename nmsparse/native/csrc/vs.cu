@@ -12,14 +12,15 @@
 // position-byte rows in turn. The slice of x the block needs is staged once in shared memory as
 // [k][BT] (BT batch rows contiguous), so the decode of one kept value is a shift and a mask, and its
 // BT multiplicands are one vector gather. Decoded weights never leave registers: each kept value is
-// multiplied where it was loaded. The loads of UNROLL byte rows are issued before any is used, so
-// enough bytes are in flight to cover HBM latency. Warps reduce through shared memory; up to 8
+// multiplied where it was loaded. The loads of U byte rows (the unroll, 4 by default) are issued
+// before any is used, so enough bytes are in flight to cover HBM latency; the first batch is
+// issued before x is staged, and each next one as soon as the previous one is used. Warps reduce through shared memory; up to 8
 // slices run as one thread-block cluster and are summed over distributed shared memory (one
 // launch); more slices write fp32 partials [S, B, O] that a second kernel sums (StoreBlock).
 //
 // Handlers (attributes n, m: the pattern; splits: S, chosen by the Python wrapper):
 //   nms_vs_matmul        x, values, positions -> y, partials (S*B*O fp32 beyond 8 slices, else
-//                        1 byte)
+//                        1 byte); attribute unroll: U (0: the default; UnrollBuilt says which)
 //   nms_vs_tiled_matmul  the tensor-core kernel on a prepare-d operand (below), same outputs;
 //                        nms_vs_tiled_matmul_nocb is it without the command-buffer trait.
 // Measured on an H200: benchmarks/h200_decode.md.
@@ -43,7 +44,14 @@ namespace {
 
 constexpr int kWarps = 4;     // warps per block (each takes every kWarps-th byte row)
 constexpr int kCols = 64;     // output columns per block
-constexpr int kUnroll = 4;    // byte rows whose loads are in flight together, per warp
+constexpr int kUnroll = 4;    // default byte rows whose loads are in flight together, per warp
+
+// Whether vs_fwd_kernel is built with U byte rows per batch of loads for this tile and pattern:
+// the default, and 8 or 16 where the batch's registers (N (Q + 1) U words) stay within 96 and
+// the tile has at most 4 batch rows (more rows' accumulators leave no room).
+constexpr bool UnrollBuilt(int bt, int n, int bits, int u) {
+  return u == kUnroll || ((u == 8 || u == 16) && bt <= 4 && n * (8 / bits + 1) * u <= 96);
+}
 constexpr int kMaxCluster = 8;  // reduction slices summed through distributed shared memory
 
 // How a block's totals tot[b][o] (R batch rows x 64 columns, fp32, in shared memory) reach y:
@@ -172,7 +180,7 @@ struct XVec<16> {
 
 // One block: columns [c_blk, c_blk + 64), byte rows [r0, r1) of the positions, batch rows
 // [b0, b0 + BT). Shared memory: x slice [(r1 - r0) * q * M][BT] bf16, then the warp partials.
-template <int BT, int N, int BITS>
+template <int BT, int N, int BITS, int U>
 __global__ void __launch_bounds__(kWarps * 32)
 vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ values,
               const uint8_t* __restrict__ positions, float* __restrict__ partial,
@@ -192,6 +200,82 @@ vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restri
   const int k0 = r0 * Q * M;
   const int kspan = max(0, r1 - r0) * Q * M;  // may run past K in the padding groups: zeros there
 
+  float acc0[BT], acc1[BT];
+#pragma unroll
+  for (int b = 0; b < BT; ++b) acc0[b] = acc1[b] = 0.f;
+
+  const bool pair = c + 1 < O;
+  const bool vec = pair && (O % 2 == 0);  // 4-byte aligned value pairs
+  const bool active = c < O;
+  constexpr int kStep = kWarps * U;  // byte rows of the block per batch of this warp's loads
+  uint32_t vbits[U][N][Q];  // two bf16 values (columns c, c + 1) per entry
+  uint32_t pbits[U][N];     // position bytes of columns c (low) and c + 1 (high)
+  // Issues the loads of byte rows rb, rb + kWarps, .. (U of them) into vbits / pbits.
+  const auto load = [&](int rb) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int r = rb + u * kWarps;
+      const bool live = r < r1;
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+        const int64_t prow = (static_cast<int64_t>(j) * Gq + r) * O + c;
+        uint32_t p = 0;
+        if (live) {
+          if (vec) {
+            p = __ldg(reinterpret_cast<const unsigned short*>(positions + prow));
+          } else {
+            p = positions[prow];
+            if (pair) p |= static_cast<uint32_t>(positions[prow + 1]) << 8;
+          }
+        }
+        pbits[u][j] = p;
+#pragma unroll
+        for (int t = 0; t < Q; ++t) {
+          const int64_t vrow = (static_cast<int64_t>(j) * Gp + r * Q + t) * O + c;
+          uint32_t v = 0;
+          if (live) {
+            if (vec) {
+              v = __ldg(reinterpret_cast<const unsigned int*>(values + vrow));
+            } else {
+              v = __bfloat16_as_ushort(values[vrow]);
+              if (pair) v |= static_cast<uint32_t>(__bfloat16_as_ushort(values[vrow + 1])) << 16;
+            }
+          }
+          vbits[u][j][t] = v;
+        }
+      }
+    }
+  };
+  // Multiplies the loaded rows rb, rb + kWarps, .. into the accumulators.
+  const auto use = [&](int rb) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int r = rb + u * kWarps;
+      if (r >= r1) break;
+#pragma unroll
+      for (int j = 0; j < N; ++j) {
+#pragma unroll
+        for (int t = 0; t < Q; ++t) {
+          const int kbase = ((r - r0) * Q + t) * M;
+          const int p0 = (pbits[u][j] >> (t * BITS)) & kMask;
+          const int p1 = (pbits[u][j] >> (8 + t * BITS)) & kMask;
+          const float v0 = __uint_as_float(vbits[u][j][t] << 16);
+          const float v1 = __uint_as_float(vbits[u][j][t] & 0xffff0000u);
+          float xv[BT];
+          XVec<BT>::load(xs + (kbase + p0) * BT, xv);
+#pragma unroll
+          for (int b = 0; b < BT; ++b) acc0[b] = fmaf(v0, xv[b], acc0[b]);
+          XVec<BT>::load(xs + (kbase + p1) * BT, xv);
+#pragma unroll
+          for (int b = 0; b < BT; ++b) acc1[b] = fmaf(v1, xv[b], acc1[b]);
+        }
+      }
+    }
+  };
+  // The first batch is in flight before x is staged (the weights do not wait for x), so the two
+  // HBM round trips overlap; each later batch is issued as soon as the previous one is used.
+  if (active) load(r0 + warp);
+
   // Stage x[b0 : b0 + BT, k0 : k0 + kspan] as xs[k][b] (rows past B, columns past K: zeros), in
   // chunks of 8 k (16 bytes), kStage chunks per thread in flight. Consecutive threads take
   // consecutive batch rows of one chunk, so their 2-byte stores land in consecutive banks.
@@ -199,7 +283,7 @@ vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restri
     constexpr int kStage = 8;
     const int chunks = (kspan + 7) / 8;
     const int total = BT * chunks;
-    const bool vec = ((K | k0) & 7) == 0;
+    const bool xvec = ((K | k0) & 7) == 0;
     for (int base = threadIdx.x; base < total; base += blockDim.x * kStage) {
       uint4 buf[kStage];
 #pragma unroll
@@ -210,7 +294,7 @@ vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restri
         buf[u] = make_uint4(0, 0, 0, 0);
         if (i < total && gb < B) {
           const __nv_bfloat16* src = x + static_cast<int64_t>(gb) * K + gk;
-          if (vec && gk + 8 <= K) {
+          if (xvec && gk + 8 <= K) {
             buf[u] = __ldg(reinterpret_cast<const uint4*>(src));
           } else {
             __nv_bfloat16* e = reinterpret_cast<__nv_bfloat16*>(&buf[u]);
@@ -236,72 +320,10 @@ vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restri
   }
   __syncthreads();
 
-  float acc0[BT], acc1[BT];
-#pragma unroll
-  for (int b = 0; b < BT; ++b) acc0[b] = acc1[b] = 0.f;
-
-  const bool pair = c + 1 < O;
-  const bool vec = pair && (O % 2 == 0);  // 4-byte aligned value pairs
-  if (c < O) {
-    for (int rb = r0 + warp; rb < r1; rb += kWarps * kUnroll) {
-      uint32_t vbits[kUnroll][N][Q];  // two bf16 values (columns c, c + 1) per entry
-      uint32_t pbits[kUnroll][N];     // position bytes of columns c (low) and c + 1 (high)
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int r = rb + u * kWarps;
-        const bool live = r < r1;
-#pragma unroll
-        for (int j = 0; j < N; ++j) {
-          const int64_t prow = (static_cast<int64_t>(j) * Gq + r) * O + c;
-          uint32_t p = 0;
-          if (live) {
-            if (vec) {
-              p = __ldg(reinterpret_cast<const unsigned short*>(positions + prow));
-            } else {
-              p = positions[prow];
-              if (pair) p |= static_cast<uint32_t>(positions[prow + 1]) << 8;
-            }
-          }
-          pbits[u][j] = p;
-#pragma unroll
-          for (int t = 0; t < Q; ++t) {
-            const int64_t vrow = (static_cast<int64_t>(j) * Gp + r * Q + t) * O + c;
-            uint32_t v = 0;
-            if (live) {
-              if (vec) {
-                v = __ldg(reinterpret_cast<const unsigned int*>(values + vrow));
-              } else {
-                v = __bfloat16_as_ushort(values[vrow]);
-                if (pair) v |= static_cast<uint32_t>(__bfloat16_as_ushort(values[vrow + 1])) << 16;
-              }
-            }
-            vbits[u][j][t] = v;
-          }
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int r = rb + u * kWarps;
-        if (r >= r1) break;
-#pragma unroll
-        for (int j = 0; j < N; ++j) {
-#pragma unroll
-          for (int t = 0; t < Q; ++t) {
-            const int kbase = ((r - r0) * Q + t) * M;
-            const int p0 = (pbits[u][j] >> (t * BITS)) & kMask;
-            const int p1 = (pbits[u][j] >> (8 + t * BITS)) & kMask;
-            const float v0 = __uint_as_float(vbits[u][j][t] << 16);
-            const float v1 = __uint_as_float(vbits[u][j][t] & 0xffff0000u);
-            float xv[BT];
-            XVec<BT>::load(xs + (kbase + p0) * BT, xv);
-#pragma unroll
-            for (int b = 0; b < BT; ++b) acc0[b] = fmaf(v0, xv[b], acc0[b]);
-            XVec<BT>::load(xs + (kbase + p1) * BT, xv);
-#pragma unroll
-            for (int b = 0; b < BT; ++b) acc1[b] = fmaf(v1, xv[b], acc1[b]);
-          }
-        }
-      }
+  if (active) {
+    for (int rb = r0 + warp; rb < r1; rb += kStep) {
+      use(rb);
+      if (rb + kStep < r1) load(rb + kStep);
     }
   }
 
@@ -350,7 +372,7 @@ size_t SmemBytes(int bt, int kspan) {
          static_cast<size_t>(kWarps) * bt * kCols * sizeof(float);
 }
 
-template <int BT, int N, int BITS>
+template <int BT, int N, int BITS, int U>
 cudaError_t LaunchFwd(cudaStream_t stream, const __nv_bfloat16* x, const __nv_bfloat16* values,
                       const uint8_t* positions, float* partial, __nv_bfloat16* y, int B, int K,
                       int O, int M, int Gp, int Gq, int splits) {
@@ -359,8 +381,8 @@ cudaError_t LaunchFwd(cudaStream_t stream, const __nv_bfloat16* x, const __nv_bf
   const size_t smem = SmemBytes(BT, rows_per_split * Q * M);
   dim3 grid((O + kCols - 1) / kCols, splits, (B + BT - 1) / BT);
   const bool clustered = splits > 1 && splits <= kMaxCluster;
-  cudaError_t e = LaunchMaybeClustered(vs_fwd_kernel<BT, N, BITS>, grid, kWarps * 32, smem, stream,
-                                       clustered,
+  cudaError_t e = LaunchMaybeClustered(vs_fwd_kernel<BT, N, BITS, U>, grid, kWarps * 32, smem,
+                                       stream, clustered,
                                        x, values, positions, partial, y, B, K, O, M, Gp, Gq,
                                        rows_per_split, clustered);
   if (e != cudaSuccess || splits == 1 || clustered) return e;
@@ -371,35 +393,51 @@ cudaError_t LaunchFwd(cudaStream_t stream, const __nv_bfloat16* x, const __nv_bf
   return cudaGetLastError();
 }
 
+// LaunchFwd at the unroll u (UnrollBuilt; the handler has checked it).
+template <int BT, int N, int BITS>
+cudaError_t LaunchUnroll(cudaStream_t s, int u, const __nv_bfloat16* x, const __nv_bfloat16* v,
+                         const uint8_t* p, float* part, __nv_bfloat16* y, int B, int K, int O,
+                         int M, int Gp, int Gq, int splits) {
+  if constexpr (UnrollBuilt(BT, N, BITS, 8))
+    if (u == 8) return LaunchFwd<BT, N, BITS, 8>(s, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
+  if constexpr (UnrollBuilt(BT, N, BITS, 16))
+    if (u == 16)
+      return LaunchFwd<BT, N, BITS, 16>(s, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
+  return LaunchFwd<BT, N, BITS, kUnroll>(s, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
+}
+
 template <int N, int BITS>
-cudaError_t DispatchBatch(cudaStream_t s, int bt, const __nv_bfloat16* x, const __nv_bfloat16* v,
-                          const uint8_t* p, float* part, __nv_bfloat16* y, int B, int K, int O,
-                          int M, int Gp, int Gq, int splits) {
+cudaError_t DispatchBatch(cudaStream_t s, int bt, int u, const __nv_bfloat16* x,
+                          const __nv_bfloat16* v, const uint8_t* p, float* part,
+                          __nv_bfloat16* y, int B, int K, int O, int M, int Gp, int Gq,
+                          int splits) {
   switch (bt) {
-    case 1: return LaunchFwd<1, N, BITS>(s, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
-    case 2: return LaunchFwd<2, N, BITS>(s, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
-    case 4: return LaunchFwd<4, N, BITS>(s, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
-    case 8: return LaunchFwd<8, N, BITS>(s, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
-    default: return LaunchFwd<16, N, BITS>(s, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
+    case 1: return LaunchUnroll<1, N, BITS>(s, u, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
+    case 2: return LaunchUnroll<2, N, BITS>(s, u, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
+    case 4: return LaunchUnroll<4, N, BITS>(s, u, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
+    case 8: return LaunchUnroll<8, N, BITS>(s, u, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
+    default:
+      return LaunchUnroll<16, N, BITS>(s, u, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
   }
 }
 
 template <int BITS>
-cudaError_t DispatchN(cudaStream_t s, int n, int bt, const __nv_bfloat16* x,
+cudaError_t DispatchN(cudaStream_t s, int n, int bt, int u, const __nv_bfloat16* x,
                       const __nv_bfloat16* v, const uint8_t* p, float* part, __nv_bfloat16* y,
                       int B, int K, int O, int M, int Gp, int Gq, int splits) {
   switch (n) {
-    case 1: return DispatchBatch<1, BITS>(s, bt, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
-    case 2: return DispatchBatch<2, BITS>(s, bt, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
-    case 3: return DispatchBatch<3, BITS>(s, bt, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
-    default: return DispatchBatch<4, BITS>(s, bt, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
+    case 1: return DispatchBatch<1, BITS>(s, bt, u, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
+    case 2: return DispatchBatch<2, BITS>(s, bt, u, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
+    case 3: return DispatchBatch<3, BITS>(s, bt, u, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
+    default:
+      return DispatchBatch<4, BITS>(s, bt, u, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
   }
 }
 
 ffi::Error VsMatmulImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
                         ffi::Buffer<ffi::BF16> values, ffi::Buffer<ffi::U8> positions,
                         ffi::Result<ffi::Buffer<ffi::BF16>> y, ffi::Result<ffi::AnyBuffer> partial,
-                        int64_t n, int64_t m, int64_t splits) {
+                        int64_t n, int64_t m, int64_t splits, int64_t unroll) {
   auto xd = x.dimensions(), vd = values.dimensions(), pd = positions.dimensions();
   if (xd.size() != 2 || vd.size() != 3 || pd.size() != 3)
     return ffi::Error::InvalidArgument("nms_vs_matmul: x [B, K], values [N, Gp, O], positions "
@@ -413,16 +451,20 @@ ffi::Error VsMatmulImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
   if (splits < 1 || (splits > kMaxCluster &&
                       partial->size_bytes() < static_cast<size_t>(splits * B * O * 4)))
     return ffi::Error::InvalidArgument("nms_vs_matmul: partials buffer too small");
-  if (B == 0 || O == 0) return ffi::Error::Success();
   const int bt = B >= 16 ? 16 : B >= 8 ? 8 : B >= 4 ? 4 : B >= 2 ? 2 : 1;
+  const int u = unroll == 0 ? kUnroll : static_cast<int>(unroll);
+  if (!UnrollBuilt(bt, static_cast<int>(n), bits, u))
+    return ffi::Error::InvalidArgument("nms_vs_matmul: unroll " + std::to_string(unroll) +
+                                       " is not built for this pattern and batch tile");
+  if (B == 0 || O == 0) return ffi::Error::Success();
   const auto* xp = reinterpret_cast<const __nv_bfloat16*>(x.typed_data());
   const auto* vp = reinterpret_cast<const __nv_bfloat16*>(values.typed_data());
   const uint8_t* pp = positions.typed_data();
   auto* yp = reinterpret_cast<__nv_bfloat16*>(y->typed_data());
   float* part = splits > kMaxCluster ? reinterpret_cast<float*>(partial->untyped_data()) : nullptr;
   cudaError_t e = bits == 2
-      ? DispatchN<2>(stream, n, bt, xp, vp, pp, part, yp, B, K, O, m, Gp, Gq, splits)
-      : DispatchN<4>(stream, n, bt, xp, vp, pp, part, yp, B, K, O, m, Gp, Gq, splits);
+      ? DispatchN<2>(stream, n, bt, u, xp, vp, pp, part, yp, B, K, O, m, Gp, Gq, splits)
+      : DispatchN<4>(stream, n, bt, u, xp, vp, pp, part, yp, B, K, O, m, Gp, Gq, splits);
   if (e != cudaSuccess)
     return ffi::Error::Internal(std::string("nms_vs_matmul: ") + cudaGetErrorString(e));
   return ffi::Error::Success();
@@ -1167,7 +1209,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_matmul, VsMatmulImpl,
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<int64_t>("n")
                                   .Attr<int64_t>("m")
-                                  .Attr<int64_t>("splits"),
+                                  .Attr<int64_t>("splits")
+                                  .Attr<int64_t>("unroll"),
                               {ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_tiled_matmul, VsTiledImpl,
