@@ -141,8 +141,8 @@ def sweep_rows(args):
 
 
 def unroll_rows(args):
-  """The CUDA-core kernel at each built unroll and a range of split counts, against dense, at the
-  products issue 10's targets name (K, O >= 4096) at 1 and 4 rows."""
+  """The CUDA-core kernel at each built unroll and a range of split counts, and on the blocked
+  layout, against dense, at the products issue 10's targets name (K, O >= 4096) at 1 and 4 rows."""
   rows = []
   shapes = [(4096, 4096), (8192, 8192), (4096, 11008), (11008, 4096)]
   for (k, o), pattern, batch in [(s, p, b) for s in shapes for p in ("2:8", "2:4", "1:8")
@@ -161,8 +161,19 @@ def unroll_rows(args):
                          splits=splits, default_splits=default, stack_us=us, dense_us=dense))
         if us < best[0]:
           best = (us, (unroll, splits))
+    blocked = [vs.block_columns(s[0]) for s in sets]
+    bbest = (np.inf, None)
+    for splits in sorted({default, 4, 8, 16}):
+      fn = lambda x, s, sp=splits: vs.blocked_matmul(x, s, splits=sp)  # noqa: E731
+      us = time_stacked(fn, x, blocked) * 1e3
+      rows.append(dict(K=k, O=o, pattern=pattern, batch=batch, kernel="blocked",
+                       unroll=vs.UNROLL, splits=splits, default_splits=default, stack_us=us,
+                       dense_us=dense))
+      if us < bbest[0]:
+        bbest = (us, splits)
     print(f"unroll {k}x{o} {pattern} b{batch}: dense {dense:6.1f} us, best fma {best[0]:6.1f} us "
-          f"at unroll/splits {best[1]} ({dense / best[0]:.2f}x)", flush=True)
+          f"at unroll/splits {best[1]} ({dense / best[0]:.2f}x), blocked {bbest[0]:6.1f} us at "
+          f"splits {bbest[1]} ({dense / bbest[0]:.2f}x)", flush=True)
   return rows
 
 

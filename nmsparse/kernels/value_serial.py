@@ -131,6 +131,78 @@ def vs_matmul(x: jax.Array, ff: PackedNM, *, splits: int | None = None,
   return y
 
 
+@dataclasses.dataclass(frozen=True)
+class BlockedNM:
+  """A packed FF operand with each block's columns contiguous, for :func:`blocked_matmul` (a
+  pytree: ``values``, ``positions``).
+
+  The row layout of :class:`nmsparse.pack.PackedNM` strides by ``O`` from one byte row to the
+  next, so a block of :data:`COLS_PER_BLOCK` columns reads 128-byte pieces that far apart; here
+  its whole slice of the reduction is one contiguous run per slot.
+
+  Attributes:
+    values: bf16 ``[OB, N, Gp, 64]``: ``values[b, j, g, l]`` is the packed ``values[j, g, 64 b + l]``
+      (zeros past ``O``).
+    positions: uint8 ``[OB, N, Gq, 64]``, the same for the position bytes.
+    pattern: the N:M pattern.
+    shape: the dense ``(K, O)``.
+  """
+
+  values: jax.Array
+  positions: jax.Array
+  pattern: NMPattern
+  shape: tuple[int, int]
+
+
+jax.tree_util.register_dataclass(BlockedNM, data_fields=["values", "positions"],
+                                 meta_fields=["pattern", "shape"])
+
+
+def block_columns(ff: PackedNM) -> BlockedNM:
+  """Lays a packed FF operand out for :func:`blocked_matmul` (once per weight: a transpose)."""
+  why = unsupported(ff.values.dtype, ff)
+  if why:
+    raise ValueError(f"block_columns does not take this operand: {why}.")
+  o = ff.shape[1]
+  ob = -(-o // COLS_PER_BLOCK)
+
+  def lay(a):  # [N, G, O] -> [OB, N, G, 64]
+    a = jnp.pad(a, ((0, 0), (0, 0), (0, ob * COLS_PER_BLOCK - o)))
+    return jnp.transpose(a.reshape(a.shape[0], a.shape[1], ob, COLS_PER_BLOCK), (2, 0, 1, 3))
+
+  return BlockedNM(lay(ff.values), lay(ff.positions), ff.pattern, tuple(ff.shape))
+
+
+def unblock_columns(b: BlockedNM) -> PackedNM:
+  """The row layout back (the oracle of the blocked layout's tests)."""
+  k, o = b.shape
+
+  def unlay(a):  # [OB, N, G, 64] -> [N, G, O]
+    ob, n, g, c = a.shape
+    return jnp.transpose(a, (1, 2, 0, 3)).reshape(n, g, ob * c)[:, :, :o]
+
+  return PackedNM(unlay(b.values), unlay(b.positions), b.pattern, 0, k)
+
+
+def blocked_matmul(x: jax.Array, b: BlockedNM, *, splits: int | None = None) -> jax.Array:
+  """:func:`vs_matmul` on the blocked layout (:func:`block_columns`); same arguments, same result."""
+  native.library("the value-serial kernel")
+  if jnp.dtype(x.dtype) != jnp.bfloat16 or b.values.dtype != jnp.bfloat16:
+    raise ValueError(f"blocked_matmul computes in bfloat16 (values {b.values.dtype}, "
+                     f"activations {jnp.dtype(x.dtype)}).")
+  batch, k = x.shape
+  if k != b.shape[0]:
+    raise ValueError(f"Activation {x.shape} does not match the blocked operand {b.shape}.")
+  o = b.shape[1]
+  splits = splits or splits_for(batch, k, o, b.pattern.m)
+  out = (jax.ShapeDtypeStruct((batch, o), jnp.bfloat16),
+         jax.ShapeDtypeStruct((_partials_bytes(splits, batch, o),), jnp.uint8))
+  call = jax.ffi.ffi_call("nms_vs_blocked_matmul", out, vmap_method="sequential")
+  y, _ = call(x, b.values, b.positions, n=np.int64(b.pattern.n), m=np.int64(b.pattern.m),
+              splits=np.int64(splits))
+  return y
+
+
 # ------------------------------------------------------------------------------------------------
 # The tensor-core value-serial kernel: packed weights decoded into mma fragments in registers.
 

@@ -14,7 +14,7 @@ import os
 from nmsparse.native.build import HERE, LIB_NAME
 
 TARGETS = ("nms_sptc_prune", "nms_sptc_lib_compress", "nms_sptc_compress", "nms_sptc_spmm",
-           "nms_vs_matmul", "nms_vs_tiled_matmul", "nms_vs_tiled_matmul_nocb",
+           "nms_vs_matmul", "nms_vs_blocked_matmul", "nms_vs_tiled_matmul", "nms_vs_tiled_matmul_nocb",
            "nms_vs_pipe_matmul")
 
 

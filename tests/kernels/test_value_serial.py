@@ -121,6 +121,40 @@ def test_every_built_unroll_gives_the_same_product(pattern, unroll, batch, k, o,
                f"{pattern} unroll {unroll} batch {batch} {k}x{o} splits {splits}")
 
 
+@pytest.mark.parametrize("k,o,pattern", [(64, 100, "2:8"), (48, 64, "1:4"), (1024, 130, "4:8")])
+def test_blocked_layout_round_trips(k, o, pattern):
+  """Each block's 64 columns contiguous per slot, zeros past O, and the row layout back."""
+  _, ff = _operands(1, k, o, pattern)
+  b = vs.block_columns(ff)
+  ob = -(-o // vs.COLS_PER_BLOCK)
+  n = ff.pattern.n
+  assert b.values.shape == (ob, n, ff.values.shape[1], vs.COLS_PER_BLOCK)
+  assert b.positions.shape == (ob, n, ff.positions.shape[1], vs.COLS_PER_BLOCK)
+  last = o - 1  # the last real column: block last // 64, lane last % 64
+  np.testing.assert_array_equal(b.values[last // 64, n - 1, 3, last % 64], ff.values[n - 1, 3, last])
+  np.testing.assert_array_equal(b.positions[last // 64, 0, 1, last % 64], ff.positions[0, 1, last])
+  assert not np.any(np.asarray(b.values, np.float32)[-1, :, :, o - 64 * (ob - 1):])
+  back = vs.unblock_columns(b)
+  assert back.shape == ff.shape
+  np.testing.assert_array_equal(back.values, ff.values)
+  np.testing.assert_array_equal(back.positions, ff.positions)
+
+
+@needs_native
+@pytest.mark.parametrize("pattern", ["1:4", "2:4", "1:8", "2:8", "4:8", "2:16"])
+@pytest.mark.parametrize("batch,k,o,splits", [(1, 4096, 256, None), (3, 1000, 130, 3),
+                                              (16, 4096, 192, 12), (8, 40, 100, 1),
+                                              (17, 512, 64, None)])
+def test_blocked_gives_the_row_layouts_product(pattern, batch, k, o, splits):
+  x, ff = _operands(batch, k, o, pattern, seed=batch)
+  if k % ff.pattern.m:
+    pytest.skip(f"{pattern} does not divide K = {k}")
+  ref = np.asarray(reference_nm_matmul(x, ff), np.float32)
+  got = jax.jit(lambda x, b: vs.blocked_matmul(x, b, splits=splits))(x, vs.block_columns(ff))
+  assert got.shape == (batch, o)
+  assert_close(got, ref, jnp.bfloat16, k, f"blocked {pattern} batch {batch} {k}x{o}")
+
+
 @needs_native
 def test_vmap_over_rows_and_under_jit():
   x, ff = _operands(12, 512, 256, "2:4")

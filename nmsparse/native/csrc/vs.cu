@@ -21,6 +21,9 @@
 // Handlers (attributes n, m: the pattern; splits: S, chosen by the Python wrapper):
 //   nms_vs_matmul        x, values, positions -> y, partials (S*B*O fp32 beyond 8 slices, else
 //                        1 byte); attribute unroll: U (0: the default; UnrollBuilt says which)
+//   nms_vs_blocked_matmul the same on the blocked layout (values [O / 64, N, Gp, 64], positions
+//                        [O / 64, N, Gq, 64], zero-padded to whole blocks): each block's slice
+//                        is contiguous in memory, where the row layout strides by O per row
 //   nms_vs_tiled_matmul  the tensor-core kernel on a prepare-d operand (below), same outputs;
 //                        nms_vs_tiled_matmul_nocb is it without the command-buffer trait.
 // Measured on an H200: benchmarks/h200_decode.md.
@@ -180,7 +183,7 @@ struct XVec<16> {
 
 // One block: columns [c_blk, c_blk + 64), byte rows [r0, r1) of the positions, batch rows
 // [b0, b0 + BT). Shared memory: x slice [(r1 - r0) * q * M][BT] bf16, then the warp partials.
-template <int BT, int N, int BITS, int U>
+template <int BT, int N, int BITS, int U, bool BLOCKED>
 __global__ void __launch_bounds__(kWarps * 32)
 vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ values,
               const uint8_t* __restrict__ positions, float* __restrict__ partial,
@@ -204,9 +207,17 @@ vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restri
 #pragma unroll
   for (int b = 0; b < BT; ++b) acc0[b] = acc1[b] = 0.f;
 
-  const bool pair = c + 1 < O;
-  const bool vec = pair && (O % 2 == 0);  // 4-byte aligned value pairs
-  const bool active = c < O;
+  // Blocked operands are padded to whole blocks of columns: every pair is there and aligned.
+  const bool pair = BLOCKED || c + 1 < O;
+  const bool vec = BLOCKED || (pair && (O % 2 == 0));  // 4-byte aligned value pairs
+  const bool active = BLOCKED || c < O;
+  // Element (j, row, column c) of the values (rows Gp) or positions (rows Gq): [N, rows, O] or,
+  // blocked, [O / 64, N, rows, 64] (this block's rows contiguous).
+  const auto at = [&](int j, int row, int rows) -> int64_t {
+    if (BLOCKED)
+      return ((static_cast<int64_t>(blockIdx.x) * N + j) * rows + row) * kCols + 2 * lane;
+    return (static_cast<int64_t>(j) * rows + row) * O + c;
+  };
   constexpr int kStep = kWarps * U;  // byte rows of the block per batch of this warp's loads
   uint32_t vbits[U][N][Q];  // two bf16 values (columns c, c + 1) per entry
   uint32_t pbits[U][N];     // position bytes of columns c (low) and c + 1 (high)
@@ -218,7 +229,7 @@ vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restri
       const bool live = r < r1;
 #pragma unroll
       for (int j = 0; j < N; ++j) {
-        const int64_t prow = (static_cast<int64_t>(j) * Gq + r) * O + c;
+        const int64_t prow = at(j, r, Gq);
         uint32_t p = 0;
         if (live) {
           if (vec) {
@@ -231,7 +242,7 @@ vs_fwd_kernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restri
         pbits[u][j] = p;
 #pragma unroll
         for (int t = 0; t < Q; ++t) {
-          const int64_t vrow = (static_cast<int64_t>(j) * Gp + r * Q + t) * O + c;
+          const int64_t vrow = at(j, r * Q + t, Gp);
           uint32_t v = 0;
           if (live) {
             if (vec) {
@@ -372,7 +383,7 @@ size_t SmemBytes(int bt, int kspan) {
          static_cast<size_t>(kWarps) * bt * kCols * sizeof(float);
 }
 
-template <int BT, int N, int BITS, int U>
+template <int BT, int N, int BITS, int U, bool BLOCKED = false>
 cudaError_t LaunchFwd(cudaStream_t stream, const __nv_bfloat16* x, const __nv_bfloat16* values,
                       const uint8_t* positions, float* partial, __nv_bfloat16* y, int B, int K,
                       int O, int M, int Gp, int Gq, int splits) {
@@ -381,7 +392,7 @@ cudaError_t LaunchFwd(cudaStream_t stream, const __nv_bfloat16* x, const __nv_bf
   const size_t smem = SmemBytes(BT, rows_per_split * Q * M);
   dim3 grid((O + kCols - 1) / kCols, splits, (B + BT - 1) / BT);
   const bool clustered = splits > 1 && splits <= kMaxCluster;
-  cudaError_t e = LaunchMaybeClustered(vs_fwd_kernel<BT, N, BITS, U>, grid, kWarps * 32, smem,
+  cudaError_t e = LaunchMaybeClustered(vs_fwd_kernel<BT, N, BITS, U, BLOCKED>, grid, kWarps * 32, smem,
                                        stream, clustered,
                                        x, values, positions, partial, y, B, K, O, M, Gp, Gq,
                                        rows_per_split, clustered);
@@ -393,11 +404,14 @@ cudaError_t LaunchFwd(cudaStream_t stream, const __nv_bfloat16* x, const __nv_bf
   return cudaGetLastError();
 }
 
-// LaunchFwd at the unroll u (UnrollBuilt; the handler has checked it).
+// LaunchFwd at the unroll u (UnrollBuilt; the handler has checked it), or u = 0: the blocked
+// operand layout at the default unroll.
 template <int BT, int N, int BITS>
 cudaError_t LaunchUnroll(cudaStream_t s, int u, const __nv_bfloat16* x, const __nv_bfloat16* v,
                          const uint8_t* p, float* part, __nv_bfloat16* y, int B, int K, int O,
                          int M, int Gp, int Gq, int splits) {
+  if (u == 0)
+    return LaunchFwd<BT, N, BITS, kUnroll, true>(s, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
   if constexpr (UnrollBuilt(BT, N, BITS, 8))
     if (u == 8) return LaunchFwd<BT, N, BITS, 8>(s, x, v, p, part, y, B, K, O, M, Gp, Gq, splits);
   if constexpr (UnrollBuilt(BT, N, BITS, 16))
@@ -434,28 +448,43 @@ cudaError_t DispatchN(cudaStream_t s, int n, int bt, int u, const __nv_bfloat16*
   }
 }
 
-ffi::Error VsMatmulImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
-                        ffi::Buffer<ffi::BF16> values, ffi::Buffer<ffi::U8> positions,
-                        ffi::Result<ffi::Buffer<ffi::BF16>> y, ffi::Result<ffi::AnyBuffer> partial,
-                        int64_t n, int64_t m, int64_t splits, int64_t unroll) {
+// Both layouts: rows (values [N, Gp, O], positions [N, Gq, O]) or blocked ([O / 64, N, Gp, 64],
+// [O / 64, N, Gq, 64]; the output width from y).
+ffi::Error VsMatmulAny(cudaStream_t stream, bool blocked, ffi::Buffer<ffi::BF16> x,
+                       ffi::Buffer<ffi::BF16> values, ffi::Buffer<ffi::U8> positions,
+                       ffi::Result<ffi::Buffer<ffi::BF16>> y, ffi::Result<ffi::AnyBuffer> partial,
+                       int64_t n, int64_t m, int64_t splits, int64_t unroll) {
+  const char* name = blocked ? "nms_vs_blocked_matmul" : "nms_vs_matmul";
   auto xd = x.dimensions(), vd = values.dimensions(), pd = positions.dimensions();
-  if (xd.size() != 2 || vd.size() != 3 || pd.size() != 3)
-    return ffi::Error::InvalidArgument("nms_vs_matmul: x [B, K], values [N, Gp, O], positions "
-                                       "[N, Gq, O] expected");
-  const int64_t B = xd[0], K = xd[1], O = vd[2], Gp = vd[1], Gq = pd[1];
+  auto yd = y->dimensions();
+  const size_t rank = blocked ? 4 : 3;
+  if (xd.size() != 2 || vd.size() != rank || pd.size() != rank || yd.size() != 2 ||
+      yd[0] != xd[0])
+    return ffi::Error::InvalidArgument(std::string(name) + ": x [B, K], y [B, O] and values, "
+                                       "positions [N, G, O] (blocked: [O / 64, N, G, 64]) expected");
+  const int64_t B = xd[0], K = xd[1], O = yd[1];
+  const int64_t Gp = vd[rank - 2], Gq = pd[rank - 2];
+  const int64_t vn = vd[rank - 3], pn = pd[rank - 3];
+  const bool cols_ok = blocked ? vd[0] * kCols >= O && vd[0] == pd[0] && vd[3] == kCols &&
+                                     pd[3] == kCols
+                               : vd[2] == O && pd[2] == O;
   const int bits = m <= 4 ? 2 : 4;
   const int q = 8 / bits;
-  if (n < 1 || n > 4 || m < 3 || m > 16 || vd[0] != n || pd[0] != n || pd[2] != O ||
-      Gp != q * Gq || K % m != 0 || K / m > Gp)
-    return ffi::Error::InvalidArgument("nms_vs_matmul: operand shapes do not match the pattern");
+  if (n < 1 || n > 4 || m < 3 || m > 16 || vn != n || pn != n || !cols_ok || Gp != q * Gq ||
+      K % m != 0 || K / m > Gp)
+    return ffi::Error::InvalidArgument(std::string(name) +
+                                       ": operand shapes do not match the pattern");
   if (splits < 1 || (splits > kMaxCluster &&
                       partial->size_bytes() < static_cast<size_t>(splits * B * O * 4)))
-    return ffi::Error::InvalidArgument("nms_vs_matmul: partials buffer too small");
+    return ffi::Error::InvalidArgument(std::string(name) + ": partials buffer too small");
   const int bt = B >= 16 ? 16 : B >= 8 ? 8 : B >= 4 ? 4 : B >= 2 ? 2 : 1;
-  const int u = unroll == 0 ? kUnroll : static_cast<int>(unroll);
+  int u = unroll == 0 ? kUnroll : static_cast<int>(unroll);
+  if (blocked && u != kUnroll)
+    return ffi::Error::InvalidArgument(std::string(name) + ": built at the default unroll only");
   if (!UnrollBuilt(bt, static_cast<int>(n), bits, u))
-    return ffi::Error::InvalidArgument("nms_vs_matmul: unroll " + std::to_string(unroll) +
+    return ffi::Error::InvalidArgument(std::string(name) + ": unroll " + std::to_string(unroll) +
                                        " is not built for this pattern and batch tile");
+  if (blocked) u = 0;  // LaunchUnroll's code for the blocked layout
   if (B == 0 || O == 0) return ffi::Error::Success();
   const auto* xp = reinterpret_cast<const __nv_bfloat16*>(x.typed_data());
   const auto* vp = reinterpret_cast<const __nv_bfloat16*>(values.typed_data());
@@ -466,8 +495,22 @@ ffi::Error VsMatmulImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
       ? DispatchN<2>(stream, n, bt, u, xp, vp, pp, part, yp, B, K, O, m, Gp, Gq, splits)
       : DispatchN<4>(stream, n, bt, u, xp, vp, pp, part, yp, B, K, O, m, Gp, Gq, splits);
   if (e != cudaSuccess)
-    return ffi::Error::Internal(std::string("nms_vs_matmul: ") + cudaGetErrorString(e));
+    return ffi::Error::Internal(std::string(name) + ": " + cudaGetErrorString(e));
   return ffi::Error::Success();
+}
+
+ffi::Error VsMatmulImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
+                        ffi::Buffer<ffi::BF16> values, ffi::Buffer<ffi::U8> positions,
+                        ffi::Result<ffi::Buffer<ffi::BF16>> y, ffi::Result<ffi::AnyBuffer> partial,
+                        int64_t n, int64_t m, int64_t splits, int64_t unroll) {
+  return VsMatmulAny(stream, false, x, values, positions, y, partial, n, m, splits, unroll);
+}
+
+ffi::Error VsBlockedImpl(cudaStream_t stream, ffi::Buffer<ffi::BF16> x,
+                         ffi::Buffer<ffi::BF16> values, ffi::Buffer<ffi::U8> positions,
+                         ffi::Result<ffi::Buffer<ffi::BF16>> y, ffi::Result<ffi::AnyBuffer> partial,
+                         int64_t n, int64_t m, int64_t splits) {
+  return VsMatmulAny(stream, true, x, values, positions, y, partial, n, m, splits, 0);
 }
 
 
@@ -1211,6 +1254,19 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_matmul, VsMatmulImpl,
                                   .Attr<int64_t>("m")
                                   .Attr<int64_t>("splits")
                                   .Attr<int64_t>("unroll"),
+                              {ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_blocked_matmul, VsBlockedImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::BF16>>()
+                                  .Arg<ffi::Buffer<ffi::U8>>()
+                                  .Ret<ffi::Buffer<ffi::BF16>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<int64_t>("n")
+                                  .Attr<int64_t>("m")
+                                  .Attr<int64_t>("splits"),
                               {ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(nms_vs_tiled_matmul, VsTiledImpl,
