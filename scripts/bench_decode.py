@@ -7,7 +7,8 @@ whole-model forward of exported ViTs.
 
 Sections:
 * ``kernel``: batch 1, 4, 8, 16, 32, 64 x K x O in {4096^2, 8192^2, 768x3072, 3072x768,
-  4096x11008, 11008x4096} x {2:8, 2:4, 1:8}: ``vs_matmul`` on the packed FF operand, the
+  4096x11008, 11008x4096} (``--shapes``) x {2:8, 2:4, 1:8}: ``vs_matmul`` on the packed FF
+  operand and ``blocked_matmul`` on its ``block_columns`` layout (``blocked_*``), the
   tensor-core kernels (``--tiled_kernels``, batch <= ``--pipe_max_batch``) and cuSPARSELt's
   product on the 2:4-structured operand (``sptc``, ``inference.sparse_tc_matmul``) vs ``x @ W``
   with the masked bf16 weight; operand bytes / time next to the copy ceiling.
@@ -76,7 +77,7 @@ def kernel_rows(args, copy_gbps: float) -> list[dict]:
   N <= 2, M in 4, 8; batch <= ``--pipe_max_batch``), each on ``--max_rotate`` weight copies
   (``time_stacked``)."""
   rows = []
-  for k, o in SHAPES:
+  for k, o in args.shapes:
     w = jax.random.normal(jax.random.key(k + o), (k, o), jnp.float32) / np.sqrt(k)
     for pattern in args.patterns:
       p = NMPattern.parse(pattern)
@@ -88,7 +89,9 @@ def kernel_rows(args, copy_gbps: float) -> list[dict]:
       nbytes = packed_bytes((k, o), p, 0, 2)
       tiled_bytes = (sum(a.nbytes for a in jax.tree.leaves(tiled)) if tiled is not None
                      else None)
-      sets = [_copies((dense_w, ff, tiled, sptc), i) for i in range(args.max_rotate)]
+      blocked = vs.block_columns(ff)
+      blocked_bytes = sum(a.nbytes for a in jax.tree.leaves(blocked))
+      sets = [_copies((dense_w, ff, tiled, sptc, blocked), i) for i in range(args.max_rotate)]
       for batch in args.batches:
         x = jax.random.normal(jax.random.key(batch), (batch, k), jnp.float32).astype(BF16)
         ref = reference_nm_matmul(x, ff)
@@ -101,6 +104,11 @@ def kernel_rows(args, copy_gbps: float) -> list[dict]:
                "fma_splits": vs.splits_for(batch, k, o, p.m), "timing": "stacked",
                "jax_version": jax.__version__, "git_sha": _git_sha()}
         best, best_ms, best_bytes = "fma", fma_ms, nbytes
+        ms = time_stacked(vs.blocked_matmul, x, [s[4] for s in sets])
+        row.update(blocked_ms=ms, blocked_ratio=dense_ms / ms, blocked_bytes=blocked_bytes,
+                   blocked_rel_err=rel_err(vs.blocked_matmul(x, blocked), ref))
+        if ms < best_ms:
+          best, best_ms, best_bytes = "blocked", ms, blocked_bytes
         for name in args.tiled_kernels if tiled is not None and batch <= args.pipe_max_batch \
             else ():
           fn = functools.partial(vs.tiled_matmul, kernel=name)
@@ -128,7 +136,7 @@ def kernel_rows(args, copy_gbps: float) -> list[dict]:
         with open(os.path.join(args.out, "kernel_partial.json"), "w") as f:  # a cut-off run
           json.dump(rows, f, indent=1)                                       # keeps its rows
         tiled_us = "".join(f", {n} {row.get(f'{n}_ms', float('nan')) * 1e3:.1f} us"
-                           for n in (*args.tiled_kernels, "sptc"))
+                           for n in ("blocked", *args.tiled_kernels, "sptc"))
         print(f"{k}x{o} {p} b{batch}: dense {dense_ms * 1e3:.1f} us, fma {fma_ms * 1e3:.1f} us"
               f"{tiled_us} -> {best} {row['ratio']:.2f}x at {gbps:.0f} GB/s", flush=True)
   return rows
@@ -288,6 +296,8 @@ def main():
   ap.add_argument("--sections", default="kernel,models")
   ap.add_argument("--patterns", nargs="+", default=PATTERNS)
   ap.add_argument("--batches", nargs="+", type=int, default=BATCHES)
+  ap.add_argument("--shapes", nargs="+", default=[f"{k}x{o}" for k, o in SHAPES],
+                  help="K x O of the kernel section, e.g. 4096x4096")
   ap.add_argument("--model_batches", nargs="+", type=int, default=[1, 8])
   ap.add_argument("--models", nargs="+",
                   default=["configs/vit_b16_imagenet224.py:speed", "configs/vit_cifar10.py"])
@@ -300,6 +310,7 @@ def main():
                   choices=[k for k in vs.TILED_KERNELS if k != "regs"],
                   help="the tensor-core kernels timed (value_serial.tiled_matmul's kernel=)")
   args = ap.parse_args()
+  args.shapes = [tuple(int(d) for d in s.split("x")) for s in args.shapes]
   os.makedirs(args.out, exist_ok=True)
   result = {"device": _device(), "jax_version": jax.__version__, "git_sha": _git_sha()}
   sections = args.sections.split(",")

@@ -26,7 +26,7 @@ from nmsparse.ops.config import ConvDims
 from nmsparse.ops.pallas import KERNEL_M
 from nmsparse.pack import PackedNM, unpack
 
-NATIVE = "native"  # materialize's collection of operands for value_serial.vs_matmul (PackedNM)
+NATIVE = "native"  # materialize's collection for value_serial.blocked_matmul (BlockedNM)
 TILED = "tiled"  # materialize's collection of operands for value_serial.tiled_matmul (TiledNM)
 SPARSE_TC = "sparse_tc"  # materialize's collection of CompressedFF operands (cuSPARSELt)
 IMPLEMENTATIONS = ("native", "tiled", "sparse_tc", "packed", "dense")  # materialize's paths
@@ -102,8 +102,9 @@ class _PackedMixin:
   """The packed (or tiled) operand of this layer, if the exported variables hold one."""
 
   def packed_operand(self, in_features: int, ndim: int, collection: str = PACKED) -> Any:
-    """``<collection>/<module path>/kernel`` (a :class:`~nmsparse.pack.PackedNM`, or for
-    :data:`TILED` a ``value_serial.TiledNM``) checked against the layer, or ``None``."""
+    """``<collection>/<module path>/kernel`` (a :class:`~nmsparse.pack.PackedNM`, for
+    :data:`TILED` a ``value_serial.TiledNM``, for :data:`NATIVE` a ``value_serial.BlockedNM``)
+    checked against the layer, or ``None``."""
     if not self.has_variable(collection, "kernel"):
       return None
     operand = self.get_variable(collection, "kernel")
@@ -117,7 +118,8 @@ class _PackedMixin:
 
 
 class PackedDense(_PackedMixin, nn.Dense):
-  """``nn.Dense`` for exported models: a kernel in :data:`NATIVE` runs ``value_serial.vs_matmul``,
+  """``nn.Dense`` for exported models: a kernel in :data:`NATIVE` runs
+  ``value_serial.blocked_matmul``,
   one in :data:`TILED` ``value_serial.tiled_matmul``, one in :data:`SPARSE_TC`
   :func:`sparse_tc_matmul` (:func:`materialize` puts them there), a packed one
   :func:`packed_matmul`, each in the operand values' dtype (bf16 for the sparse tensor cores),
@@ -126,7 +128,7 @@ class PackedDense(_PackedMixin, nn.Dense):
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
     in_features = jnp.shape(inputs)[-1]
-    for collection, matmul in ((NATIVE, value_serial.vs_matmul),
+    for collection, matmul in ((NATIVE, value_serial.blocked_matmul),
                                (TILED, value_serial.tiled_matmul),
                                (SPARSE_TC, sparse_tc_matmul), (PACKED, packed_matmul)):
       operand = self.packed_operand(in_features, 2, collection)
@@ -231,8 +233,9 @@ def materialize(exported: Exported | Mapping[str, Any], rows: int,
 
   Paths of a dense layer's kernel ``[K, O]``:
 
-  * ``"native"``: moved to ``native/<module path>/kernel`` for the native CUDA-core kernel
-    (``value_serial.vs_matmul``).
+  * ``"native"``: ``value_serial.block_columns``-d (each block's columns contiguous) to
+    ``native/<module path>/kernel`` for the native CUDA-core kernel
+    (``value_serial.blocked_matmul``).
   * ``"tiled"``: ``value_serial.prepare``-d for the native tensor-core kernel
     (``value_serial.tiled_matmul``), at ``tiled/<module path>/kernel``.
   * ``"sparse_tc"``: compressed for the 2:4 sparse tensor cores (:class:`CompressedFF`, cuSPARSELt
@@ -281,7 +284,7 @@ def materialize(exported: Exported | Mapping[str, Any], rows: int,
     if path == "dense":
       params[key] = unpack(packed.pop(key))
     elif path == "native":
-      moved[NATIVE][key] = packed.pop(key)
+      moved[NATIVE][key] = value_serial.block_columns(packed.pop(key))
     elif path == "tiled":
       moved[TILED][key] = value_serial.prepare(packed.pop(key))
     elif path == "sparse_tc":

@@ -57,6 +57,11 @@ def kernel_layers(collection):
           if k.endswith("/kernel")}
 
 
+def _blocked_oracle(x, b):
+  """``reference_nm_matmul`` on the row layout of a ``BlockedNM`` (the blocked kernel's oracle)."""
+  return reference_nm_matmul(x, value_serial.unblock_columns(b))
+
+
 def leaves(tree):
   return jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda v: isinstance(v, PackedNM))[0]
 
@@ -64,12 +69,13 @@ def leaves(tree):
 @pytest.mark.parametrize("implementation", [i for i in ex.IMPLEMENTATIONS if i != "sparse_tc"])
 @pytest.mark.parametrize("name", SERVED)
 def test_every_path_serves_the_exported_outputs(name, implementation, monkeypatch):
-  """``"native"`` / ``"tiled"`` run the jnp oracles (``reference_nm_matmul``,
-  ``value_serial.reference_tiled_matmul``) in place of the CUDA kernels: on CPU this tests the
-  plumbing (``prepare``, the collections, the layer's reshapes and shape check), not the kernels
+  """``"native"`` / ``"tiled"`` run the jnp oracles (``reference_nm_matmul`` on the unblocked
+  operand, ``value_serial.reference_tiled_matmul``) in place of the CUDA kernels: on CPU this tests
+  the plumbing (``block_columns``, ``prepare``, the collections, the layer's reshapes and shape
+  check), not the kernels
   (``tests/kernels/test_value_serial.py`` does, on GPU)."""
   monkeypatch.setattr(value_serial, "tiled_matmul", value_serial.reference_tiled_matmul)
-  monkeypatch.setattr(value_serial, "vs_matmul", reference_nm_matmul)
+  monkeypatch.setattr(value_serial, "blocked_matmul", _blocked_oracle)
   model, exported = exported_model(name)
   variables = ex.materialize(exported, dense_rows(name, BATCH), implementation)
   sparse = sparse_layers(exported)
@@ -105,7 +111,7 @@ def test_auto_serves_dense_without_the_extension(name):
 
 def test_conv_kernels_stay_packed_unless_dense(monkeypatch):
   monkeypatch.setattr(value_serial, "tiled_matmul", value_serial.reference_tiled_matmul)
-  monkeypatch.setattr(value_serial, "vs_matmul", reference_nm_matmul)
+  monkeypatch.setattr(value_serial, "blocked_matmul", _blocked_oracle)
   model, exported = exported_model("resnet18")
   sparse = sparse_layers(exported)
   assert sparse and all(exported.operand(p + "/kernel").values.ndim == 5 for p in sparse)
@@ -228,4 +234,15 @@ def test_sparse_tc_path_serves_the_exported_outputs():
   variables = ex.materialize(exported, BATCH, "sparse_tc")
   assert ex.layer_paths(variables, exported.manifest) == {"hidden_0": "sparse_tc",
                                                           "hidden_1": "sparse_tc"}
+  assert_close(serve(model, variables, x), want, jnp.bfloat16, 64)
+
+
+@pytest.mark.skipif(native.status() is not None, reason=f"GPU only: {native.status()}")
+@pytest.mark.parametrize("implementation", ["native", "tiled"])
+def test_native_kernels_serve_the_exported_outputs(implementation):
+  """The CUDA kernels themselves (blocked CUDA-core, pipelined tensor-core) behind materialize."""
+  model, exported, x, want = wide_mlp()
+  variables = ex.materialize(exported, BATCH, implementation)
+  assert ex.layer_paths(variables, exported.manifest) == {"hidden_0": implementation,
+                                                          "hidden_1": implementation}
   assert_close(serve(model, variables, x), want, jnp.bfloat16, 64)
