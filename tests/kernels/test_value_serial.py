@@ -146,9 +146,9 @@ def test_blocked_layout_round_trips(k, o, pattern):
                                               (16, 4096, 192, 12), (8, 40, 100, 1),
                                               (17, 512, 64, None)])
 def test_blocked_gives_the_row_layouts_product(pattern, batch, k, o, splits):
-  x, ff = _operands(batch, k, o, pattern, seed=batch)
-  if k % ff.pattern.m:
+  if k % NMPattern.parse(pattern).m:
     pytest.skip(f"{pattern} does not divide K = {k}")
+  x, ff = _operands(batch, k, o, pattern, seed=batch)
   ref = np.asarray(reference_nm_matmul(x, ff), np.float32)
   got = jax.jit(lambda x, b: vs.blocked_matmul(x, b, splits=splits))(x, vs.block_columns(ff))
   assert got.shape == (batch, o)
