@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 from nmsparse.ops.cards import CARDS, decode_choice
 
@@ -142,24 +143,115 @@ def diag_report(diags: list[dict]) -> str:
   return "\n".join(lines) + "\n" if lines else ""
 
 
+KERNEL_NOTES = {
+    "blocked": "`blocked`: the CUDA-core kernel on the `block_columns` layout (each block's 64 "
+               "columns contiguous per slot; what `materialize(..., 'native')` serves)",
+    "pipe": "`pipe`: the tensor-core ring filled by 16-byte `cp.async` from every lane",
+    "bulk": "`bulk`: by one `cp.async.bulk` per contiguous chunk (values and position words of "
+            "each mma tile, each x row), an mbarrier per stage",
+    "sptc": "`sptc`: cuSPARSELt's product on the 2:4-structured operand "
+            "(`inference.sparse_tc_matmul`)",
+}
+
+
 def compare_report(data: dict) -> str:
-  """A kernel grid that timed several tensor-core kernels (``--tiled_kernels``) side by side."""
-  names = [n for n in ("pipe", "bulk") if any(f"{n}_ms" in r for r in data["kernel"])]
-  lines = ["", f"## Tensor-core copy paths side by side ({data['device']}, git {data['git_sha']})",
-           "", "One process; us per op (stacked), ratio = dense / kernel. `pipe`: the ring filled "
-           "by 16-byte `cp.async` from every lane; `bulk`: by one `cp.async.bulk` per contiguous "
-           "chunk (values and position words of each mma tile, each x row), an mbarrier per stage. "
-           "Raw rows: `benchmarks/h200_decode/" + data.get("file", "") + "`.", "",
+  """A kernel grid that timed several kernels (``blocked``, ``--tiled_kernels``, ``sptc``) side
+  by side."""
+  names = [n for n in KERNEL_NOTES if any(f"{n}_ms" in r for r in data["kernel"])]
+  ceil = data.get("ceilings", {}).get("copy_GBps")
+  lines = ["", f"## Kernels side by side ({data['device']}, git {data['git_sha']})",
+           "", "One process" + (f" (copy ceiling {ceil:.0f} GB/s)" if ceil else "") +
+           "; us per op (stacked), ratio = dense / kernel; `fma`: the CUDA-core kernel on the row "
+           "layout; " + "; ".join(KERNEL_NOTES[n] for n in names) + ". Raw rows: "
+           "`benchmarks/h200_decode/" + data.get("file", "") + "`.", "",
            "| K x O | pattern | batch | dense us | fma us | " +
-           " | ".join(f"{n} us" for n in names) + " | " +
-           " | ".join(f"{n} ratio" for n in names) + " |",
-           "|---|---|---:|---:|---:|" + "---:|" * (2 * len(names))]
+           " | ".join(f"{n} us" for n in names) + " | best | ratio | of copy |",
+           "|---|---|---:|---:|---:|" + "---:|" * len(names) + "---|---:|---:|"]
+  # A dense time over 1.3x the median of its shape's dense times (every pattern and batch of
+  # the grid: the same bytes) is marked: its ratio says more about dense's noise than the kernel.
+  dense_of = {}
   for r in data["kernel"]:
-    if not all(f"{n}_ms" in r for n in names):
+    dense_of.setdefault((r["K"], r["O"]), []).append(r["dense_ms"])
+  median = {shape: sorted(v)[len(v) // 2] for shape, v in dense_of.items()}
+  outliers = 0
+  for r in data["kernel"]:
+    if not any(f"{n}_ms" in r for n in names):
       continue
-    lines.append(f"| {r['K']}x{r['O']} | {r['pattern']} | {r['batch']} | {_us(r['dense_ms'])} | "
-                 f"{_us(r['fma_ms'])} | " + " | ".join(_us(r[f"{n}_ms"]) for n in names) + " | " +
-                 " | ".join(f"{r[f'{n}_ratio']:.2f}" for n in names) + " |")
+    mark = " †" if r["dense_ms"] > 1.3 * median[(r["K"], r["O"])] else ""
+    outliers += bool(mark)
+    lines.append(f"| {r['K']}x{r['O']} | {r['pattern']} | {r['batch']} | {_us(r['dense_ms'])}{mark} | "
+                 f"{_us(r['fma_ms'])} | " + " | ".join(_us(r.get(f"{n}_ms")) for n in names) +
+                 f" | {r['kernel']} | {r['ratio']:.2f} | {r['fraction_of_copy']:.2f} |")
+  if outliers:
+    lines += ["", f"†: dense ran over 1.3x the median dense time of its shape in this grid "
+              f"({outliers} rows); read those ratios as dense's noise, not as the kernel's gain."]
+  return "\n".join(lines) + "\n"
+
+
+def unroll_report(diags: list[dict]) -> str:
+  """``decode_diag.py --sections unroll``: the CUDA-core kernel's default against its best unroll
+  and split count, and the blocked layout's default and best split count, per product."""
+  lines = []
+  for d in diags:
+    rows = d.get("unroll") or []
+    if not rows:
+      continue
+    by = {}
+    for r in rows:
+      by.setdefault((r["K"], r["O"], r["pattern"], r["batch"]), []).append(r)
+    blocked = any(r["kernel"] == "blocked" for r in rows)
+    lines += ["", f"## CUDA-core kernel: unroll and split sweep ({d['device']}, git "
+              f"{d['git_sha']})", "", "us per op (stacked); `default`: unroll 4 at "
+              "`splits_for`'s count; `best`: the fastest of unroll 4, 8, 16 (where built) x "
+              "splits {default, 4, 8, 16}" + ("; `blocked`: the blocked layout at the same split "
+              "counts" if blocked else "") + ". Ratio = dense / best.", "",
+              "| K x O | pattern | batch | dense us | default us | best us | unroll, splits |" +
+              (" blocked default us | blocked best us | splits |" if blocked else "") +
+              " best ratio |",
+              "|---|---|---:|---:|---:|---:|---|" + ("---:|---:|---:|" if blocked else "") +
+              "---:|"]
+    for (k, o, pattern, batch), rs in by.items():
+      fma = [r for r in rs if r["kernel"] == "fma"]
+      default = next(r for r in fma if r["unroll"] == 4 and r["splits"] == r["default_splits"])
+      best = min(fma, key=lambda r: r["stack_us"])
+      line = (f"| {k}x{o} | {pattern} | {batch} | {default['dense_us']:.1f} | "
+              f"{default['stack_us']:.1f} | {best['stack_us']:.1f} | {best['unroll']}, "
+              f"{best['splits']} |")
+      top = best["stack_us"]
+      if blocked:
+        bl = [r for r in rs if r["kernel"] == "blocked"]
+        bdef = next(r for r in bl if r["splits"] == r["default_splits"])
+        bbest = min(bl, key=lambda r: r["stack_us"])
+        line += f" {bdef['stack_us']:.1f} | {bbest['stack_us']:.1f} | {bbest['splits']} |"
+        top = min(top, bbest["stack_us"])
+      lines.append(line + f" {default['dense_us'] / top:.2f} |")
+  return "\n".join(lines) + "\n" if lines else ""
+
+
+MODEL_LINE = re.compile(r"^(\S+) b(\d+) \((\d+) rows\): dense ([\d.]+) ms, exported ([\d.]+) ms "
+                        r"\(([\d.]+)x\), native ([\d.]+) ms \(([\d.]+)x\), sparse_tc ([\d.]+) ms "
+                        r"\(([\d.]+)x\)")
+
+
+def models_log_report(path: str) -> str:
+  """Model rows printed by ``bench_decode --sections models`` whose run was cut off before its
+  JSON was written (the log's lines, parsed)."""
+  rows = []
+  with open(path) as f:
+    for line in f:
+      m = MODEL_LINE.match(line)
+      if m:
+        rows.append(m.groups())
+  if not rows:
+    return ""
+  lines = ["", f"## Whole-model forward, printed rows (`{path}`)", "",
+           "2:8, random weights redrawn; the run was cut off before the CIFAR ViT and before its "
+           "JSON was written, so these rows come from its log. `native`: every dense layer "
+           "forced to the blocked CUDA-core kernel; `sparse_tc`: every dense layer forced onto "
+           "cuSPARSELt.", "",
+           "| config | batch | rows | dense ms | auto ms | auto ratio | native ms | native ratio "
+           "| sparse_tc ms | sparse_tc ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  lines += ["| " + " | ".join(g) + " |" for g in rows]
   return "\n".join(lines) + "\n"
 
 
@@ -209,8 +301,15 @@ def main():
       "benchmarks/h200_decode/diag_call1_6e58ba0.json"],
                   help="scripts/decode_diag.py outputs whose time and probe sections are added")
   ap.add_argument("--compare", nargs="*", default=[
+      "benchmarks/h200_decode/grid_blocked_710a55f.json",
       "benchmarks/h200_decode/grid_bulk_7fb2982.json"],
-                  help="bench_decode kernel grids with several --tiled_kernels, tabled side by side")
+                  help="bench_decode kernel grids with several kernels, tabled side by side")
+  ap.add_argument("--unroll", nargs="*", default=[
+      "benchmarks/h200_decode/unroll_call1_48013d5.json",
+      "benchmarks/h200_decode/unroll_call2_8a85b7a.json"],
+                  help="decode_diag.py --sections unroll outputs")
+  ap.add_argument("--models_log", nargs="*", default=["benchmarks/h200_decode/models_710a55f.log"],
+                  help="bench_decode model logs of runs cut off before their JSON")
   ap.add_argument("--out", default="benchmarks/h200_decode.md")
   args = ap.parse_args()
   with open(args.json) as f:
@@ -223,10 +322,18 @@ def main():
   for path in args.diag or []:
     with open(path) as f:
       diags.append(json.load(f))
-  text = report(data, profile) + diag_report(diags)
+  text = report(data, profile)
   for path in args.compare or []:
     with open(path) as f:
       text += compare_report({**json.load(f), "file": path.rsplit("/", 1)[-1]})
+  unrolls = []
+  for path in args.unroll or []:
+    with open(path) as f:
+      unrolls.append(json.load(f))
+  text += unroll_report(unrolls)
+  for path in args.models_log or []:
+    text += models_log_report(path)
+  text += diag_report(diags)
   with open(args.out, "w") as f:
     f.write(text)
   if args.rows:

@@ -26,7 +26,8 @@ class CardRule:
       (0: the packed products lost to dense at every measured batch; the masked path runs).
     source: the benchmark files behind the numbers.
     native_decode: ``((pattern, max_rows), ...)``: the exported model's forward runs the native
-      CUDA-core kernel (``value_serial.vs_matmul``) for a product of at most ``max_rows`` rows at
+      CUDA-core kernel (``value_serial.blocked_matmul`` on the blocked layout ``materialize``
+      makes; ``vs_matmul`` for an operand used as packed) for a product of at most ``max_rows`` rows at
       that pattern whose kernel has ``K * O >= native_decode_min_size`` (it measured no slower
       than dense ``jnp.dot`` on every such shape there), unless ``tiled_decode`` takes it.
     native_decode_min_size: see above.
@@ -62,12 +63,15 @@ CARDS: dict[str, CardRule] = {
     # 0.99-1.03x at 8192^2 and 4096x11008 (11008x4096 goes tiled), 1:8 at 1-4 rows 1.17-2.56x;
     # the pipelined tensor-core kernel at K >= 8192 and 4-8 rows 1.03-1.34x (2:8), 0.98-1.26x
     # (2:4), 1.24-1.94x (1:8, 8 rows). 4096^2 (0.58-1.02x), 16 rows and the ViT-B shapes lost:
-    # dense.
+    # dense. A third grid (git 710a55f, benchmarks/h200_decode/grid_blocked_710a55f.json) timed the
+    # blocked layout the native path now serves: 1.13-3.11x on the products the rule gives it;
+    # there the pipelined kernel ran 2:4 at 8 rows of 11008x4096 at 0.76x, so 2:4 tiled stops at
+    # 4 rows.
     H200: CardRule(768, 16384, 0,
                    "benchmarks/h200_sptc/gemm.json, benchmarks/h200_grid.md, "
-                   "benchmarks/h200_decode.json",
+                   "benchmarks/h200_decode.json, benchmarks/h200_decode/grid_blocked_710a55f.json",
                    native_decode=(("2:8", 4), ("1:8", 4)), native_decode_min_size=4096 * 11008,
-                   tiled_decode=(("2:8", 2, 8), ("2:4", 2, 8), ("1:8", 5, 8)),
+                   tiled_decode=(("2:8", 2, 8), ("2:4", 2, 4), ("1:8", 5, 8)),
                    tiled_decode_min_k=8192),
 }
 DEFAULT = CardRule(None, 0, 16, "no measurements: the H100 defaults, sparse_tc only when asked")
