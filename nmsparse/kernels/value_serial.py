@@ -12,13 +12,18 @@ with ``N <= 4`` and ``3 <= M <= 16`` (1:4 to 4:8 and 2:16), bf16 values. Any ``B
 to 16 rows), any ``K`` the pattern divides, any ``O``. Its reference is
 :func:`nmsparse.kernels.reference_nm_matmul`.
 
+``blocked_matmul(x, block_columns(ff))``: the same kernel on a layout with each block's 64
+columns contiguous per slot (:class:`BlockedNM`); the row layout makes a block read 128-byte pieces
+``O`` elements apart, and on an H200 the blocked one was faster at 21 of 24 products with
+K, O >= 4096 (``benchmarks/h200_decode.md``). ``materialize(..., "native")`` serves it.
+
 ``tiled_matmul(x, prepare(ff))``: the tensor-core variant (``mma.m16n8k16`` fragments built in
 registers from a per-lane layout, :class:`TiledNM`), N <= 2, M in 4, 8; its layout's oracle is
 :func:`reference_tiled_matmul`. Its default kernel streams the operand through a ``cp.async`` ring
 per warp (``kernel="pipe"``). Measured on an H200 (``benchmarks/h200_decode.md``, products timed as
-intermediates of one executable): the CUDA-core kernel beats dense ``jnp.dot`` at 1 row (2:8) and
-1-4 rows (1:8) on weights of at least 4096 x 11008, the tensor-core one at 4-8 rows where
-K >= 8192; ``nmsparse/ops/cards.py`` takes them only there.
+intermediates of one executable): the blocked CUDA-core kernel beats dense ``jnp.dot`` at 1-4
+rows (2:8, 1:8) on weights of at least 4096 x 11008, the tensor-core one at 2-8 rows (2:8; 2-4 at
+2:4) where K >= 8192; ``nmsparse/ops/cards.py`` takes them only there.
 """
 
 from __future__ import annotations
