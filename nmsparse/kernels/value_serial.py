@@ -52,6 +52,20 @@ def _partials_bytes(splits: int, batch: int, o: int) -> int:
   return splits * batch * o * 4 if splits > MAX_CLUSTER else 1
 
 
+def _fwd_call(target: str, x: jax.Array, values: jax.Array, positions: jax.Array,
+              pattern: NMPattern, o: int, splits: int | None, **attrs: int) -> jax.Array:
+  """``y [B, o]`` of the CUDA-core kernel's handler ``target`` (its partials workspace sized for
+  ``splits``, default :func:`splits_for`); ``attrs``: the handler's further attributes."""
+  batch, k = x.shape
+  splits = splits or splits_for(batch, k, o, pattern.m)
+  out = (jax.ShapeDtypeStruct((batch, o), jnp.bfloat16),
+         jax.ShapeDtypeStruct((_partials_bytes(splits, batch, o),), jnp.uint8))
+  call = jax.ffi.ffi_call(target, out, vmap_method="sequential")
+  y, _ = call(x, values, positions, n=np.int64(pattern.n), m=np.int64(pattern.m),
+              splits=np.int64(splits), **{name: np.int64(v) for name, v in attrs.items()})
+  return y
+
+
 def batch_tile(batch: int) -> int:
   """Batch rows of one block: the largest of 16, 8, 4, 2, 1 not above ``batch``."""
   for bt in (16, 8, 4, 2):
@@ -122,18 +136,12 @@ def vs_matmul(x: jax.Array, ff: PackedNM, *, splits: int | None = None,
   batch, k = x.shape
   if k != ff.shape[0]:
     raise ValueError(f"Activation {x.shape} does not match the packed operand {ff.shape}.")
-  o = ff.shape[1]
-  splits = splits or splits_for(batch, k, o, ff.pattern.m)
   unroll = unroll or UNROLL
   if not unroll_built(batch, ff.pattern, unroll):
     raise ValueError(f"vs_matmul is not built with unroll {unroll} for {ff.pattern} at "
                      f"{batch} rows (unroll_built says which are).")
-  out = (jax.ShapeDtypeStruct((batch, o), jnp.bfloat16),
-         jax.ShapeDtypeStruct((_partials_bytes(splits, batch, o),), jnp.uint8))
-  call = jax.ffi.ffi_call("nms_vs_matmul", out, vmap_method="sequential")
-  y, _ = call(x, ff.values, ff.positions, n=np.int64(ff.pattern.n), m=np.int64(ff.pattern.m),
-              splits=np.int64(splits), unroll=np.int64(unroll))
-  return y
+  return _fwd_call("nms_vs_matmul", x, ff.values, ff.positions, ff.pattern, ff.shape[1], splits,
+                   unroll=unroll)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,17 +203,10 @@ def blocked_matmul(x: jax.Array, b: BlockedNM, *, splits: int | None = None) -> 
   if jnp.dtype(x.dtype) != jnp.bfloat16 or b.values.dtype != jnp.bfloat16:
     raise ValueError(f"blocked_matmul computes in bfloat16 (values {b.values.dtype}, "
                      f"activations {jnp.dtype(x.dtype)}).")
-  batch, k = x.shape
-  if k != b.shape[0]:
+  if x.shape[1] != b.shape[0]:
     raise ValueError(f"Activation {x.shape} does not match the blocked operand {b.shape}.")
-  o = b.shape[1]
-  splits = splits or splits_for(batch, k, o, b.pattern.m)
-  out = (jax.ShapeDtypeStruct((batch, o), jnp.bfloat16),
-         jax.ShapeDtypeStruct((_partials_bytes(splits, batch, o),), jnp.uint8))
-  call = jax.ffi.ffi_call("nms_vs_blocked_matmul", out, vmap_method="sequential")
-  y, _ = call(x, b.values, b.positions, n=np.int64(b.pattern.n), m=np.int64(b.pattern.m),
-              splits=np.int64(splits))
-  return y
+  return _fwd_call("nms_vs_blocked_matmul", x, b.values, b.positions, b.pattern, b.shape[1],
+                   splits)
 
 
 # ------------------------------------------------------------------------------------------------
