@@ -18,6 +18,9 @@ Fields every run config has:
       mask_every: recompute the masks every that many steps, 1 = every step)
   bimask_candidates, bimask_refresh   bimask only: random permutations tried per search, and steps
       between searches (Bi-Mask's --greedy_num and --iter)
+  bimask_search   bimask only: "marked_calls" (the runner compiles a second train step and computes
+      the search only at the steps that refresh) or "every_call" (every step computes it; the
+      layers' default); the same permutations either way (nmsparse/prune/permutation.py)
   seed, epochs, batch_size, eval_batch_size, dtype
   optimizer, learning_rate, schedule, warmup_epochs, initial_lr_fraction (onecycle start),
       momentum, nesterov (sgd), b1, b2 (adamw), weight_decay, label_smoothing, grad_clip
@@ -84,6 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.mask_every = 1
   c.bimask_candidates = 10  # Bi-Mask's CIFAR default (--greedy_num)
   c.bimask_refresh = 100  # Bi-Mask's default (--iter): steps between permutation searches
+  c.bimask_search = "marked_calls"
   c.seed = 0
   c.epochs = 30
   c.batch_size = 512

@@ -16,7 +16,10 @@ the current kernel (before use), then ``count`` grows by one. A call where it is
 (``permutation``, int32 ``[O]``, initially the identity, with the shared ``count``): a training call
 with ``count % bimask_refresh == 0`` replaces it, before use, by the best of ``bimask_candidates``
 random permutations of the mask source (:func:`nmsparse.prune.permutation.best_permutation`),
-drawn from ``bimask_seed``, the layer's path and ``count``.
+drawn from ``bimask_seed``, the layer's path and ``count``. ``bimask_search="marked_calls"``
+computes that search only in training calls that also make ``nm_search`` mutable and keeps the
+permutation in the others (the caller marks every call whose count is a multiple of
+``bimask_refresh``; :mod:`nmsparse.prune.permutation` says when this pays).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from absl import logging
 
 from nmsparse.layer_args import compute_dtype, conv_layer_args, flatten_images
 from nmsparse.ops import nm_conv, nm_dense
-from nmsparse.prune.permutation import (DEFAULT_CANDIDATES, DEFAULT_REFRESH,
+from nmsparse.prune.permutation import (DEFAULT_CANDIDATES, DEFAULT_REFRESH, SEARCH_COLLECTION,
                                         check_bimask_settings, identity_permutation, layer_key,
                                         refresh_permutation)
 from nmsparse.prune.rules import LayerRules
@@ -73,10 +76,11 @@ class _NMMixin:
       source = snapshot.value
     perm = None
     if bimask:
-      check_bimask_settings(self.bimask_candidates, self.bimask_refresh, name)
+      check_bimask_settings(self.bimask_candidates, self.bimask_refresh, name, self.bimask_search)
       perm = self.variable(MASK_COLLECTION, "permutation",
                            lambda: identity_permutation(kernel.shape[-1]))
-      if training:
+      if training and (self.bimask_search == "every_call"
+                       or self.is_mutable_collection(SEARCH_COLLECTION)):
         perm.value = refresh_permutation(
             kernel if source is None else source, perm.value, calls, pattern,
             self.bimask_refresh, self.bimask_candidates, layer_key(self.bimask_seed, name))
@@ -103,7 +107,8 @@ class NMDense(_NMMixin, nn.Dense):
   ``method`` (``dense|srste|bdwp|bimask``), ``sr_ste_lambda``, ``implementation``
   (``"xla"|"pallas"|None``), ``mask_every`` (recompute the masks every that many training calls,
   from a kernel snapshot in the ``nm_masks`` collection; see the module docstring),
-  ``bimask_candidates``/``bimask_refresh``/``bimask_seed`` (bimask's permutation search). With
+  ``bimask_candidates``/``bimask_refresh``/``bimask_seed``/``bimask_search`` (bimask's permutation
+  search; the module docstring). With
   ``method="dense"`` or no pattern it is exactly ``nn.Dense``.
   """
 
@@ -115,6 +120,7 @@ class NMDense(_NMMixin, nn.Dense):
   bimask_candidates: int = DEFAULT_CANDIDATES
   bimask_refresh: int = DEFAULT_REFRESH
   bimask_seed: int = 0
+  bimask_search: str = "every_call"
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
@@ -147,6 +153,7 @@ class NMConv(_NMMixin, nn.Conv):
   bimask_candidates: int = DEFAULT_CANDIDATES
   bimask_refresh: int = DEFAULT_REFRESH
   bimask_seed: int = 0
+  bimask_search: str = "every_call"
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:

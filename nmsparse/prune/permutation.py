@@ -1,12 +1,25 @@
 """Bi-Mask's permutation search: the output-axis order of a ``bimask`` layer's backward mask.
 
-The search runs inside the training step with no control flow: the candidates are one sort of
-random keys, they are scored together (``vmap``), and the refresh picks with ``jnp.where``. On a
-GPU an XLA conditional or loop outside a command buffer (XLA's default enables neither) copies its
-predicate to the host and waits for the stream, once per layer and step; an earlier ``lax.cond`` /
-``lax.map`` version ran VGG19's 16 layers at 25 s an epoch where the other methods took 1.6-2.9 s,
-sharing one H200 (``scripts/gpu_table.sh``, three runs at a time). The price is the search's
-arithmetic on every training call instead of every ``refresh``-th.
+The refresh rule (SPEC §1): a training call with ``count % bimask_refresh == 0`` replaces the
+permutation, before use, by the best of ``bimask_candidates`` random ones. It runs with no control
+flow: the candidates are one sort of random keys, they are scored together (``vmap``), and the
+refresh picks with ``jnp.where``. On a GPU an XLA conditional or loop outside a command buffer
+(XLA's default enables neither) copies its predicate to the host and waits for the stream, once per
+layer and step; an earlier ``lax.cond`` / ``lax.map`` version ran VGG19's 16 layers at 25 s an epoch
+where the other methods took 1.6-2.9 s, sharing one H200 (``scripts/gpu_table.sh``, three runs at a
+time).
+
+Where the search is computed is the layer's ``bimask_search`` (:data:`SEARCH_MODES`):
+
+* ``"every_call"`` (the layers' default, right for any caller): every training call computes the
+  search and the rule selects it or keeps the stored permutation. Its arithmetic then runs on every
+  call, not every ``refresh``-th: a VGG19 run (git f532f65, 10 candidates, refresh 100) took 12 s
+  an epoch alone on an H200, where bdwp 2:8 took 2.4 s sharing it with another run.
+* ``"marked_calls"``: only a training call that also makes :data:`SEARCH_COLLECTION` mutable
+  computes the search (and still applies the rule); any other call keeps the stored permutation.
+  The caller must mark every call whose count is a multiple of ``refresh``; the runner compiles a
+  second train step for those (``nmsparse.train.loop``), and its check that every count equals the
+  step makes the two agree. The result is the rule's, computed on 1 call in ``refresh``.
 """
 
 from __future__ import annotations
@@ -24,14 +37,21 @@ from nmsparse.types import NMPattern
 # Bi-Mask's CIFAR defaults (CnnModels/utils/options.py: --greedy_num 10, --iter 100).
 DEFAULT_CANDIDATES = 10
 DEFAULT_REFRESH = 100
+# The collection a training call makes mutable to mark itself as a search call (it holds nothing).
+SEARCH_COLLECTION = "nm_search"
+SEARCH_MODES = ("every_call", "marked_calls")
 
 
-def check_bimask_settings(candidates: int, refresh: int, name: str | None = None) -> None:
-  """Raises ``ValueError`` unless both are integers >= 1 (the message names the field and layer)."""
+def check_bimask_settings(candidates: int, refresh: int, name: str | None = None,
+                          search: str = "every_call") -> None:
+  """Raises ``ValueError`` unless ``candidates`` and ``refresh`` are integers >= 1 and ``search``
+  is one of :data:`SEARCH_MODES` (the message names the field and layer)."""
   where = "" if name is None else f" of layer {name!r}"
   for field, value in (("bimask_candidates", candidates), ("bimask_refresh", refresh)):
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
       raise ValueError(f"{field}{where} must be an integer >= 1, got {value!r}.")
+  if search not in SEARCH_MODES:
+    raise ValueError(f"bimask_search{where} must be one of {list(SEARCH_MODES)}, got {search!r}.")
 
 
 def kept_count(w: jax.Array, pattern: NMPattern, perm: jax.Array) -> jax.Array:

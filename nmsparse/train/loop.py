@@ -17,6 +17,7 @@ from absl import logging
 from nmsparse.data.sources import ArrayDataset, load_dataset
 from nmsparse.data.stream import IMAGENET_MEAN, IMAGENET_STD, folder_bytes, make_pipeline
 from nmsparse.prune.methods import ff_mask
+from nmsparse.prune.permutation import DEFAULT_REFRESH
 from nmsparse.prune.rules import LayerRules, path_str, sparsity_report
 from nmsparse.prune.schedule import MASK_COLLECTION
 from nmsparse.train import flops as flops_lib
@@ -198,9 +199,17 @@ class Run:
                                         self.steps_per_epoch, init_key)
     self.state: TrainState = put_replicated(jax.device_get(state), self.mesh)
     num_classes = config.data.num_classes
+    # bimask with bimask_search="marked_calls": a second train step, the search call, for every
+    # step that is a multiple of bimask_refresh (nmsparse.prune.permutation); else the one step.
+    self.search_every = (config.get("bimask_refresh", DEFAULT_REFRESH)
+                         if config.method == "bimask"
+                         and config.get("bimask_search", "every_call") == "marked_calls" else 0)
     if self.stream is not None:
       self.train_step = make_stream_train_step(self.model, self.mesh, self.inputs, num_classes,
                                                config.label_smoothing)
+      self.search_step = (make_stream_train_step(self.model, self.mesh, self.inputs, num_classes,
+                                                 config.label_smoothing, search=True)
+                          if self.search_every else self.train_step)
       self.eval_step = make_stream_eval_step(self.model, self.mesh, self.inputs, num_classes)
     else:
       self.train_arrays = put_replicated((self.data.train_images, self.data.train_labels),
@@ -212,6 +221,9 @@ class Run:
       self.eval_valid = put_batch_sharded(eval_valid, self.mesh, axis=1)
       self.train_step = make_train_step(self.model, self.mesh, self.inputs, num_classes,
                                         config.label_smoothing)
+      self.search_step = (make_train_step(self.model, self.mesh, self.inputs, num_classes,
+                                          config.label_smoothing, search=True)
+                          if self.search_every else self.train_step)
       self.eval_step = make_eval_step(self.model, self.mesh, self.inputs, num_classes)
     self.sparse = sparse_kernels(self.state.params, self.rules, config.method)
 
@@ -403,7 +415,9 @@ def _train(run: Run, ckpt: Checkpointer, start: float, stop_after_step: int | No
         meter.restart(batches)
       losses = []
       for i in range(step - epoch * spe, spe):
-        run.state, metrics = run.train_step(run.state, *next(batches))
+        searches = run.search_every and step % run.search_every == 0
+        train_step = run.search_step if searches else run.train_step
+        run.state, metrics = train_step(run.state, *next(batches))
         step += 1
         steps_done += 1
         last = i == spe - 1

@@ -14,7 +14,7 @@ from nmsparse.data.stream import ON_CORRUPT, STREAM_SOURCES
 from nmsparse.models import create_model
 from nmsparse.nn import NMConv, NMDense
 from nmsparse.optim import create_optimizer
-from nmsparse.prune.permutation import DEFAULT_CANDIDATES, DEFAULT_REFRESH
+from nmsparse.prune.permutation import DEFAULT_CANDIDATES, DEFAULT_REFRESH, SEARCH_MODES
 from nmsparse.prune.rules import LayerRules
 from nmsparse.prune.schedule import MASK_COLLECTION
 from nmsparse.train.state import TrainState
@@ -97,6 +97,9 @@ def validate_config(config: Any) -> None:
       value = data.get(field, low)
       if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"data.{field}={value!r}: must be an integer >= {low}.")
+  search = config.get("bimask_search", "every_call")
+  if search not in SEARCH_MODES:
+    raise ValueError(f"bimask_search={search!r}; use one of {list(SEARCH_MODES)}.")
   compute_dtype(config)
   run_pattern(config)
 
@@ -104,14 +107,16 @@ def validate_config(config: Any) -> None:
 def build_model(config: Any, rules: LayerRules) -> nn.Module:
   """``config.model`` with ``config.model_kwargs``; dense and conv layers are the nmsparse layers
   carrying the rules, method, lambda, implementation, ``mask_every`` (default 1), bimask's
-  permutation search (candidates, refresh, seeded by ``config.seed``) and compute dtype (params
+  permutation search (candidates, refresh, seeded by ``config.seed``, and where it is computed:
+  ``bimask_search``, default ``"every_call"``) and compute dtype (params
   stay fp32)."""
   layer_args = dict(pattern=rules, method=config.method, sr_ste_lambda=config.sr_ste_lambda,
                     implementation=config.implementation, dtype=compute_dtype(config),
                     param_dtype=jnp.float32, mask_every=config.mask_every,
                     bimask_candidates=config.get("bimask_candidates", DEFAULT_CANDIDATES),
                     bimask_refresh=config.get("bimask_refresh", DEFAULT_REFRESH),
-                    bimask_seed=config.seed)
+                    bimask_seed=config.seed,
+                    bimask_search=config.get("bimask_search", "every_call"))
   return create_model(config.model, num_classes=config.data.num_classes,
                       dense=functools.partial(NMDense, **layer_args),
                       conv=functools.partial(NMConv, **layer_args), dtype=compute_dtype(config),

@@ -19,6 +19,7 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
 from nmsparse.data.augment import augment, mix_batch, normalize, recipe_augment
+from nmsparse.prune.permutation import SEARCH_COLLECTION
 from nmsparse.train.parallel import AXIS, shard_map
 from nmsparse.train.state import TrainState
 
@@ -60,21 +61,23 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, num_classes: int,
 
 def update(state: TrainState, model: nn.Module, images: jax.Array, labels: jax.Array,
            num_classes: int, label_smoothing: float, grad_sync: bool = True,
-           targets: jax.Array | None = None,
-           dropout_key: jax.Array | None = None) -> tuple[TrainState, Metrics]:
+           targets: jax.Array | None = None, dropout_key: jax.Array | None = None,
+           search: bool = False) -> tuple[TrainState, Metrics]:
   """One device's step: loss, gradients averaged over ``data``, optimizer update.
 
   ``grad_sync=False`` skips the gradient and BatchNorm all-reduces (each device then trains its
   own replica): only for measuring what the all-reduce costs, never for training. ``targets``:
   soft targets (mixup/CutMix, already smoothed) in place of ``labels`` in the loss.
   ``dropout_key``: the model's ``"dropout"`` PRNG stream (the ViT's stochastic depth and
-  attention dropout); a model that draws from it fails without one.
+  attention dropout); a model that draws from it fails without one. ``search``: mark the call as a
+  bimask search call (``nm_search`` mutable; :mod:`nmsparse.prune.permutation`).
   """
   rngs = None if dropout_key is None else {"dropout": dropout_key}
+  mutable = ["batch_stats", "nm_masks"] + ([SEARCH_COLLECTION] if search else [])
 
   def loss_fn(params):
     logits, new_vars = model.apply(state.variables(params), images, train=True,
-                                   mutable=["batch_stats", "nm_masks"], rngs=rngs)
+                                   mutable=mutable, rngs=rngs)
     if targets is None:
       loss = cross_entropy(logits, labels, num_classes, label_smoothing).mean()
     else:
@@ -97,15 +100,15 @@ DROPOUT_STREAM = 0x64726F70  # folded into a step's key for the model's "dropout
 
 
 def make_train_step(model: nn.Module, mesh: Mesh, inputs: InputSpec, num_classes: int,
-                    label_smoothing: float,
-                    grad_sync: bool = True) -> Callable[..., tuple[TrainState, Metrics]]:
+                    label_smoothing: float, grad_sync: bool = True,
+                    search: bool = False) -> Callable[..., tuple[TrainState, Metrics]]:
   """``step(state, images, labels, order, i, key)``: trains on ``images[order[i]]``.
 
   ``images``/``labels`` are the replicated training set, ``order`` the epoch's ``[steps, batch]``
   index table sharded over devices along the batch axis, ``i`` the step within the epoch and
   ``key`` the run's base PRNG key; augmentation draws from ``fold_in(key, state.step, device)``,
   the model's dropout from that key folded with :data:`DROPOUT_STREAM` (so the augmentation draws
-  are the same with and without it). ``grad_sync``: see :func:`update`.
+  are the same with and without it). ``grad_sync``, ``search``: see :func:`update`.
   """
   mean, std = jnp.asarray(inputs.mean), jnp.asarray(inputs.std)
 
@@ -117,7 +120,7 @@ def make_train_step(model: nn.Module, mesh: Mesh, inputs: InputSpec, num_classes
       x = augment(key, images[idx], mean, std, pad=inputs.pad, flip=inputs.flip,
                   dtype=inputs.dtype)
       return update(state, model, x, labels[idx], num_classes, label_smoothing, grad_sync,
-                    dropout_key=drop_key)
+                    dropout_key=drop_key, search=search)
     aug_key, mix_key = jax.random.split(key)
     x = recipe_augment(aug_key, images[idx], mean, std, pad=inputs.pad, flip=inputs.flip,
                        dtype=inputs.dtype, cutout_size=inputs.cutout,
@@ -129,7 +132,7 @@ def make_train_step(model: nn.Module, mesh: Mesh, inputs: InputSpec, num_classes
       x, targets = mix_batch(mix_key, x, smooth, inputs.mixup_alpha, inputs.cutmix_alpha,
                              inputs.mix_switch_prob)
     return update(state, model, x, labels[idx], num_classes, label_smoothing, grad_sync, targets,
-                  drop_key)
+                  drop_key, search)
 
   step = shard_map(per_device, mesh, in_specs=(P(), P(), P(), P(None, AXIS), P(), P()),
                    out_specs=(P(), P()))
@@ -168,14 +171,15 @@ def make_eval_step(model: nn.Module, mesh: Mesh, inputs: InputSpec,
 
 
 def make_stream_train_step(model: nn.Module, mesh: Mesh, inputs: InputSpec, num_classes: int,
-                           label_smoothing: float) -> Callable[..., tuple[TrainState, Metrics]]:
+                           label_smoothing: float,
+                           search: bool = False) -> Callable[..., tuple[TrainState, Metrics]]:
   """``step(state, images, labels)`` on a batch-sharded uint8 batch augmented on the host
-  (``data.pipeline="stream"``): normalise on the device, then :func:`update`."""
+  (``data.pipeline="stream"``): normalise on the device, then :func:`update` (``search`` there)."""
   mean, std = jnp.asarray(inputs.mean), jnp.asarray(inputs.std)
 
   def per_device(state, images, labels):
     x = normalize(images, mean, std, inputs.dtype)
-    return update(state, model, x, labels, num_classes, label_smoothing)
+    return update(state, model, x, labels, num_classes, label_smoothing, search=search)
 
   step = shard_map(per_device, mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=(P(), P()))
   return jax.jit(step, donate_argnums=(0,))

@@ -11,8 +11,8 @@ from nmsparse.ops import pallas
 from nmsparse.ops.config import LayerSpec
 from nmsparse.ops.dense import make_config
 from nmsparse.prune.methods import bp_mask, ff_mask
-from nmsparse.prune.permutation import (best_of, best_permutation, candidate_permutations,
-                                        layer_key)
+from nmsparse.prune.permutation import (SEARCH_COLLECTION, best_of, best_permutation,
+                                        candidate_permutations, layer_key)
 from nmsparse.prune.schedule import MASK_COLLECTION
 from nmsparse.testing import assert_close
 from nmsparse.types import NMPattern
@@ -236,3 +236,60 @@ def test_training_step_has_no_control_flow_on_the_gpu():
   assert "bimask" in text or "NMConv" in text  # the layers were lowered
   for op in ("stablehlo.while", "stablehlo.case", "stablehlo.if"):
     assert op not in text, op
+
+
+def _dense_layer(search):
+  return nms.nn.NMDense(16, pattern="2:4", method="bimask", bimask_refresh=REFRESH,
+                        bimask_candidates=5, bimask_seed=7, bimask_search=search)
+
+
+def test_marked_calls_search_only_in_marked_calls():
+  """``bimask_search="marked_calls"`` gives the every-call permutations when the refresh calls are
+  marked, and keeps the stored permutation in an unmarked call, even at a refresh count."""
+  x = jax.random.normal(jax.random.key(0), (3, 8))
+  every, marked = _dense_layer("every_call"), _dense_layer("marked_calls")
+  variables = every.init(jax.random.key(1), x)
+  states = {"every": variables[MASK_COLLECTION], "marked": variables[MASK_COLLECTION],
+            "unmarked": variables[MASK_COLLECTION]}
+  for step in range(STEPS):
+    kernel = jax.random.normal(jax.random.key(10 + step), variables["params"]["kernel"].shape)
+    params = {**variables["params"], "kernel": kernel}
+    search = [MASK_COLLECTION, SEARCH_COLLECTION] if step % REFRESH == 0 else [MASK_COLLECTION]
+    for name, layer, mutable in (("every", every, [MASK_COLLECTION]), ("marked", marked, search),
+                                 ("unmarked", marked, [MASK_COLLECTION])):
+      _, new = layer.apply({"params": params, MASK_COLLECTION: states[name]}, x, mutable=mutable)
+      states[name] = new[MASK_COLLECTION]
+    np.testing.assert_array_equal(states["marked"]["permutation"], states["every"]["permutation"],
+                                  err_msg=f"step {step}")
+  assert not (np.asarray(states["every"]["permutation"]) == np.arange(16)).all()
+  np.testing.assert_array_equal(states["unmarked"]["permutation"], np.arange(16))
+  assert int(states["unmarked"]["count"]) == STEPS
+
+
+def test_unmarked_call_lowers_without_the_search():
+  """The search's candidate sort ([candidates, O] keys) is in the every-call and marked programs
+  and missing from the unmarked one, whose sorts are the masks' own."""
+  x = jnp.ones((3, 32))
+  layer = nms.nn.NMDense(64, pattern="2:8", method="bimask", bimask_candidates=6,
+                         bimask_search="marked_calls")
+  variables = layer.init(jax.random.key(0), x)
+
+  def sorts(layer, mutable):
+    def step(params, state):
+      def loss(p):
+        y, new = layer.apply({"params": p, MASK_COLLECTION: state}, x, mutable=mutable)
+        return y.sum(), new
+      return jax.grad(loss, has_aux=True)(params)
+    text = jax.jit(step).trace(variables["params"], variables[MASK_COLLECTION]).lower().as_text()
+    return text.count("stablehlo.sort"), "tensor<6x64xui32>" in text
+
+  every = sorts(layer.clone(bimask_search="every_call"), [MASK_COLLECTION])
+  marked = sorts(layer, [MASK_COLLECTION, SEARCH_COLLECTION])
+  unmarked = sorts(layer, [MASK_COLLECTION])
+  assert every == marked and every[1]
+  assert not unmarked[1] and unmarked[0] < marked[0]
+
+
+def test_search_mode_is_checked():
+  with pytest.raises(ValueError, match="bimask_search of layer 'NMDense' must be one of"):
+    _dense_layer("sometimes").init(jax.random.key(0), jnp.ones((2, 8)))
