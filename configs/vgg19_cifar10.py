@@ -14,10 +14,13 @@ dense/bdwp 2:8 x 3 seeds, srste/bimask 2:8 x 1 seed:
   python -m experiments.sweep --config configs/vgg19_cifar10.py:full --workdir_root runs \
       --results_dir results/runs --gpus N --set data.data_dir=./data
 Expected dense test accuracy: ~93.9 % (VGG19-BN, 200 epochs, public CIFAR-10 results). Measured
-(results/runs, one NVIDIA H200, seeds 0-1): dense 93.50 +- 0.18 %, bdwp 2:8 93.35 +- 0.34 %; seed 0:
+(results/runs, one NVIDIA H200, seeds 0-2): dense 93.43 +- 0.17 %, bdwp 2:8 93.27 +- 0.28 %; seed 0:
 srste 2:8 93.44 %.
 Runtime: seed 0 310 s (dense) and 341 s (bdwp) per run, each sharing the GPU with a ViT run; seed 1
-and srste 671-776 s, three runs sharing the GPU.
+and srste 671-776 s, three runs sharing the GPU; seed 2 482 s (dense) and 527 s (bdwp), sharing it
+with each other and, for part of the time, with a ViT run. bimask with its search in every step
+(git f532f65): 12 s an epoch alone on the GPU (about 40 min a run; not finished); the runner now
+searches only at the refresh steps (bimask_search="marked_calls"), not yet timed on a GPU.
 """
 
 from configs import base
