@@ -18,7 +18,7 @@ Expected dense test accuracy: ~93.9 % (VGG19-BN, 200 epochs, public CIFAR-10 res
 srste 2:8 93.44 %.
 Runtime: seed 0 310 s (dense) and 341 s (bdwp) per run, each sharing the GPU with a ViT run; seed 1
 and srste 671-776 s, three runs sharing the GPU; seed 2 482 s (dense) and 527 s (bdwp), sharing it
-with each other and, for part of the time, with a ViT run. bimask with its search in every step
+with each other (bdwp its last minute with the Bi-Mask run). bimask with its search in every step
 (git f532f65): 12 s an epoch alone on the GPU (about 40 min a run; not finished); the runner now
 searches only at the refresh steps (bimask_search="marked_calls"), not yet timed on a GPU.
 """
