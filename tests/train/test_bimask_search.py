@@ -54,6 +54,17 @@ def test_marked_calls_train_as_every_call(tmp_path):
                every["params"], marked["params"])
 
 
+def test_a_resumed_run_searches_at_the_same_steps(tmp_path):
+  config = _config("marked_calls")
+  train_and_evaluate(config, str(tmp_path / "full"))
+  # Stops after step 3 (checkpoint at step 3), resumes into step 4: a search step.
+  assert train_and_evaluate(config, str(tmp_path / "resumed"), stop_after_step=3) is None
+  train_and_evaluate(config, str(tmp_path / "resumed"))
+  full, resumed = _final(str(tmp_path / "full")), _final(str(tmp_path / "resumed"))
+  jax.tree.map(np.testing.assert_array_equal, _perms(full), _perms(resumed))
+  jax.tree.map(np.testing.assert_array_equal, full["params"], resumed["params"])
+
+
 def test_search_mode_is_validated():
   with pytest.raises(ValueError, match="bimask_search='always'"):
     validate_config(_config("always"))
