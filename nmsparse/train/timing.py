@@ -102,7 +102,9 @@ def measure_step_time(config: Any, warmup: int, steps: int, with_data: bool = Tr
   every step (SPEC §3), ``pipelined_step_ms_with_data`` syncs once per 10 steps as training does
   (host dispatch overlaps the device). ``probes=True`` adds, for diagnosing data-parallel scaling:
   the same step with the gradient all-reduce removed (``no_sync_step_ms``, pipelined) and the
-  all-reduce of the parameters' pytree alone (``allreduce_ms``).
+  all-reduce of the parameters' pytree alone (``allreduce_ms``). A ``bimask`` run with
+  ``bimask_search="marked_calls"`` is timed on its ordinary step: the search step, one in
+  ``bimask_refresh``, is not timed.
   """
   if config.data.get("pipeline", "device") != "device":
     raise ValueError(f"data.pipeline={config.data.pipeline!r}: this times the in-memory device "
