@@ -63,7 +63,7 @@ def test_augment_off_by_default_and_run_defining_only_when_on():
   assert not augment_active(default.augment)
   assert "augment" not in run_defining(default)
   full = vit_cifar10.get_config("full")
-  assert augment_active(full.augment) and run_defining(full)["augment"]["mixup_alpha"] == 0.8
+  assert augment_active(full.augment) and run_defining(full)["augment"]["randaugment_ops"] == 2
   assert resnet9_cifar10.get_config("full").augment.cutout == 8
 
 
