@@ -65,3 +65,21 @@ def test_sptc_report_rows_follow_the_committed_measurements():
       ("vit_cifar10", "2:8", "auto"), ("resnet50_224", "2:4", "sparse_tc")}
   for r in speed:
     assert abs(r["ratio"] - r["dense_step_ms"] / r["sparse_step_ms"]) < 1e-12
+
+
+def test_bimask_cost_rows(tmp_path):
+  """scripts/bimask_cost.py end to end on a smoke config: both back-mappings give one mask, and the
+  three train steps are timed (the times mean nothing here)."""
+  env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+  out = tmp_path / "bimask.json"
+  subprocess.run([sys.executable, "scripts/bimask_cost.py", "--config",
+                  "configs/resnet9_cifar10.py:smoke", "--kernel", "3,3,8,16", "--pattern", "2:4",
+                  "--batch", "2", "--steps", "1", "--repeats", "1", "--out", str(out)],
+                 cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+  doc = json.loads(out.read_text())
+  assert {"device", "jax_version", "git_sha"} <= set(doc["meta"])
+  assert len(doc["masks"]) == 3 and all(r["same_mask"] and r["ms"] > 0 for r in doc["masks"])
+  assert [(r["method"], r["bimask_search"], r["searches"]) for r in doc["steps"]] == [
+      ("bdwp", "every_call", False), ("bimask", "every_call", True),
+      ("bimask", "marked_calls", False)]
+  assert all(r["step_ms"] > 0 for r in doc["steps"])
