@@ -49,7 +49,8 @@ def bimask_backward(w: jax.Array, m_ff: jax.Array, pattern: NMPattern,
   m_b = nm_mask(jnp.take(w_s, perm, axis=OUT_AXIS), pattern, axis=OUT_AXIS)
   # Back to the kernel's order by scattering to ``perm`` rather than gathering with its inverse:
   # XLA fuses that gather into the mask's computation, which its CPU backend then runs element by
-  # element (a 3x3x512x512 kernel's BP mask: 56-57 ms gathered, 13-15 ms scattered, 2-core CPU).
+  # element (``bp_mask`` of a 3x3x512x512 kernel on a 2-core CPU: 112 ms gathered, 64 ms
+  # scattered; results/bimask_cpu.json, scripts/bimask_cost.py).
   return m_ff & jnp.zeros_like(m_b).at[..., perm].set(m_b)
 
 
