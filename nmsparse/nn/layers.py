@@ -32,9 +32,9 @@ from absl import logging
 
 from nmsparse.layer_args import compute_dtype, conv_layer_args, flatten_images
 from nmsparse.ops import nm_conv, nm_dense
-from nmsparse.prune.permutation import (DEFAULT_CANDIDATES, DEFAULT_REFRESH, SEARCH_COLLECTION,
-                                        check_bimask_settings, identity_permutation, layer_key,
-                                        refresh_permutation)
+from nmsparse.prune.permutation import (DEFAULT_CANDIDATES, DEFAULT_REFRESH, DEFAULT_SEARCH,
+                                        SEARCH_COLLECTION, check_bimask_settings,
+                                        identity_permutation, layer_key, refresh_permutation)
 from nmsparse.prune.rules import LayerRules
 from nmsparse.prune.schedule import MASK_COLLECTION, check_mask_every, refresh_mask_source
 from nmsparse.types import NMPattern, PatternLike, as_pattern, check_method
@@ -120,7 +120,7 @@ class NMDense(_NMMixin, nn.Dense):
   bimask_candidates: int = DEFAULT_CANDIDATES
   bimask_refresh: int = DEFAULT_REFRESH
   bimask_seed: int = 0
-  bimask_search: str = "every_call"
+  bimask_search: str = DEFAULT_SEARCH
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
@@ -153,7 +153,7 @@ class NMConv(_NMMixin, nn.Conv):
   bimask_candidates: int = DEFAULT_CANDIDATES
   bimask_refresh: int = DEFAULT_REFRESH
   bimask_seed: int = 0
-  bimask_search: str = "every_call"
+  bimask_search: str = DEFAULT_SEARCH
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:

@@ -40,10 +40,11 @@ DEFAULT_REFRESH = 100
 # The collection a training call makes mutable to mark itself as a search call (it holds nothing).
 SEARCH_COLLECTION = "nm_search"
 SEARCH_MODES = ("every_call", "marked_calls")
+DEFAULT_SEARCH = "every_call"  # the layers' default: right for any caller
 
 
 def check_bimask_settings(candidates: int, refresh: int, name: str | None = None,
-                          search: str = "every_call") -> None:
+                          search: str = DEFAULT_SEARCH) -> None:
   """Raises ``ValueError`` unless ``candidates`` and ``refresh`` are integers >= 1 and ``search``
   is one of :data:`SEARCH_MODES` (the message names the field and layer)."""
   where = "" if name is None else f" of layer {name!r}"

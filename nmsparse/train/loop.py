@@ -17,7 +17,7 @@ from absl import logging
 from nmsparse.data.sources import ArrayDataset, load_dataset
 from nmsparse.data.stream import IMAGENET_MEAN, IMAGENET_STD, folder_bytes, make_pipeline
 from nmsparse.prune.methods import ff_mask
-from nmsparse.prune.permutation import DEFAULT_REFRESH
+from nmsparse.prune.permutation import DEFAULT_REFRESH, DEFAULT_SEARCH
 from nmsparse.prune.rules import LayerRules, path_str, sparsity_report
 from nmsparse.prune.schedule import MASK_COLLECTION
 from nmsparse.train import flops as flops_lib
@@ -203,13 +203,13 @@ class Run:
     # step that is a multiple of bimask_refresh (nmsparse.prune.permutation); else the one step.
     self.search_every = (config.get("bimask_refresh", DEFAULT_REFRESH)
                          if config.method == "bimask"
-                         and config.get("bimask_search", "every_call") == "marked_calls" else 0)
+                         and config.get("bimask_search", DEFAULT_SEARCH) == "marked_calls" else 0)
+    make_step = functools.partial(make_train_step if self.stream is None
+                                  else make_stream_train_step, self.model, self.mesh, self.inputs,
+                                  num_classes, config.label_smoothing)
+    self.train_step = make_step()
+    self.search_step = make_step(search=True) if self.search_every else self.train_step
     if self.stream is not None:
-      self.train_step = make_stream_train_step(self.model, self.mesh, self.inputs, num_classes,
-                                               config.label_smoothing)
-      self.search_step = (make_stream_train_step(self.model, self.mesh, self.inputs, num_classes,
-                                                 config.label_smoothing, search=True)
-                          if self.search_every else self.train_step)
       self.eval_step = make_stream_eval_step(self.model, self.mesh, self.inputs, num_classes)
     else:
       self.train_arrays = put_replicated((self.data.train_images, self.data.train_labels),
@@ -219,11 +219,6 @@ class Run:
       eval_idx, eval_valid = eval_order(self.num_test, self.eval_batch_size)
       self.eval_idx = put_batch_sharded(eval_idx, self.mesh, axis=1)
       self.eval_valid = put_batch_sharded(eval_valid, self.mesh, axis=1)
-      self.train_step = make_train_step(self.model, self.mesh, self.inputs, num_classes,
-                                        config.label_smoothing)
-      self.search_step = (make_train_step(self.model, self.mesh, self.inputs, num_classes,
-                                          config.label_smoothing, search=True)
-                          if self.search_every else self.train_step)
       self.eval_step = make_eval_step(self.model, self.mesh, self.inputs, num_classes)
     self.sparse = sparse_kernels(self.state.params, self.rules, config.method)
 

@@ -14,7 +14,8 @@ from nmsparse.data.stream import ON_CORRUPT, STREAM_SOURCES
 from nmsparse.models import create_model
 from nmsparse.nn import NMConv, NMDense
 from nmsparse.optim import create_optimizer
-from nmsparse.prune.permutation import DEFAULT_CANDIDATES, DEFAULT_REFRESH, SEARCH_MODES
+from nmsparse.prune.permutation import (DEFAULT_CANDIDATES, DEFAULT_REFRESH, DEFAULT_SEARCH,
+                                        SEARCH_MODES)
 from nmsparse.prune.rules import LayerRules
 from nmsparse.prune.schedule import MASK_COLLECTION
 from nmsparse.train.state import TrainState
@@ -97,7 +98,7 @@ def validate_config(config: Any) -> None:
       value = data.get(field, low)
       if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(f"data.{field}={value!r}: must be an integer >= {low}.")
-  search = config.get("bimask_search", "every_call")
+  search = config.get("bimask_search", DEFAULT_SEARCH)
   if search not in SEARCH_MODES:
     raise ValueError(f"bimask_search={search!r}; use one of {list(SEARCH_MODES)}.")
   compute_dtype(config)
@@ -116,7 +117,7 @@ def build_model(config: Any, rules: LayerRules) -> nn.Module:
                     bimask_candidates=config.get("bimask_candidates", DEFAULT_CANDIDATES),
                     bimask_refresh=config.get("bimask_refresh", DEFAULT_REFRESH),
                     bimask_seed=config.seed,
-                    bimask_search=config.get("bimask_search", "every_call"))
+                    bimask_search=config.get("bimask_search", DEFAULT_SEARCH))
   return create_model(config.model, num_classes=config.data.num_classes,
                       dense=functools.partial(NMDense, **layer_args),
                       conv=functools.partial(NMConv, **layer_args), dtype=compute_dtype(config),
