@@ -83,7 +83,10 @@ case "${1:-}" in
     sleep 5; pack ;;
   lane) lane "$2" ;;
   unpack-and-wait)
-    python3 .data/unpack.py --out $state/data --src .data/cifar10 && touch "$state/unpacked"
+    # A machine that went cold since call 1 has neither part-a nor lanes: stop at once rather
+    # than wait out the call on nothing.
+    python3 .data/unpack.py --out $state/data --src .data/cifar10 || { pack; exit 1; }
+    touch "$state/unpacked"
     wait_for "${2:-540}" ;;
   wait) wait_for "${2:-560}" ;;
   *) echo "usage: $0 start | unpack-and-wait SECONDS | wait SECONDS" >&2; exit 2 ;;
