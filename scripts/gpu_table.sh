@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
 # Issue 14's full-schedule CIFAR-10 runs on one GPU machine, across back-to-back device calls (each
 # at most 10 minutes; the runs live on in the background while the machine stays warm):
-#   call 1 (carry .data/cifar10/part-a and the .whl/ wheels but array_record's):
-#     bash scripts/gpu_table.sh start
-#   call 2 (carry .data/cifar10/part-b, .data/unpack.py, .whl/array_record-*.whl):
-#     bash scripts/gpu_table.sh unpack-and-wait 540
-#   (a call carries at most 64 MiB with the working tree; part-a, the tree and all the wheels
-#   together are over it, so the largest wheel goes with part-b and the lanes install the wheels
-#   once call 2 has unpacked the data)
+#   call 1 (carry .data/cifar10/part-a, .whl/ml_collections-*.whl): bash scripts/gpu_table.sh start
+#   call 2 (carry .data/cifar10/part-b, .data/unpack.py): bash scripts/gpu_table.sh unpack-and-wait 540
+#   (a call carries at most 64 MiB with the working tree, whose run JSONs grow with every run:
+#   ml_collections is the one wheel a CIFAR run needs; the "arrays" source never imports Grain or
+#   array_record, which only the folder/arrayrecord/tfds sources read through)
 #   later calls: bash scripts/gpu_table.sh wait 560
 # LANES (default 2) sweeps share the GPU, each in its own process with 1/LANES of its memory; lane i
 # runs the sweeps of LANE<i> in order (each a "config[:arg][@filter]" list; defaults below). Two
@@ -61,7 +59,7 @@ wait_for() {  # wait up to $1 seconds for every lane, then pack
 lane() {  # lane INDEX: its sweeps one after another, once the data is unpacked
   local i=$1 var="LANE$1"
   while [ ! -f "$state/unpacked" ]; do sleep 2; done
-  source scripts/gpu_env.sh  # after call 2, which carries the array_record wheel
+  source scripts/gpu_env.sh
   export XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $lanes, 2))")
   export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache NMS_GPU_LANES=$lanes
   for item in ${!var}; do
