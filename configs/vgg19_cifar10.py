@@ -21,8 +21,8 @@ and srste 671-776 s, three runs sharing the GPU; seed 2 482 s (dense) and 527 s 
 with each other (bdwp its last minute with the Bi-Mask run). bimask with its search in every step
 (git f532f65): 12 s an epoch alone on the GPU (about 40 min a run; not finished); the runner now
 searches only at the refresh steps (bimask_search="marked_calls"): 1.33-1.54 s an epoch alone on
-the H200 against bdwp's 1.28-1.32 s (synthetic data, git 5ca5828, benchmarks/h200_bimask/), about 280 s of
-training epochs a run alone.
+the H200 against bdwp's 1.28-1.32 s (synthetic data, git 5ca5828, benchmarks/h200_bimask/),
+about 280 s of training epochs a run alone.
 """
 
 from configs import base
