@@ -15,14 +15,14 @@ dense/bdwp 2:8 x 3 seeds, srste/bimask 2:8 x 1 seed:
       --results_dir results/runs --gpus N --set data.data_dir=./data
 Expected dense test accuracy: ~93.9 % (VGG19-BN, 200 epochs, public CIFAR-10 results). Measured
 (results/runs, one NVIDIA H200, seeds 0-2): dense 93.43 +- 0.17 %, bdwp 2:8 93.27 +- 0.28 %; seed 0:
-srste 2:8 93.44 %.
+srste 2:8 93.44 %, bimask 2:8 93.41 % (git 68e49cb).
 Runtime: seed 0 310 s (dense) and 341 s (bdwp) per run, each sharing the GPU with a ViT run; seed 1
 and srste 671-776 s, three runs sharing the GPU; seed 2 482 s (dense) and 527 s (bdwp), sharing it
 with each other (bdwp its last minute with the Bi-Mask run). bimask with its search in every step
 (git f532f65): 12 s an epoch alone on the GPU (about 40 min a run; not finished); the runner now
 searches only at the refresh steps (bimask_search="marked_calls"): 1.33-1.54 s an epoch alone on
-the H200 against bdwp's 1.28-1.32 s (synthetic data, git 5ca5828, benchmarks/h200_bimask/),
-about 280 s of training epochs a run alone.
+the H200 against bdwp's 1.28-1.32 s (synthetic data, git 5ca5828, benchmarks/h200_bimask/); the
+committed bimask run took 602 s sharing the GPU with a ViT run.
 """
 
 from configs import base
