@@ -24,7 +24,7 @@ from nmsparse.train import flops as flops_lib
 from nmsparse.train.checkpoint import Checkpointer
 from nmsparse.train.inputs import DevicePrefetch, InputMeter, check_fits_device, put_local_batch
 from nmsparse.train.metrics import (MetricWriter, Progress, device_name, git_sha,
-                                    quiet_library_logs, write_json)
+                                    quiet_library_logs, split_mask_flips, write_json)
 from nmsparse.train.parallel import make_mesh, put_batch_sharded, put_replicated
 from nmsparse.train.setup import (build_model, build_rules, compute_dtype, create_state,
                                   run_pattern, validate_config)
@@ -286,7 +286,9 @@ def _check_finite(losses: list[tuple[int, jax.Array]]) -> None:
 def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | None = None,
                        stop_after_step: int | None = None) -> dict[str, Any] | None:
   """Trains ``config`` in ``workdir`` (resuming from its newest readable checkpoint) and returns the
-  results dict that is also written to ``workdir/results.json`` (and ``config.results_dir``).
+  results dict that is also written to ``workdir/results.json`` (and ``config.results_dir``): SPEC
+  §3's keys, with ``history`` one record per epoch and, when ``track_mask_flips``, ``mask_flips``
+  the per-layer FF mask flips of every epoch as columns (``metrics.split_mask_flips``).
 
   A workdir belongs to one run (SPEC §4): its config is recorded in ``workdir/config.json``; a
   finished run returns its results and rewrites nothing.
@@ -327,6 +329,7 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
   if trained is None:
     return None
   step, history, wall_before = trained
+  history, mask_flips = split_mask_flips(history)
   final = run.evaluate()
   pattern = run_pattern(config)
   results = {
@@ -340,6 +343,8 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
       "gemm_flops_per_example": stages, "history": history, "name": run_name(config),
       "config": json.loads(config.to_json_best_effort()),
   }
+  if mask_flips is not None:
+    results["mask_flips"] = mask_flips
   if os.environ.get("NMS_GPU_LANES"):  # set by launchers that run several runs on one GPU
     results["gpu_lanes"] = int(os.environ["NMS_GPU_LANES"])
   if jax.process_index() == 0:

@@ -131,9 +131,62 @@ def device_name() -> str:
   return f"{devices[0].device_kind} x{len(devices)}"
 
 
+def _is_scalar(x: Any) -> bool:
+  return not isinstance(x, (dict, list, tuple))
+
+
+def format_json(obj: Any, indent: int = 1) -> str:
+  """``json.dumps(obj, indent=indent)``'s layout, except that an object or list holding scalars
+  only goes on one line: a run's epoch records read one per line, a per-layer series as one row.
+
+  ``json.loads`` of the result equals ``json.loads(json.dumps(obj))``.
+  """
+  def fmt(x: Any, level: int) -> str:
+    if _is_scalar(x) or not x or all(_is_scalar(v) for v in (x.values() if isinstance(x, dict)
+                                                             else x)):
+      return json.dumps(x)
+    pad, end = "\n" + " " * indent * (level + 1), "\n" + " " * indent * level
+    if isinstance(x, dict):
+      items = (f"{json.dumps({k: 0})[1:-4]}: {fmt(v, level + 1)}" for k, v in x.items())
+      return "{" + pad + ("," + pad).join(items) + end + "}"
+    return "[" + pad + ("," + pad).join(fmt(v, level + 1) for v in x) + end + "]"
+  return fmt(obj, 0)
+
+
 def write_json(path: str, obj: Any) -> None:
+  """Writes ``obj`` as ``format_json`` lays it out, atomically (a reader never sees half a file)."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1)
+    f.write(format_json(obj) + "\n")
   os.replace(tmp, path)
+
+
+def split_mask_flips(history: list[dict[str, Any]]
+                     ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+  """Moves the per-layer ``mask_flips`` counts out of a run's epoch records into one columnar
+  record, ``{"epochs": [epoch, ...], "layers": {layer: [count per epoch, ...]}}`` (``None`` when
+  no epoch tracked flips); each record keeps its ``mask_flip_fraction``.
+
+  The per-epoch layout repeated every layer's name in every epoch: 70 % of a 200-epoch ViT run's
+  JSON. ``epoch_mask_flips`` reads either layout back per epoch.
+  """
+  tracked = [h for h in history if "mask_flips" in h]
+  if not tracked:
+    return history, None
+  layers = list(tracked[0]["mask_flips"])
+  if any(list(h["mask_flips"]) != layers for h in tracked):
+    raise ValueError("epoch records disagree on the layers whose mask flips they count")
+  return ([{k: v for k, v in h.items() if k != "mask_flips"} for h in history],
+          {"epochs": [h["epoch"] for h in tracked],
+           "layers": {p: [h["mask_flips"][p] for h in tracked] for p in layers}})
+
+
+def epoch_mask_flips(results: dict[str, Any]) -> dict[int, dict[str, int]]:
+  """``{epoch: {layer: FF mask flips since the epoch before}}`` of a run's results, in the
+  columnar layout ``split_mask_flips`` writes or the per-epoch one of run files written before it."""
+  columns = results.get("mask_flips")
+  if columns is None:
+    return {h["epoch"]: h["mask_flips"] for h in results["history"] if "mask_flips" in h}
+  return {e: {p: counts[i] for p, counts in columns["layers"].items()}
+          for i, e in enumerate(columns["epochs"])}

@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # the damage lies does not change what is checked (fallback to the step before, identical finish).
 NUM_KILLS, STOP_STEP = 20, 35
 COMPARED = ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
-            "mask_flips", "learning_rate")
+            "mask_flip_fraction", "learning_rate")
 # One xdist worker runs the whole module (``--dist loadgroup``), so the 20-kill run of the
 # module-scoped ``kill_report`` happens once, not once per worker that draws one of its tests.
 pytestmark = pytest.mark.xdist_group("fault_injection")
@@ -65,6 +65,8 @@ def assert_same_run(reference, workdir):
   assert got["test_accuracy"] == ref["test_accuracy"]
   assert [{k: h.get(k) for k in COMPARED} for h in got["history"]] == \
       [{k: h.get(k) for k in COMPARED} for h in ref["history"]]
+  assert got["mask_flips"]["epochs"] == [h["epoch"] for h in ref["history"]]
+  assert got["mask_flips"] == ref["mask_flips"]
 
 
 @pytest.fixture(scope="module")

@@ -48,7 +48,10 @@ def test_two_step_run_writes_checkpoint_and_results(tmp_path, family, method):
     assert json.load(f)["test_accuracy"] == results["test_accuracy"]
   assert len(os.listdir(tmp_path / "results")) == 1
   if method == "bdwp":
-    assert "mask_flips" in results["history"][0]
+    flips = results["mask_flips"]
+    assert flips["epochs"] == [h["epoch"] for h in results["history"]]
+    assert flips["layers"] and all(len(c) == len(flips["epochs"]) for c in flips["layers"].values())
+    assert "mask_flips" not in results["history"][0] and "mask_flip_fraction" in results["history"][0]
     stages = results["gemm_flops_per_example"]
     assert stages["FF"]["sparse"] < stages["FF"]["dense"]
     assert stages["WU"]["sparse"] == stages["WU"]["dense"]
