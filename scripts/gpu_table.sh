@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Issue 14's full-schedule CIFAR-10 runs on one GPU machine, across back-to-back device calls (each
-# at most 10 minutes; the runs live on in the background while the machine stays warm):
-#   call 1 (carry .data/cifar10/part-a, .whl/ml_collections-*.whl): bash scripts/gpu_table.sh start
-#   call 2 (carry .data/cifar10/part-b, .data/unpack.py): bash scripts/gpu_table.sh unpack-and-wait 540
-#   (a call carries at most 64 MiB with the working tree, whose run JSONs grow with every run:
-#   ml_collections is the one wheel a CIFAR run needs; the "arrays" source never imports Grain or
-#   array_record, which only the folder/arrayrecord/tfds sources read through)
+# at most 10 minutes; the runs live on in the background while the machine stays warm). The data
+# goes in three carries of ~37 MB (bash scripts/split_carry.sh, here, once), since a call carries at
+# most 64 MiB with the working tree:
+#   call 1 (carry .data/carry/1, .whl/ml_collections-*.whl): bash scripts/gpu_table.sh start
+#   call 2 (carry .data/carry/2): bash scripts/gpu_table.sh carried
+#   call 3 (carry .data/carry/3): bash scripts/gpu_table.sh unpack-and-wait 540
 #   later calls: bash scripts/gpu_table.sh wait 560
+# (ml_collections is the one wheel a CIFAR run needs; the "arrays" source never imports Grain or
+# array_record, which only the folder/arrayrecord/tfds sources read through.) Two carries of the
+# parts as they are (call 1 .data/cifar10/part-a, call 2 .data/cifar10/part-b and .data/unpack.py,
+# then unpack-and-wait) still work, with under 5 MB of room left for the tree.
 # LANES (default 2) sweeps share the GPU, each in its own process with 1/LANES of its memory; lane i
 # runs the sweeps of LANE<i> in order (each a "config[:arg][@filter]" list; defaults below). Two
 # lanes on one H200 finish more runs per device minute than one, but each run's wall_time_s then
@@ -18,7 +22,7 @@
 # Every call packs the finished results and the lanes' log tails into $OUT/results.tgz; results
 # live under /tmp/table, outside the repository (each call re-copies the working tree).
 set -uo pipefail
-state=/tmp/table
+state=${TABLE_STATE:-/tmp/table}  # TABLE_STATE: elsewhere, for a test of the data steps
 results=$state/results
 mkdir -p "$results/runs"
 [ -e "$state/seeded" ] || { cp results/runs/*.json "$results/runs/" && touch "$state/seeded"; }
@@ -80,12 +84,23 @@ case "${1:-}" in
     done
     sleep 5; pack ;;
   lane) lane "$2" ;;
+  carried)  # call 2 of three: its carry stays in the tree while the machine is warm
+    ls -l .data/carry/1 .data/carry/2 || { pack; exit 1; }
+    pack ;;
   unpack-and-wait)
-    # A machine that went cold since call 1 has neither part-a nor lanes: stop at once rather
+    # A machine that went cold since call 1 has neither its carry nor lanes: stop at once rather
     # than wait out the call on nothing.
-    python3 .data/unpack.py --out $state/data --src .data/cifar10 || { pack; exit 1; }
+    src=.data/cifar10 unpack=.data/unpack.py
+    if [ -d .data/carry/3 ]; then  # three carries: join part-a's two pieces (checked by unpack.py)
+      src=$state/parts unpack=.data/carry/3/unpack.py
+      mkdir -p "$src/part-a" "$src/part-b"
+      cat .data/carry/1/train-0.npz.0 .data/carry/2/train-0.npz.1 > "$src/part-a/train-0.npz" &&
+        cp .data/carry/2/test.npz .data/carry/3/train-1.npz "$src/part-b/" || { pack; exit 1; }
+    fi
+    python3 "$unpack" --out $state/data --src "$src" || { pack; exit 1; }
+    rm -rf "$state/parts"
     touch "$state/unpacked"
     wait_for "${2:-540}" ;;
   wait) wait_for "${2:-560}" ;;
-  *) echo "usage: $0 start | unpack-and-wait SECONDS | wait SECONDS" >&2; exit 2 ;;
+  *) echo "usage: $0 start | carried | unpack-and-wait SECONDS | wait SECONDS" >&2; exit 2 ;;
 esac
