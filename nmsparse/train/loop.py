@@ -31,7 +31,8 @@ from nmsparse.train.setup import (build_model, build_rules, compute_dtype, creat
 from nmsparse.train.state import TrainState
 from nmsparse.train.step import (InputSpec, make_eval_step, make_stream_eval_step,
                                  make_stream_train_step, make_train_step)
-from nmsparse.train.workdir import RESULTS_FILE, check_workdir, record_config
+from nmsparse.train.workdir import (RESULTS_FILE, check_workdir, read_segments, record_config,
+                                    record_segment)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -288,7 +289,9 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
   """Trains ``config`` in ``workdir`` (resuming from its newest readable checkpoint) and returns the
   results dict that is also written to ``workdir/results.json`` (and ``config.results_dir``): SPEC
   §3's keys, with ``history`` one record per epoch and, when ``track_mask_flips``, ``mask_flips``
-  the per-layer FF mask flips of every epoch as columns (``metrics.split_mask_flips``).
+  the per-layer FF mask flips of every epoch as columns (``metrics.split_mask_flips``). A resumed
+  run adds ``segments``: the step each process started from, with its git SHA, JAX and device
+  (``git_sha`` and ``jax_version`` are the last process's).
 
   A workdir belongs to one run (SPEC §4): its config is recorded in ``workdir/config.json``; a
   finished run returns its results and rewrites nothing.
@@ -345,6 +348,9 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
   }
   if mask_flips is not None:
     results["mask_flips"] = mask_flips
+  segments = read_segments(workdir)
+  if len(segments) > 1:  # resumed: which code, JAX and device trained it from which step on
+    results["segments"] = segments
   if os.environ.get("NMS_GPU_LANES"):  # set by launchers that run several runs on one GPU
     results["gpu_lanes"] = int(os.environ["NMS_GPU_LANES"])
   if jax.process_index() == 0:
@@ -376,6 +382,9 @@ def _train(run: Run, ckpt: Checkpointer, start: float, stop_after_step: int | No
                                            data_state(0)), run.mesh)
   run.state, restored = ckpt.restore_latest(run.state, progress)
   step = int(jax.device_get(run.state.step))
+  if jax.process_index() == 0:
+    record_segment(run.workdir, step, git_sha=git_sha(), jax_version=jax.__version__,
+                   device=device_name())
   if restored is not None and run.stream is not None:
     run.stream.check_state(jax.device_get(restored[DATA_STATE]), step)
   first_epoch = step // spe

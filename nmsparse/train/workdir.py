@@ -15,6 +15,7 @@ from nmsparse.train.metrics import write_json
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
+SEGMENTS_FILE = "segments.jsonl"
 # The fields that define what a run computes (SPEC §4: model, data, method, pattern, rules, seed,
 # schedule, optimizer, batch). Bookkeeping (checkpoint/log cadence, progress bar, results_dir,
 # devices, implementation, data_dir) may change between segments.
@@ -114,6 +115,24 @@ def record_config(config: Any, workdir: str) -> None:
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path) or config.get("allow_config_change", False):
     write_json(path, json.loads(config.to_json_best_effort()))
+
+
+def record_segment(workdir: str, step: int, **fields: Any) -> None:
+  """Appends one line to ``workdir/segments.jsonl`` for a process that trains the run from
+  ``step`` on (0, or the checkpoint it resumed from), with ``fields`` (its git SHA, JAX version,
+  device): a run continued elsewhere, or by other code, says so in its results."""
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, SEGMENTS_FILE), "a") as f:
+    f.write(json.dumps({"step": int(step), **fields}) + "\n")
+
+
+def read_segments(workdir: str) -> list[dict[str, Any]]:
+  """The records of ``record_segment``, oldest first (empty for workdirs from before them)."""
+  path = os.path.join(workdir, SEGMENTS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
 
 
 def _lookup(fields: dict[str, Any], dotted: str) -> Any:

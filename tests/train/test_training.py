@@ -82,6 +82,27 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
   assert [h["epoch"] for h in resumed["history"]] == [1, 2]
 
 
+def test_run_moved_to_another_workdir_resumes_and_records_its_segments(tmp_path, monkeypatch):
+  """What scripts/gpu_table.sh's export/import does between two machines: the workdir, with only
+  its newest checkpoint, travels to another path, and other code (another git SHA) finishes it."""
+  import shutil
+  config = smoke_config("resnet9_cifar10", epochs=2, keep_checkpoints=3, checkpoint_every_steps=2)
+  full = train_and_evaluate(config, str(tmp_path / "full"))
+  monkeypatch.setenv("NMSPARSE_GIT_SHA", "a" * 40)
+  assert train_and_evaluate(config, str(tmp_path / "here"), stop_after_step=3) is None
+  ckpts = tmp_path / "here" / "checkpoints"
+  for older in sorted((d for d in os.listdir(ckpts) if d.isdigit()), key=int)[:-1]:
+    shutil.rmtree(ckpts / older)
+  shutil.move(str(tmp_path / "here"), str(tmp_path / "there"))
+  monkeypatch.setenv("NMSPARSE_GIT_SHA", "b" * 40)
+  moved = train_and_evaluate(config, str(tmp_path / "there"))
+  jax.tree.map(np.testing.assert_array_equal, final_params(str(tmp_path / "full"))[0],
+               final_params(str(tmp_path / "there"))[0])
+  assert moved["test_accuracy"] == full["test_accuracy"] and moved["git_sha"] == "b" * 40
+  assert [(s["step"], s["git_sha"]) for s in moved["segments"]] == [(0, "a" * 40), (2, "b" * 40)]
+  assert "segments" not in full
+
+
 def test_non_finite_loss_names_the_step(tmp_path):
   config = smoke_config("vit_cifar10", learning_rate=1e30, grad_clip=0.0, epochs=3)
   with pytest.raises(NonFiniteLossError, match=r"at step \d+"):
