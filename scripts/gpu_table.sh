@@ -7,6 +7,8 @@
 #   call 2 (carry .data/carry/2): bash scripts/gpu_table.sh carried
 #   call 3 (carry .data/carry/3): bash scripts/gpu_table.sh unpack-and-wait 540
 #   later calls: bash scripts/gpu_table.sh wait 560
+#   near the session's end: bash scripts/gpu_table.sh export, then short waits until every chunk
+#   came back (below: unfinished runs go on in the next session)
 # (ml_collections is the one wheel a CIFAR run needs; the "arrays" source never imports Grain or
 # array_record, which only the folder/arrayrecord/tfds sources read through.) Two carries of the
 # parts as they are (call 1 .data/cifar10/part-a, call 2 .data/cifar10/part-b and .data/unpack.py,
@@ -22,26 +24,93 @@
 # Every call packs the finished results and the lanes' log tails into $OUT/results.tgz; results
 # live under /tmp/table, outside the repository (each call re-copies the working tree).
 set -uo pipefail
-state=${TABLE_STATE:-/tmp/table}  # TABLE_STATE: elsewhere, for a test of the data steps
+# TABLE_STATE, TABLE_RUNS, TABLE_CHUNK, RESUME_DIR: elsewhere or smaller, for tests of these steps
+state=${TABLE_STATE:-/tmp/table}
+runs=${TABLE_RUNS:-/tmp/runs}
+resume=${RESUME_DIR:-.data/resume}
+chunk=${TABLE_CHUNK:-15M} chunks_per_call=3  # files back: at most 8 a call, 16 MiB each, 64 MiB
 results=$state/results
 mkdir -p "$results/runs"
 [ -e "$state/seeded" ] || { cp results/runs/*.json "$results/runs/" && touch "$state/seeded"; }
 lanes=${LANES:-2}
-# Default: the rest of issue 14's 66 runs, the main table's cells (dense, bdwp 2:8) first, seed 0
-# of each before the others (the ViT recipe with its regularisers is unmeasured).
-LANE0=${LANE0:-"configs/vit_cifar10.py:full@dense_None_s0 configs/vit_cifar10.py:full@bdwp_2:8_s0
-  configs/vit_cifar10.py:full@dense_None configs/vit_cifar10.py:full@bdwp_2:8
-  configs/vgg19_cifar10.py:full configs/vit_cifar10.py:full"}
-LANE1=${LANE1:-"configs/resnet18_cifar10.py:full@dense_None_s0 configs/resnet18_cifar10.py:full@bdwp_2:8_s0
-  configs/resnet50_cifar10.py:full@dense_None_s0 configs/resnet50_cifar10.py:full@bdwp_2:8_s0
-  configs/resnet18_cifar10.py:full@dense_None configs/resnet18_cifar10.py:full@bdwp_2:8
+# Default: the rest of issue 14's 66 runs (finished ones are skipped), the main table's cells
+# (dense, bdwp 2:8) first: the ViT's in lane 0, ResNet18's then ResNet50's in lane 1.
+LANE0=${LANE0:-"configs/vit_cifar10.py:full@bdwp_2:8 configs/vit_cifar10.py:full
+  configs/resnet18_cifar10.py:full"}
+LANE1=${LANE1:-"configs/resnet18_cifar10.py:full@dense_None configs/resnet18_cifar10.py:full@bdwp_2:8
   configs/resnet50_cifar10.py:full@dense_None configs/resnet50_cifar10.py:full@bdwp_2:8
-  configs/resnet18_cifar10.py:full configs/resnet50_cifar10.py:full"}
+  configs/resnet50_cifar10.py:full configs/resnet18_cifar10.py:full"}
+
+# A run that cannot finish before the session's device time ends goes on in the next session from
+# its newest checkpoint: "export" snapshots every unfinished workdir under $runs (config, metrics,
+# segments and its newest checkpoint; not log.txt or TensorBoard events) as a tar in 15 MiB
+# chunks with its sha256, and every later call (pack) sends the next $chunks_per_call chunks and the
+# manifest under $OUT/ckpt. Here, scripts/resume_carries.sh gathers the returned chunks into
+# .data/resume/carry-K folders of at most three chunks; the next session carries them in calls of
+# their own ("carried"), and unpack-and-wait joins and checks them and extracts each workdir
+# under $runs before the lanes start, so the sweep resumes those runs where the snapshot left them
+# (their results list the processes as "segments", each with its git SHA).
+export_runs() {
+  local out=$state/export
+  rm -rf "$out" && mkdir -p "$out/chunks"
+  : > "$out/manifest.txt"
+  while IFS= read -r -d '' cfg; do
+    local wd=$(dirname "$cfg") rel id newest
+    [ -e "$wd/results.json" ] && continue
+    newest=$(ls "$wd/checkpoints" 2>/dev/null | grep -E '^[0-9]+$' | sort -n | tail -n 1)
+    [ -n "$newest" ] || continue
+    rel=${wd#$runs/} id=$(echo "$rel" | tr '/' '-')
+    rm -rf "$out/stage" && mkdir -p "$out/stage/$rel/checkpoints"
+    # Copied first (orbax drops a step once two newer ones are saved); one retry if it went meanwhile.
+    (cd "$wd" && cp -r config.json metrics.jsonl segments.jsonl "$out/stage/$rel/" 2>/dev/null;
+     find checkpoints -maxdepth 1 -type f -exec cp {} "$out/stage/$rel/checkpoints/" \;
+     cp -r "checkpoints/$newest" "$out/stage/$rel/checkpoints/") || {
+      echo "export: $rel: step $newest went while copied; skipped" >&2; continue; }
+    tar cf "$out/$id.tar" -C "$out/stage" "$rel"
+    (cd "$out/chunks" && split -b "$chunk" -d -a 3 "../$id.tar" "$id.tar.")
+    echo "$id $(sha256sum "$out/$id.tar" | cut -d' ' -f1) $(ls "$out/chunks" | grep -c "^$id.tar.") $newest" \
+      >> "$out/manifest.txt"
+    rm "$out/$id.tar"
+    echo "export: $rel at step $newest: $(ls "$out/chunks" | grep -c "^$id.tar.") chunks"
+  done < <(find "$runs" -name config.json -print0 2>/dev/null)
+  rm -rf "$out/stage"
+  echo "export: $(ls "$out/chunks" | wc -l) chunks to send, $chunks_per_call a call"
+}
+
+send_chunks() {  # the next chunks of an export, with its manifest, under $OUT/ckpt
+  local out=$state/export
+  [ -f "$out/manifest.txt" ] || return 0
+  mkdir -p "$OUT/ckpt" && cp "$out/manifest.txt" "$OUT/ckpt/"
+  local left=$(ls "$out/chunks" | wc -l)
+  for f in $(ls "$out/chunks" | sort | head -n "$chunks_per_call"); do
+    mv "$out/chunks/$f" "$OUT/ckpt/"
+  done
+  echo "export: sent $(ls "$OUT/ckpt" | grep -c '\.tar\.'), $(ls "$out/chunks" | wc -l) of $left left"
+}
+
+import_runs() {  # the exported workdirs carried in $resume/*/, checked, under $runs
+  [ -d "$resume" ] || return 0
+  mkdir -p "$runs"
+  sort -u "$resume"/*/manifest.txt | while read -r id sha n step; do
+    local parts=$(find "$resume" -name "$id.tar.[0-9][0-9][0-9]" -printf "%f %p\n" | sort |
+                  cut -d' ' -f2)
+    if [ "$(echo "$parts" | grep -c .)" != "$n" ]; then
+      echo "import: $id: $(echo "$parts" | grep -c .) of $n chunks carried; it starts afresh" >&2
+      continue
+    fi
+    if [ "$(cat $parts | sha256sum | cut -d' ' -f1)" != "$sha" ]; then
+      echo "import: $id: sha256 differs; it starts afresh" >&2
+      continue
+    fi
+    cat $parts | tar xf - -C "$runs" && echo "import: $id resumes from step $step"
+  done
+}
 
 pack() {
   mkdir -p "$state/tails"
   for f in "$state"/*.log; do [ -f "$f" ] && tail -c 30000 "$f" > "$state/tails/$(basename "$f")"; done
   tar czf "$OUT/results.tgz" -C "$state" results tails 2>/dev/null
+  send_chunks
   local new=$(find "$results/runs" -name "*.json" -newer "$state/seeded" -printf "%f ")
   echo "--- status $(date +%T): $(ls "$results/runs" | wc -l) run results, new on this machine: $new"
   for i in $(seq 0 $((lanes - 1))); do [ -f "$state/lane$i.done" ] && echo "lane $i done"; done
@@ -70,7 +139,7 @@ lane() {  # lane INDEX: its sweeps one after another, once the data is unpacked
     local config=${item%%@*} filter=""
     [[ $item == *@* ]] && filter=${item#*@}
     echo "=== $(date +%T) lane $i: $config filter '$filter'"
-    python3 -m experiments.sweep --config "$config" --filter "$filter" --workdir_root /tmp/runs \
+    python3 -m experiments.sweep --config "$config" --filter "$filter" --workdir_root "$runs" \
       --results_dir "$results/runs" --set data.data_dir=$state/data
   done
   touch "$state/lane$i.done"
@@ -84,9 +153,12 @@ case "${1:-}" in
     done
     sleep 5; pack ;;
   lane) lane "$2" ;;
-  carried)  # call 2 of three: its carry stays in the tree while the machine is warm
-    ls -l .data/carry/1 .data/carry/2 || { pack; exit 1; }
+  carried)  # a call that only carries (data carry 2, resume carries): it stays while warm
+    ls -l .data/carry/1 .data/carry/2 "$resume"/* 2>&1 | grep -v "^total"
+    [ -d .data/carry/1 ] || { pack; exit 1; }
     pack ;;
+  export) export_runs; pack ;;
+  import) import_runs ;;  # (unpack-and-wait does it; on its own for tests)
   unpack-and-wait)
     # A machine that went cold since call 1 has neither its carry nor lanes: stop at once rather
     # than wait out the call on nothing.
@@ -99,8 +171,9 @@ case "${1:-}" in
     fi
     python3 "$unpack" --out $state/data --src "$src" || { pack; exit 1; }
     rm -rf "$state/parts"
+    import_runs
     touch "$state/unpacked"
     wait_for "${2:-540}" ;;
   wait) wait_for "${2:-560}" ;;
-  *) echo "usage: $0 start | carried | unpack-and-wait SECONDS | wait SECONDS" >&2; exit 2 ;;
+  *) echo "usage: $0 start | carried | unpack-and-wait SECONDS | wait SECONDS | export | import" >&2; exit 2 ;;
 esac
