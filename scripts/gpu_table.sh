@@ -72,7 +72,7 @@ export_runs() {
       >> "$out/manifest.txt"
     rm "$out/$id.tar"
     echo "export: $rel at step $newest: $(ls "$out/chunks" | grep -c "^$id.tar.") chunks"
-  done < <(find "$runs" -name config.json -print0 2>/dev/null)
+  done < <(find "$runs" -mindepth 4 -maxdepth 4 -name config.json -print0 2>/dev/null)
   rm -rf "$out/stage"
   echo "export: $(ls "$out/chunks" | wc -l) chunks to send, $chunks_per_call a call"
 }
