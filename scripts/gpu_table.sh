@@ -8,7 +8,8 @@
 #   call 3 (carry .data/carry/3): bash scripts/gpu_table.sh unpack-and-wait 540
 #   later calls: bash scripts/gpu_table.sh wait 560
 #   near the session's end: bash scripts/gpu_table.sh export, then short waits until every chunk
-#   came back (below: unfinished runs go on in the next session)
+#   came back (below: unfinished runs go on in the next session; that session carries
+#   .data/resume/carry-K with "carried" calls between calls 2 and 3)
 # (ml_collections is the one wheel a CIFAR run needs; the "arrays" source never imports Grain or
 # array_record, which only the folder/arrayrecord/tfds sources read through.) Two carries of the
 # parts as they are (call 1 .data/cifar10/part-a, call 2 .data/cifar10/part-b and .data/unpack.py,
@@ -61,7 +62,8 @@ export_runs() {
     [ -n "$newest" ] || continue
     rel=${wd#$runs/} id=$(echo "$rel" | tr '/' '-')
     rm -rf "$out/stage" && mkdir -p "$out/stage/$rel/checkpoints"
-    # Copied first (orbax drops a step once two newer ones are saved); one retry if it went meanwhile.
+    # Copied first (orbax drops a step once keep_checkpoints newer ones are saved); a step that went
+    # while copied skips the run, said on stderr.
     (cd "$wd" && cp -r config.json metrics.jsonl segments.jsonl "$out/stage/$rel/" 2>/dev/null;
      find checkpoints -maxdepth 1 -type f -exec cp {} "$out/stage/$rel/checkpoints/" \;
      cp -r "checkpoints/$newest" "$out/stage/$rel/checkpoints/") || {
