@@ -166,7 +166,8 @@ def split_mask_flips(history: list[dict[str, Any]]
                      ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
   """Moves the per-layer ``mask_flips`` counts out of a run's epoch records into one columnar
   record, ``{"epochs": [epoch, ...], "layers": {layer: [count per epoch, ...]}}`` (``None`` when
-  no epoch tracked flips); each record keeps its ``mask_flip_fraction``.
+  no epoch tracked flips); each record keeps its ``mask_flip_fraction``. A layer some epochs did
+  not count (a resume under changed rules) has ``None`` there: the end of a run never fails here.
 
   The per-epoch layout repeated every layer's name in every epoch: 70 % of a 200-epoch ViT run's
   JSON. ``epoch_mask_flips`` reads either layout back per epoch.
@@ -174,12 +175,10 @@ def split_mask_flips(history: list[dict[str, Any]]
   tracked = [h for h in history if "mask_flips" in h]
   if not tracked:
     return history, None
-  layers = list(tracked[0]["mask_flips"])
-  if any(list(h["mask_flips"]) != layers for h in tracked):
-    raise ValueError("epoch records disagree on the layers whose mask flips they count")
+  layers = list(dict.fromkeys(p for h in tracked for p in h["mask_flips"]))
   return ([{k: v for k, v in h.items() if k != "mask_flips"} for h in history],
           {"epochs": [h["epoch"] for h in tracked],
-           "layers": {p: [h["mask_flips"][p] for h in tracked] for p in layers}})
+           "layers": {p: [h["mask_flips"].get(p) for h in tracked] for p in layers}})
 
 
 def epoch_mask_flips(results: dict[str, Any]) -> dict[int, dict[str, int]]:
@@ -188,5 +187,5 @@ def epoch_mask_flips(results: dict[str, Any]) -> dict[int, dict[str, int]]:
   columns = results.get("mask_flips")
   if columns is None:
     return {h["epoch"]: h["mask_flips"] for h in results["history"] if "mask_flips" in h}
-  return {e: {p: counts[i] for p, counts in columns["layers"].items()}
+  return {e: {p: counts[i] for p, counts in columns["layers"].items() if counts[i] is not None}
           for i, e in enumerate(columns["epochs"])}

@@ -7,8 +7,6 @@ import json
 import math
 import os
 
-import pytest
-
 from nmsparse.train.metrics import epoch_mask_flips, format_json, split_mask_flips, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -59,8 +57,11 @@ def test_split_mask_flips_without_flips_and_with_disagreeing_layers():
   plain = [{"epoch": 1, "train_loss": 0.5}]
   assert split_mask_flips(plain) == (plain, None)
   assert epoch_mask_flips({"history": plain}) == {}
-  with pytest.raises(ValueError, match="disagree"):
-    split_mask_flips(history([1]) + history([2], layers=("a/kernel",)))
+  mixed = history([1], layers=("a/kernel",)) + history([2])  # a layer counted from epoch 2 on
+  kept, columns = split_mask_flips(mixed)
+  assert columns["layers"] == {"a/kernel": [10, 20], "b/kernel": [None, 21]}
+  assert epoch_mask_flips({"history": kept, "mask_flips": columns}) == {
+      h["epoch"]: h["mask_flips"] for h in mixed}
 
 
 def test_committed_runs_keep_flips_in_columns():
