@@ -4,7 +4,8 @@ process one after another (``--gpus 0``), or as subprocesses, one per GPU (``--g
 its own ``CUDA_VISIBLE_DEVICES``). Every run's config is checked before any run starts. Finished
 runs (``results.json`` in the workdir, or the run's result JSON in ``--results_dir`` with the same
 run-defining fields) are skipped, so a sweep can be restarted, also on a fresh machine from the
-committed results; unfinished ones resume from their checkpoints.
+committed results; unfinished ones resume from their checkpoints. Sweeps may share a workdir root:
+a run that another process trains (it holds the workdir's lock) is skipped, not trained twice.
 
   python -m experiments.sweep --config configs/quickstart.py --workdir_root /tmp/qs
   python -m experiments.sweep --config configs/resnet9_cifar10.py --config configs/vit_cifar10.py \
@@ -143,6 +144,22 @@ def finished(spec: RunSpec, sets: dict[str, Any], results_dir: str) -> bool:
           recorded_result(spec, sets, results_dir) is not None)
 
 
+def startable(spec: RunSpec, sets: dict[str, Any], results_dir: str) -> bool:
+  """Whether to start the run now: sweeps sharing a workdir root (``scripts/gpu_table.sh``'s lanes)
+  skip a run another process finished since this sweep began, or trains now (it holds the
+  workdir's lock, ``nmsparse.train.workdir.hold_workdir``); each skip is logged."""
+  from nmsparse.train.workdir import workdir_busy  # pylint: disable=g-import-not-at-top
+  if finished(spec, sets, results_dir):
+    logging.info("%s %s seed %d: finished elsewhere since the sweep began; skipped.", spec.name,
+                 spec.method, spec.seed)
+    return False
+  if workdir_busy(spec.workdir):
+    logging.warning("%s %s seed %d: another process trains it in %s; skipped here.", spec.name,
+                    spec.method, spec.seed, spec.workdir)
+    return False
+  return True
+
+
 def preflight(runs: list[RunSpec], sets: dict[str, Any], results_dir: str) -> None:
   """Checks every run of the sweep before any starts: its config builds, passes the runner's
   start-up validation and fits its workdir (SPEC §4), and a result recorded for it in
@@ -178,10 +195,13 @@ def command(spec: RunSpec, sets: dict[str, str], results_dir: str) -> list[str]:
 def run_on_gpus(runs: list[RunSpec], gpus: int, sets: dict[str, str], results_dir: str) -> None:
   """Runs subprocesses, at most one per GPU; each logs to ``<workdir>/log.txt``."""
   pending, active = list(runs), {}
+  parsed = {k: parse_value(v) for k, v in sets.items()}
   while pending or active:
     for gpu in range(gpus):
       if gpu not in active and pending:
         spec = pending.pop(0)
+        if not startable(spec, parsed, results_dir):
+          continue
         os.makedirs(spec.workdir, exist_ok=True)
         log = open(os.path.join(spec.workdir, "log.txt"), "a")
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(gpu)}
@@ -240,8 +260,14 @@ def main(argv):
   if FLAGS.gpus > 0:
     run_on_gpus(todo, FLAGS.gpus, raw_sets, FLAGS.results_dir)
   else:
+    from nmsparse.train.workdir import WorkdirBusyError  # pylint: disable=g-import-not-at-top
     for spec in todo:
-      run_in_process(spec, sets, FLAGS.results_dir)
+      if not startable(spec, sets, FLAGS.results_dir):
+        continue
+      try:
+        run_in_process(spec, sets, FLAGS.results_dir)
+      except WorkdirBusyError as e:  # it began elsewhere between the check and the lock
+        logging.warning("%s Skipped here.", e)
   print(summarize(runs, sets, FLAGS.results_dir))
 
 

@@ -35,12 +35,14 @@ mkdir -p "$results/runs"
 [ -e "$state/seeded" ] || { cp results/runs/*.json "$results/runs/" && touch "$state/seeded"; }
 lanes=${LANES:-2}
 # Default: the rest of issue 14's 66 runs (finished ones are skipped), the main table's cells
-# (dense, bdwp 2:8) first: the ViT's in lane 0, ResNet18's then ResNet50's in lane 1.
-LANE0=${LANE0:-"configs/vit_cifar10.py:full@bdwp_2:8 configs/vit_cifar10.py:full
-  configs/resnet18_cifar10.py:full"}
-LANE1=${LANE1:-"configs/resnet18_cifar10.py:full@dense_None configs/resnet18_cifar10.py:full@bdwp_2:8
-  configs/resnet50_cifar10.py:full@dense_None configs/resnet50_cifar10.py:full@bdwp_2:8
-  configs/resnet50_cifar10.py:full configs/resnet18_cifar10.py:full"}
+# (dense, bdwp 2:8) first: ResNet18's last and ResNet50's in lane 0, the ViT's baselines and
+# ratios in lane 1. Each lane then goes on to every run: the lanes may list the same runs, since a
+# sweep skips a run the other lane trains now (it holds the workdir's lock).
+LANE0=${LANE0:-"configs/resnet18_cifar10.py:full@bdwp_2:8 configs/resnet50_cifar10.py:full@dense_None
+  configs/resnet50_cifar10.py:full@bdwp_2:8 configs/resnet50_cifar10.py:full
+  configs/vit_cifar10.py:full configs/resnet18_cifar10.py:full"}
+LANE1=${LANE1:-"configs/vit_cifar10.py:full configs/resnet18_cifar10.py:full
+  configs/resnet50_cifar10.py:full"}
 
 # A run that cannot finish before the session's device time ends goes on in the next session from
 # its newest checkpoint: "export" snapshots every unfinished workdir under $runs (config, metrics,

@@ -3,6 +3,7 @@ layer rules, per-stage FLOPs), epochs of jitted steps, evaluation, checkpoints, 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -31,8 +32,8 @@ from nmsparse.train.setup import (build_model, build_rules, compute_dtype, creat
 from nmsparse.train.state import TrainState
 from nmsparse.train.step import (InputSpec, make_eval_step, make_stream_eval_step,
                                  make_stream_train_step, make_train_step)
-from nmsparse.train.workdir import (RESULTS_FILE, check_workdir, read_segments, record_config,
-                                    record_segment)
+from nmsparse.train.workdir import (RESULTS_FILE, check_workdir, hold_workdir, read_segments,
+                                    record_config, record_segment)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -306,6 +307,7 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
     ConfigMismatchError: ``workdir`` holds a run of another config (nothing is written).
     ValueError: a config field that cannot run (named in the message).
     NonFiniteLossError, NonFiniteParamsError: training diverged (the checkpoints stay finite).
+    WorkdirBusyError: another live process trains the run in ``workdir`` (nothing is written).
   """
   start = time.time()
   quiet_library_logs()
@@ -315,6 +317,19 @@ def train_and_evaluate(config: Any, workdir: str, *, dataset: ArrayDataset | Non
                  run_name(config), workdir, finished["test_accuracy"])
     return finished
   validate_config(config)
+  # One process trains a workdir at a time (process 0 of a multi-process run holds it for all).
+  with hold_workdir(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
+    finished = check_workdir(config, workdir)  # again: another process may have finished it
+    if finished is not None:
+      logging.info("Run %s in %s was finished by another process (test accuracy %.4f).",
+                   run_name(config), workdir, finished["test_accuracy"])
+      return finished
+    return _train_and_report(config, workdir, dataset, start, stop_after_step)
+
+
+def _train_and_report(config: Any, workdir: str, dataset: ArrayDataset | None, start: float,
+                      stop_after_step: int | None) -> dict[str, Any] | None:
+  """``train_and_evaluate`` once the workdir is checked and held."""
   run = Run(config, workdir, dataset)
   if jax.process_index() == 0:
     record_config(config, workdir)

@@ -1,12 +1,17 @@
 """A workdir belongs to one run (SPEC §4): the run's config is recorded in ``workdir/config.json``
 when the run starts, and a resume whose run-defining fields differ is refused before anything is
-written."""
+written. While a process trains the run it holds ``workdir/.lock`` (``hold_workdir``), so a second
+process (another sweep lane, a second ``nms-train``) cannot train it into the same checkpoints."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
-from typing import Any
+import socket
+from typing import Any, Iterator
 
 from absl import logging
 
@@ -16,6 +21,7 @@ from nmsparse.train.metrics import write_json
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 SEGMENTS_FILE = "segments.jsonl"
+LOCK_FILE = ".lock"
 # The fields that define what a run computes (SPEC §4: model, data, method, pattern, rules, seed,
 # schedule, optimizer, batch). Bookkeeping (checkpoint/log cadence, progress bar, results_dir,
 # devices, implementation, data_dir) may change between segments.
@@ -35,6 +41,63 @@ BIMASK_DEFINING = ("bimask_candidates", "bimask_refresh")
 
 class ConfigMismatchError(ValueError):
   """The workdir holds a run of another config; the message names the fields that differ."""
+
+
+class WorkdirBusyError(RuntimeError):
+  """Another live process trains the run in this workdir (it holds ``workdir/.lock``)."""
+
+
+@contextlib.contextmanager
+def hold_workdir(workdir: str) -> Iterator[None]:
+  """Holds an exclusive advisory lock (``flock``) on ``workdir/.lock`` for the block.
+
+  The kernel drops the lock with its process, so a killed run leaves nothing to clean up and its
+  next process resumes at once. The file names the holder (pid and host) for the error message.
+  On a filesystem without ``flock`` (some network mounts) the block runs unlocked, with a warning.
+
+  Raises:
+    WorkdirBusyError: another process holds the lock (nothing was written).
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, LOCK_FILE)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  locked = True
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except OSError as e:
+    if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+      holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+      os.close(fd)
+      raise WorkdirBusyError(f"Workdir {workdir} is being trained by another process ({holder}, "
+                             f"holding {path}); nothing was written.") from None
+    logging.warning("Workdir %s: cannot lock %s (%s); training it unlocked.", workdir, path, e)
+    locked = False
+  try:
+    if locked:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    yield
+  finally:
+    if locked:
+      fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+def workdir_busy(workdir: str) -> bool:
+  """Whether another process holds ``workdir``'s lock now (creates nothing)."""
+  path = os.path.join(workdir, LOCK_FILE)
+  if not os.path.exists(path):
+    return False
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+  except OSError as e:
+    return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+  else:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return False
+  finally:
+    os.close(fd)
 
 
 def run_defining(config: Any) -> dict[str, Any]:
