@@ -5,7 +5,8 @@
 writes ``accuracy.md`` (one row per set of run-defining fields, SPEC §4: mean ± std over seeds,
 gap to the dense run of the same fields with its seed noise, the GPU time the cell cost, duplicate
 seeds flagged and counted once; bdwp minus srste and minus bimask with their noise),
-``accuracy_vs_ratio.png`` (test accuracy against N/M density, one line per model and method),
+``accuracy_vs_ratio.png`` (test accuracy against N/M density per schedule family: a ratio sweep is a
+line through its dense cell, a single pattern a point, one colour per config and marker per method),
 ``curves_<config>.png`` (test accuracy per epoch of every run) and ``flips_<config>.png`` (the FF
 mask flip rate per epoch, mean over seeds, per method; where the runs tracked it).
 """
@@ -305,32 +306,112 @@ def plot_flips(curves: dict[str, tuple[list[int], list[float]]], title: str, pat
   plt.close(fig)
 
 
+class RatioSeries(NamedTuple):
+  """One method of one config variant in the ratio plot: mean test accuracy (%) and seed std per
+  kept fraction N/M, the dense cell at 1.0 closing a ratio sweep's line."""
+
+  config: str  # the config variant (cell label of its dense cell); one colour per variant
+  method: str
+  note: str  # "" or the sparsity fields telling this series from others of its config and method
+  xs: list[float]
+  ys: list[float]
+  errs: list[float]  # 0 for one seed
+  patterns: list[str]  # "dense" at 1.0
+  line: bool  # a ratio sweep (two or more N:M patterns): drawn as a line through dense
+
+
+def ratio_series(groups: dict[Group, list[dict[str, Any]]]) -> dict[str, list[RatioSeries]]:
+  """The ratio plot's series, per schedule family (:func:`schedule_family`). A method of a config
+  with two or more N:M patterns is a line from its sparsest pattern to the dense cell; one pattern
+  (the 2:8 baselines, the mask-interval ablation) is a point."""
+  labels = cell_labels(groups)
+  by = collections.defaultdict(list)  # (config, base, method, sparsity) -> sparse cells
+  for key in groups:
+    if key.method != "dense":
+      by[(key.config, key.base, key.method, key.sparsity)].append(key)
+  variants = collections.Counter((c, b, m) for c, b, m, _ in by)
+  out = collections.defaultdict(list)
+  for (config, base, method, sparsity), keys in sorted(by.items()):
+    keys.sort(key=lambda k: pattern_density(k.pattern))
+    dense_key = keys[0].dense()
+    dense = groups.get(dense_key)
+    label = labels[dense_key] if dense else config
+    note = ""
+    if variants[(config, base, method)] > 1:  # e.g. bdwp at mask_every 1, 10 and 100
+      note = labels[keys[0]][len(config):].strip()
+    cells = [(pattern_density(k.pattern), groups[k], k.pattern) for k in keys]
+    line = len(keys) > 1
+    if line and dense:
+      cells.append((1.0, dense, "dense"))
+    accs = [_accs(runs) for _, runs, _ in cells]
+    out[schedule_family(config)].append(RatioSeries(
+        label, method, note, [x for x, _, _ in cells], [float(a.mean()) for a in accs],
+        [float(a.std(ddof=1)) if len(a) > 1 else 0.0 for a in accs], [p for _, _, p in cells],
+        line))
+  return dict(out)
+
+
+METHOD_STYLE = {"bdwp": ("o", "-"), "srste": ("s", "--"), "bimask": ("^", ":")}
+
+
 def plot_ratio(groups: dict[Group, list[dict[str, Any]]], path: str) -> None:
-  """Test accuracy against kept fraction N/M (dense at 1.0), one line per config variant and
-  method."""
+  """:func:`ratio_series` with one panel per schedule family: a colour per config variant, a
+  marker and line style per method, each config's dense accuracy as a star at 1.0, error bars the
+  seed std; methods at the same pattern are set slightly apart along x."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  labels = cell_labels(groups)
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  lines = collections.defaultdict(list)  # (label, method, sparsity) -> sparse cells
-  for key in groups:
-    if key.method != "dense":
-      lines[(labels[key], key.method, key.sparsity)].append(key)
-  for (label, method, _), keys in sorted(lines.items()):
-    keys.sort(key=lambda k: pattern_density(k.pattern))
-    dense = groups.get(keys[0].dense())
-    xs = [pattern_density(k.pattern) for k in keys] + ([1.0] if dense else [])
-    ys = [_mean_acc(groups[k]) for k in keys] + ([_mean_acc(dense)] if dense else [])
-    line, = ax.plot(xs, ys, marker="o", label=f"{label} {method}")
-    for key, x, y in zip(keys, xs, ys):
-      ax.annotate(key.pattern, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=6,
-                  color=line.get_color())
-  ax.set_xlabel("kept fraction N/M (1.0 = dense)")
-  ax.set_ylabel("test accuracy (%)")
-  ax.set_title("Accuracy vs N:M ratio")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7)
+  from matplotlib.lines import Line2D  # pylint: disable=g-import-not-at-top
+  families = ratio_series(groups)
+  dense = {}  # family -> config label -> (mean, std) of its dense cell
+  for key, runs in groups.items():
+    if key.method == "dense":
+      accs = _accs(runs)
+      dense.setdefault(schedule_family(key.config), {})[cell_labels(groups)[key]] = (
+          float(accs.mean()), float(accs.std(ddof=1)) if len(accs) > 1 else 0.0)
+  names = sorted(families) or ["short"]
+  fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 5.5), squeeze=False)
+  for ax, family in zip(axes[0], names):
+    series = families.get(family, [])
+    configs = sorted({s.config for s in series})
+    colour = {c: f"C{i % 10}" for i, c in enumerate(configs)}
+    methods = sorted({s.method for s in series}, key=lambda m: (m not in METHOD_STYLE, m))
+    shift = {m: 0.012 * (i - (len(methods) - 1) / 2) for i, m in enumerate(methods)}
+    for s in series:
+      marker, ls = METHOD_STYLE.get(s.method, ("D", "-."))
+      xs = [x if p == "dense" else x + shift[s.method] for x, p in zip(s.xs, s.patterns)]
+      ax.errorbar(xs, s.ys, yerr=s.errs, color=colour[s.config], marker=marker,
+                  ls=ls if s.line else "none", ms=5, capsize=2, lw=1.2)
+      if s.note:
+        ax.annotate(s.note, (xs[0], s.ys[0]), textcoords="offset points", xytext=(5, -3),
+                    fontsize=6, color=colour[s.config])
+      if s.line:  # patterns of one density (1:4 and 2:8) share an x: name each point
+        at = collections.Counter()
+        for x, y, p in zip(xs, s.ys, s.patterns):
+          if p != "dense":
+            ax.annotate(p, (x, y), textcoords="offset points", xytext=(4, 3 - 10 * at[x]),
+                        fontsize=6, color=colour[s.config])
+            at[x] += 1
+    for config in configs:
+      if config in dense.get(family, {}):
+        mean, std = dense[family][config]
+        ax.errorbar([1.0], [mean], yerr=[std], color=colour[config], marker="*", ms=10,
+                    ls="none", capsize=2)
+    ticks = collections.defaultdict(set)  # kept fraction -> the patterns plotted there
+    for x, p in ((x, p) for s in series for x, p in zip(s.xs, s.patterns) if p != "dense"):
+      ticks[x].add(p)
+    ax.set_xticks(sorted(ticks) + [1.0], [f"{', '.join(sorted(ticks[x]))}\n{x:g}"
+                                         for x in sorted(ticks)] + ["dense\n1"], fontsize=7)
+    ax.set_xlabel("N:M pattern, kept fraction N/M")
+    ax.set_ylabel("test accuracy (%), mean ± seed std")
+    ax.set_title(f"Accuracy vs N:M ratio ({family} schedules)")
+    ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=colour[c], lw=3, label=c) for c in configs]
+    handles += [Line2D([], [], color="k", marker=METHOD_STYLE.get(m, ("D", "-."))[0],
+                       ls=METHOD_STYLE.get(m, ("D", "-."))[1], label=m) for m in methods]
+    handles.append(Line2D([], [], color="k", marker="*", ms=10, ls="none", label="dense"))
+    ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16),
+              ncol=3, frameon=False)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

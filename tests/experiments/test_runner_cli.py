@@ -129,6 +129,32 @@ def test_report_renders_table_and_plots(tmp_path):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_ratio_plot_series_per_schedule_family():
+  def run(name, method, pattern, seed, acc, **config):
+    r = fixture_result(name, "resnet18", method, pattern, seed, acc)
+    return {**r, "config": {**r["config"], **config}}
+  results = [run("a", "dense", None, 0, 0.90), run("a", "dense", None, 1, 0.92),
+             run("a", "bdwp", "2:8", 0, 0.88), run("a", "bdwp", "2:8", 1, 0.90),
+             run("a", "bdwp", "2:4", 0, 0.91), run("a", "srste", "2:8", 0, 0.87),
+             run("a_full", "dense", None, 0, 0.95),
+             run("a_full", "bdwp", "2:8", 0, 0.94, mask_every=1),
+             run("a_full", "bdwp", "2:8", 0, 0.93, mask_every=10)]
+  series = report.ratio_series(report.group_runs(results))
+  assert sorted(series) == ["full", "short"]
+  short = {s.method: s for s in series["short"]}
+  assert short["bdwp"].line and short["bdwp"].patterns == ["2:8", "2:4", "dense"]
+  assert short["bdwp"].xs == [0.25, 0.5, 1.0] and short["bdwp"].config == "a"
+  np.testing.assert_allclose(short["bdwp"].ys, [89.0, 91.0, 91.0])
+  np.testing.assert_allclose(short["bdwp"].errs, [np.std([88, 90], ddof=1), 0.0,
+                                                  np.std([90, 92], ddof=1)])
+  assert not short["srste"].line and short["srste"].patterns == ["2:8"]  # a point, not a line
+  full = sorted(series["full"], key=lambda s: s.ys[0])
+  assert [(s.method, s.line, s.ys) for s in full] == [("bdwp", False, [93.0]),
+                                                      ("bdwp", False, [94.0])]
+  assert [s.note for s in full] == ["[mask_every=10]", "[mask_every=1]"]
+  assert {s.config for s in full} == {"a_full"}
+
+
 def test_report_summary_and_not_run(tmp_path):
   runs = tmp_path / "runs"
   os.makedirs(runs)
