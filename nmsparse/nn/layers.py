@@ -24,6 +24,7 @@ permutation in the others (the caller marks every call whose count is a multiple
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -40,8 +41,25 @@ from nmsparse.prune.schedule import MASK_COLLECTION, check_mask_every, refresh_m
 from nmsparse.types import NMPattern, PatternLike, as_pattern, check_method
 
 
-class _NMMixin:
-  """Pattern resolution shared by the sparse layers (which declare the fields themselves)."""
+# Fields only: the stock layer subclassed after this one keeps Flax's __init__, repr and eq, and
+# these fields follow the stock ones (so positional arguments are the stock layer's).
+@dataclasses.dataclass(init=False, repr=False, eq=False)
+class _NMFields:
+  """The sparse layers' extra attributes (:class:`NMDense`)."""
+
+  pattern: PatternLike | LayerRules | None = None
+  method: str = "bdwp"
+  sr_ste_lambda: float = 2e-4
+  implementation: str | None = None
+  mask_every: int = 1
+  bimask_candidates: int = DEFAULT_CANDIDATES
+  bimask_refresh: int = DEFAULT_REFRESH
+  bimask_seed: int = 0
+  bimask_search: str = DEFAULT_SEARCH
+
+
+class _NMMixin(_NMFields):
+  """Pattern resolution and sparse state shared by the sparse layers."""
 
   def resolved_pattern(self) -> NMPattern | None:
     """This layer's pattern; with ``LayerRules``, the rule matching ``<module path>/kernel``."""
@@ -112,16 +130,6 @@ class NMDense(_NMMixin, nn.Dense):
   ``method="dense"`` or no pattern it is exactly ``nn.Dense``.
   """
 
-  pattern: PatternLike | LayerRules | None = None
-  method: str = "bdwp"
-  sr_ste_lambda: float = 2e-4
-  implementation: str | None = None
-  mask_every: int = 1
-  bimask_candidates: int = DEFAULT_CANDIDATES
-  bimask_refresh: int = DEFAULT_REFRESH
-  bimask_seed: int = 0
-  bimask_search: str = DEFAULT_SEARCH
-
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
     pattern = self.resolved_pattern()
@@ -144,16 +152,6 @@ class NMConv(_NMMixin, nn.Conv):
   dilation, and ``SAME``/``VALID``/explicit padding; anything else raises ``ValueError`` (keep such a
   layer dense with a layer rule). With ``method="dense"`` or no pattern it is exactly ``nn.Conv``.
   """
-
-  pattern: PatternLike | LayerRules | None = None
-  method: str = "bdwp"
-  sr_ste_lambda: float = 2e-4
-  implementation: str | None = None
-  mask_every: int = 1
-  bimask_candidates: int = DEFAULT_CANDIDATES
-  bimask_refresh: int = DEFAULT_REFRESH
-  bimask_seed: int = 0
-  bimask_search: str = DEFAULT_SEARCH
 
   @nn.compact
   def __call__(self, inputs: jnp.ndarray) -> jnp.ndarray:
