@@ -22,6 +22,9 @@
 # run. Finished runs are skipped: the committed results/runs/*.json are copied into the sweeps'
 # --results_dir first, and sweep.py counts a run found there as finished (after checking its
 # run-defining fields).
+# MPS=1 (opt-in, not yet measured): "start" first starts a CUDA MPS control daemon (pipes and logs
+# under $state/mps), so the lanes' kernels may run at once rather than by time slicing; the runs
+# then record gpu_mps. Without the binary, or when it fails to start, the lanes run as usual (said).
 # Every call packs the finished results and the lanes' log tails into $OUT/results.tgz; results
 # live under /tmp/table, outside the repository (each call re-copies the working tree).
 set -uo pipefail
@@ -110,6 +113,23 @@ import_runs() {  # the exported workdirs carried in $resume/*/, checked, under $
   done
 }
 
+start_mps() {  # MPS=1: a CUDA MPS daemon for the lanes; sets NMS_GPU_MPS=1 when it runs
+  [ "${MPS:-0}" = 1 ] || return 0
+  if ! command -v nvidia-cuda-mps-control > /dev/null; then
+    echo "MPS: nvidia-cuda-mps-control not found; the lanes share the GPU by time slicing"
+    return 0
+  fi
+  export CUDA_MPS_PIPE_DIRECTORY=$state/mps/pipe CUDA_MPS_LOG_DIRECTORY=$state/mps/log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if nvidia-cuda-mps-control -d; then
+    export NMS_GPU_MPS=1
+    echo "MPS: daemon started (pipes in $CUDA_MPS_PIPE_DIRECTORY)"
+  else
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    echo "MPS: the daemon did not start; the lanes share the GPU by time slicing"
+  fi
+}
+
 pack() {
   mkdir -p "$state/tails"
   for f in "$state"/*.log; do [ -f "$f" ] && tail -c 30000 "$f" > "$state/tails/$(basename "$f")"; done
@@ -152,6 +172,7 @@ lane() {  # lane INDEX: its sweeps one after another, once the data is unpacked
 case "${1:-}" in
   start)
     nvidia-smi -L
+    start_mps
     for i in $(seq 0 $((lanes - 1))); do
       setsid nohup bash "$0" lane "$i" > "$state/lane$i.log" 2>&1 < /dev/null &
     done
@@ -163,6 +184,7 @@ case "${1:-}" in
     pack ;;
   export) export_runs; pack ;;
   import) import_runs ;;  # (unpack-and-wait does it; on its own for tests)
+  mps) start_mps; env | grep -E "^(CUDA_MPS_|NMS_GPU_MPS)" | sort || true ;;  # (start does it; for tests)
   unpack-and-wait)
     # A machine that went cold since call 1 has neither its carry nor lanes: stop at once rather
     # than wait out the call on nothing.
@@ -179,5 +201,6 @@ case "${1:-}" in
     touch "$state/unpacked"
     wait_for "${2:-540}" ;;
   wait) wait_for "${2:-560}" ;;
-  *) echo "usage: $0 start | carried | unpack-and-wait SECONDS | wait SECONDS | export | import" >&2; exit 2 ;;
+  *) echo "usage: $0 start | carried | unpack-and-wait SECONDS | wait SECONDS | export | import |" \
+       "mps" >&2; exit 2 ;;
 esac

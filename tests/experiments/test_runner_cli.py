@@ -21,7 +21,8 @@ def env():
 def test_quickstart_bdwp_within_two_points_of_dense(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config",
                          "configs/quickstart.py", "--workdir_root", str(tmp_path)], cwd=ROOT,
-                        env={**env(), "NMS_GPU_LANES": "3"}, capture_output=True, text=True,
+                        env={**env(), "NMS_GPU_LANES": "3", "NMS_GPU_MPS": "1"},
+                        capture_output=True, text=True,
                         timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   acc = {}
@@ -30,6 +31,7 @@ def test_quickstart_bdwp_within_two_points_of_dense(tmp_path):
       result = json.load(f)
     assert result["dataset"] == "digits" and result["method"] == method
     assert result["gpu_lanes"] == 3  # the launcher's lane count, for the report's GPU time
+    assert result["gpu_mps"] is True  # the lanes ran under CUDA MPS
     acc[method] = result["test_accuracy"]
   assert acc["dense"] > 0.9, acc
   assert acc["bdwp"] >= acc["dense"] - 0.02, acc
