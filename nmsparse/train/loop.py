@@ -41,9 +41,14 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def run_name(config: Any) -> str:
-  """``<name>_<method>[_<N>x<M>]_s<seed>``, the stem of the run's results file."""
+  """``<name>_<method>[_<N>x<M>][_every<k>]_s<seed>``, the stem of the run's results file: every
+  field a sweep grid varies (method, pattern, ``mask_every`` when not 1, seed) is in it, so the
+  runs of one sweep never share a file in ``results_dir``."""
   pattern = run_pattern(config)
   tag = "" if pattern is None else f"_{pattern.n}x{pattern.m}"
+  every = config.get("mask_every", 1) or 1
+  if pattern is not None and every != 1:
+    tag += f"_every{every}"
   return f"{config.name}_{config.method}{tag}_s{config.seed}"
 
 

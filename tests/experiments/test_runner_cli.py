@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import report, sweep
+from nmsparse.train import run_name
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -300,3 +301,20 @@ def test_issue14_full_sweep_lists_exactly_its_runs():
   assert every.workdir == "/w/resnet18_cifar10_full/bdwp_2x8_every10/seed0"
   assert every.overrides()["mask_every"] == 10
   assert sum(map(len, runs.values())) == 66
+  # Each of the 66 runs has its own results file: a mask_every run sharing the plain bdwp 2:8
+  # run's file would count as finished once that one is, or fail the sweep's preflight.
+  names = [run_name(sweep.run_config(r, {}, "")) for rs in runs.values() for r in rs]
+  assert len(set(names)) == 66
+  assert run_name(sweep.run_config(every, {}, "")) == "resnet18_cifar10_full_bdwp_2x8_every10_s0"
+
+
+def test_a_mask_every_run_is_not_finished_by_the_plain_runs_result(tmp_path):
+  runs = sweep.expand(os.path.join(ROOT, "configs", "resnet18_cifar10.py:full"), str(tmp_path), {})
+  plain = next(r for r in runs if (r.method, r.pattern, r.seed, r.mask_every) == ("bdwp", "2:8", 0,
+                                                                                    None))
+  every = next(r for r in runs if r.mask_every == 100)
+  config = json.loads(sweep.run_config(plain, {}, str(tmp_path)).to_json_best_effort())
+  with open(tmp_path / f"{run_name(sweep.run_config(plain, {}, ''))}.json", "w") as f:
+    json.dump({"test_accuracy": 0.95, "config": config}, f)
+  assert sweep.finished(plain, {}, str(tmp_path)) and not sweep.finished(every, {}, str(tmp_path))
+  sweep.check_recorded(every, {}, str(tmp_path))  # no other run's file stands for it
