@@ -4,7 +4,8 @@
 
 writes ``accuracy.md`` (one row per set of run-defining fields, SPEC §4: mean ± std over seeds,
 gap to the dense run of the same fields with its seed noise, the GPU time the cell cost, duplicate
-seeds flagged and counted once; bdwp minus srste and minus bimask with their noise),
+seeds flagged and counted once; bdwp minus srste and minus bimask with their noise; each config
+once in the summaries, its ``mask_every`` > 1 cells in a mask interval ablation table),
 ``accuracy_vs_ratio.png`` (test accuracy against N/M density per schedule family: a ratio sweep is a
 line through its dense cell, a single pattern a point, one colour per config and marker per method),
 ``curves_<config>.png`` (test accuracy per epoch of every run) and ``flips_<config>.png`` (the FF
@@ -208,7 +209,8 @@ def summary(groups: dict[Group, list[dict[str, Any]]], method: str, pattern: str
   labels = cell_labels(groups)
   rows = []
   for key in sorted((k for k in groups if k.method == method and k.pattern == pattern and
-                     family in (None, schedule_family(k.config))), key=lambda k: labels[k]):
+                     family in (None, schedule_family(k.config)) and
+                     interval_base(groups, k) is None), key=lambda k: labels[k]):
     sparse, dense = groups[key], groups.get(key.dense())
     if dense:
       srste = groups.get(key._replace(method="srste"))
@@ -227,6 +229,45 @@ def summary(groups: dict[Group, list[dict[str, Any]]], method: str, pattern: str
   for name, gap, n_sparse, n_dense, vs_srste in rows:
     lines.append(f"| {name} | {gap:+.2f} | {n_sparse} | {n_dense} | "
                  f"{'–' if vs_srste is None else f'{vs_srste:+.2f}'} |")
+  return "\n".join(lines)
+
+
+def mask_every_of(key: Group) -> int:
+  return int(json.loads(key.sparsity or "{}").get("mask_every") or 1)
+
+
+def interval_base(groups: dict[Group, list[dict[str, Any]]], key: Group) -> Group | None:
+  """For a cell at ``mask_every`` k > 1: the cell it ablates, same in all but ``mask_every=1``
+  (``None`` for other cells, or when that cell did not run). Summaries leave such ablation cells
+  out, so a config counts once; :func:`interval_ablation` reports them."""
+  if mask_every_of(key) == 1:
+    return None
+  base = key._replace(sparsity=json.dumps({**json.loads(key.sparsity), "mask_every": 1},
+                                          sort_keys=True))
+  return base if base in groups else None
+
+
+def interval_ablation(groups: dict[Group, list[dict[str, Any]]]) -> str | None:
+  """Each ``mask_every`` > 1 cell against its ``mask_every=1`` cell (with the seed noise of the
+  difference) and against dense; ``None`` when there is none."""
+  labels = cell_labels(groups)
+  keys = sorted((k for k in groups if interval_base(groups, k) is not None),
+                key=lambda k: (k.config, k.method, str(k.pattern), mask_every_of(k)))
+  if not keys:
+    return None
+  lines = ["## Mask interval ablation", "",
+           "Masks recomputed every `mask_every` steps instead of every step (SPEC §1); minus "
+           "every step = the difference to the same config at `mask_every=1`, with its seed noise.",
+           "", "| config | method | pattern | mask_every | acc. (%) | seeds | minus every step (pts) "
+           "| noise (pts) | gap to dense (pts) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+  for key in keys:
+    mine, base = _accs(groups[key]), _accs(groups[interval_base(groups, key)])
+    dense = groups.get(key.dense())
+    gap = "–" if not dense else f"{mine.mean() - _accs(dense).mean():+.2f}"
+    lines.append(f"| {labels.get(key.dense(), key.config)} | {key.method} | {key.pattern} | "
+                 f"{mask_every_of(key)} | {mine.mean():.2f} | {len(mine)} | "
+                 f"{mine.mean() - base.mean():+.2f} | {_noise(difference_noise(mine, base))} | "
+                 f"{gap} |")
   return "\n".join(lines)
 
 
@@ -487,7 +528,8 @@ def write_report(runs_dir: str, out: str, not_run: Iterable[str] = (),
   families = sorted({schedule_family(k.config) for k in groups})
   for family in families if len(families) > 1 else [None]:
     md += [summary(groups, method, pattern, family), ""]
-  md += [comparisons(groups), "",
+  ablation = interval_ablation(groups)
+  md += [comparisons(groups), ""] + ([ablation, ""] if ablation else []) + [
          "![accuracy vs N:M ratio](accuracy_vs_ratio.png)", ""]
   md += [f"![{p}]({p})" for p in plots]
   written.append(os.path.join(out, "accuracy.md"))

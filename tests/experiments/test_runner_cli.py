@@ -158,6 +158,28 @@ def test_ratio_plot_series_per_schedule_family():
   assert {s.config for s in full} == {"a_full"}
 
 
+def test_report_counts_a_config_once_and_reports_mask_intervals_apart(tmp_path):
+  def run(method, pattern, seed, acc, every=None):
+    r = fixture_result("r_full", "resnet18", method, pattern, seed, acc)
+    return {**r, "config": {**r["config"], **({} if every is None else {"mask_every": every})}}
+  fixtures = [run("dense", None, 0, 0.95), run("dense", None, 1, 0.96),
+              run("bdwp", "2:8", 0, 0.94, 1), run("bdwp", "2:8", 1, 0.95, 1),
+              run("bdwp", "2:8", 0, 0.93, 10), run("bdwp", "2:8", 0, 0.90, 100)]
+  runs = tmp_path / "runs"
+  os.makedirs(runs)
+  for i, r in enumerate(fixtures):
+    with open(runs / f"{i}.json", "w") as f:
+      json.dump(r, f)
+  report.write_report(str(runs), str(tmp_path / "out"))
+  md = open(tmp_path / "out" / "accuracy.md").read()
+  # The summary counts r_full once, with its every-step cell (94.5 - 95.5), not three times.
+  assert "Mean gap over 1 configs: **-1.00 pts**" in md
+  ablation = md[md.index("## Mask interval ablation"):]
+  noise = np.sqrt(np.var([94, 95], ddof=1) / 1 + np.var([94, 95], ddof=1) / 2)  # borrowed variance
+  assert f"| r_full | bdwp | 2:8 | 10 | 93.00 | 1 | -1.50 | {noise:.2f} | -2.50 |" in ablation
+  assert f"| r_full | bdwp | 2:8 | 100 | 90.00 | 1 | -4.50 | {noise:.2f} | -5.50 |" in ablation
+
+
 def test_report_summary_and_not_run(tmp_path):
   runs = tmp_path / "runs"
   os.makedirs(runs)
