@@ -403,12 +403,12 @@ def plot_ratio(groups: dict[Group, list[dict[str, Any]]], path: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   from matplotlib.lines import Line2D  # pylint: disable=g-import-not-at-top
-  families = ratio_series(groups)
+  families, labels = ratio_series(groups), cell_labels(groups)
   dense = {}  # family -> config label -> (mean, std) of its dense cell
   for key, runs in groups.items():
     if key.method == "dense":
       accs = _accs(runs)
-      dense.setdefault(schedule_family(key.config), {})[cell_labels(groups)[key]] = (
+      dense.setdefault(schedule_family(key.config), {})[labels[key]] = (
           float(accs.mean()), float(accs.std(ddof=1)) if len(accs) > 1 else 0.0)
   names = sorted(families) or ["short"]
   fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 5.5), squeeze=False)
