@@ -7,9 +7,12 @@
 #   call 2 (carry .data/carry/2): bash scripts/gpu_table.sh carried
 #   call 3 (carry .data/carry/3): bash scripts/gpu_table.sh unpack-and-wait 540
 #   later calls: bash scripts/gpu_table.sh wait 560
-#   near the session's end: bash scripts/gpu_table.sh export, then short waits until every chunk
-#   came back (below: unfinished runs go on in the next session; that session carries
-#   .data/resume/carry-K with "carried" calls between calls 2 and 3)
+#   near the session's end: bash scripts/gpu_table.sh finish LANE SECONDS (lane LANE ends the run
+#   it trains, then stops, so the other lane runs alone; "stop LANE" stops it at once), and/or
+#   export, then short waits until every chunk came back (below: unfinished runs go on in the next
+#   session; that session carries .data/resume/carry-K with "carried" calls between calls 2 and 3)
+# The machine goes cold ~30 s after a call: a wait, finish, stop or export that finds no lanes says
+# so and exits 1 at once, rather than spend the call on a fresh machine.
 # (ml_collections is the one wheel a CIFAR run needs; the "arrays" source never imports Grain or
 # array_record, which only the folder/arrayrecord/tfds sources read through.) Two carries of the
 # parts as they are (call 1 .data/cifar10/part-a, call 2 .data/cifar10/part-b and .data/unpack.py,
@@ -22,9 +25,12 @@
 # run. Finished runs are skipped: the committed results/runs/*.json are copied into the sweeps'
 # --results_dir first, and sweep.py counts a run found there as finished (after checking its
 # run-defining fields).
-# MPS=1 (opt-in, not yet measured): "start" first starts a CUDA MPS control daemon (pipes and logs
-# under $state/mps), so the lanes' kernels may run at once rather than by time slicing; the runs
-# then record gpu_mps. Without the binary, or when it fails to start, the lanes run as usual (said).
+# MPS (default 1; MPS=0: off): "start" first starts a CUDA MPS control daemon (pipes and logs under
+# $state/mps), so the lanes' kernels run at once rather than by time slicing; the runs then record
+# gpu_mps. Without the binary, or when it fails to start, the lanes run as usual (said). On one H200
+# (git 6423cb4) two lanes under MPS ran ResNet18 :full at a median 1.90-2.33 s an epoch and the ViT
+# at 1.71-1.80 s, against 2.4-2.8 s and 2.2-2.4 s time-sliced in earlier sessions (1.29-1.37 s for
+# ResNet18 alone): 405-520 s a run rather than 462-600 s.
 # Every call packs the finished results and the lanes' log tails into $OUT/results.tgz; results
 # live under /tmp/table, outside the repository (each call re-copies the working tree).
 set -uo pipefail
@@ -38,12 +44,10 @@ mkdir -p "$results/runs"
 [ -e "$state/seeded" ] || { cp results/runs/*.json "$results/runs/" && touch "$state/seeded"; }
 lanes=${LANES:-2}
 # Default: the rest of issue 14's 66 runs (finished ones are skipped), the main table's cells
-# (dense, bdwp 2:8) first: ResNet18's last and ResNet50's in lane 0, the ViT's baselines and
-# ratios in lane 1. Each lane then goes on to every run: the lanes may list the same runs, since a
+# (dense, bdwp 2:8) first: ResNet50's in lane 0, the ViT's baselines and ratios in lane 1. Each lane then goes on to every run: the lanes may list the same runs, since a
 # sweep skips a run the other lane trains now (it holds the workdir's lock).
-LANE0=${LANE0:-"configs/resnet18_cifar10.py:full@bdwp_2:8 configs/resnet50_cifar10.py:full@dense_None
-  configs/resnet50_cifar10.py:full@bdwp_2:8 configs/resnet50_cifar10.py:full
-  configs/vit_cifar10.py:full configs/resnet18_cifar10.py:full"}
+LANE0=${LANE0:-"configs/resnet50_cifar10.py:full@dense_None configs/resnet50_cifar10.py:full@bdwp_2:8
+  configs/resnet50_cifar10.py:full configs/resnet18_cifar10.py:full configs/vit_cifar10.py:full"}
 LANE1=${LANE1:-"configs/vit_cifar10.py:full configs/resnet18_cifar10.py:full
   configs/resnet50_cifar10.py:full"}
 
@@ -113,8 +117,8 @@ import_runs() {  # the exported workdirs carried in $resume/*/, checked, under $
   done
 }
 
-start_mps() {  # MPS=1: a CUDA MPS daemon for the lanes; sets NMS_GPU_MPS=1 when it runs
-  [ "${MPS:-0}" = 1 ] || return 0
+start_mps() {  # unless MPS=0: a CUDA MPS daemon for the lanes; sets NMS_GPU_MPS=1 when it runs
+  [ "${MPS:-1}" = 1 ] || return 0
   if ! command -v nvidia-cuda-mps-control > /dev/null; then
     echo "MPS: nvidia-cuda-mps-control not found; the lanes share the GPU by time slicing"
     return 0
@@ -138,8 +142,41 @@ pack() {
   local new=$(find "$results/runs" -name "*.json" -newer "$state/seeded" -printf "%f ")
   echo "--- status $(date +%T): $(ls "$results/runs" | wc -l) run results, new on this machine: $new"
   for i in $(seq 0 $((lanes - 1))); do [ -f "$state/lane$i.done" ] && echo "lane $i done"; done
-  nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
+  command -v nvidia-smi > /dev/null &&
+    nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
   for f in "$state"/lane*.log; do [ -f "$f" ] && { echo "== $f"; grep -E "epoch|Epoch|test_acc" "$f" | tail -n 2; }; done
+  return 0
+}
+
+warm_here() {  # the lanes (or an export) live on this machine; a fresh one has neither
+  [ -f "$state/unpacked" ] || [ -f "$state/export/manifest.txt" ] && return 0
+  echo "no lanes here: the machine went cold since this session's unpack-and-wait (a fresh one" \
+       "has neither the data nor the runs); start again from call 1" >&2
+  pack
+  return 1
+}
+
+stop_lane() {  # stop lane $1 (its sweep and the run it trains: back to its newest checkpoint)
+  local pid=$(cat "$state/lane$1.pid" 2>/dev/null) pgid
+  pgid=$(ps -o pgid= -p "${pid:-0}" 2>/dev/null | tr -d ' ')
+  if [ -n "$pgid" ]; then
+    kill -- "-$pgid" && echo "lane $1 stopped at $(date +%T)"
+  else
+    echo "lane $1 was not running"
+  fi
+  [ -f "$state/lane$1.done" ] || echo stopped > "$state/lane$1.done"
+}
+
+finish_lane() {  # let lane $1 end the run it trains (up to $2 seconds), then stop it, then pack
+  local log=$state/lane$1.log deadline=$((SECONDS + $2)) before
+  before=$(grep -c "Finished " "$log" 2>/dev/null)
+  while [ $SECONDS -lt $deadline ] && [ ! -f "$state/lane$1.done" ] &&
+        [ "$(grep -c "Finished " "$log" 2>/dev/null)" = "$before" ]; do
+    sleep 5
+  done
+  grep "Finished " "$log" 2>/dev/null | tail -n 1
+  stop_lane "$1"
+  pack
 }
 
 wait_for() {  # wait up to $1 seconds for every lane, then pack
@@ -175,6 +212,7 @@ case "${1:-}" in
     start_mps
     for i in $(seq 0 $((lanes - 1))); do
       setsid nohup bash "$0" lane "$i" > "$state/lane$i.log" 2>&1 < /dev/null &
+      echo $! > "$state/lane$i.pid"
     done
     sleep 5; pack ;;
   lane) lane "$2" ;;
@@ -182,7 +220,9 @@ case "${1:-}" in
     ls -l .data/carry/1 .data/carry/2 "$resume"/* 2>&1 | grep -v "^total"
     [ -d .data/carry/1 ] || { pack; exit 1; }
     pack ;;
-  export) export_runs; pack ;;
+  export) warm_here || exit 1; export_runs; pack ;;
+  stop) warm_here || exit 1; stop_lane "$2"; pack ;;
+  finish) warm_here || exit 1; finish_lane "$2" "${3:-560}" ;;
   import) import_runs ;;  # (unpack-and-wait does it; on its own for tests)
   mps) start_mps; env | grep -E "^(CUDA_MPS_|NMS_GPU_MPS)" | sort || true ;;  # (start does it; for tests)
   unpack-and-wait)
@@ -200,7 +240,7 @@ case "${1:-}" in
     import_runs
     touch "$state/unpacked"
     wait_for "${2:-540}" ;;
-  wait) wait_for "${2:-560}" ;;
-  *) echo "usage: $0 start | carried | unpack-and-wait SECONDS | wait SECONDS | export | import |" \
-       "mps" >&2; exit 2 ;;
+  wait) warm_here || exit 1; wait_for "${2:-560}" ;;
+  *) echo "usage: $0 start | carried | unpack-and-wait SECONDS | wait SECONDS | export |" \
+       "stop LANE | finish LANE SECONDS | import | mps" >&2; exit 2 ;;
 esac

@@ -1,4 +1,4 @@
-"""scripts/gpu_table.sh's opt-in CUDA MPS daemon (MPS=1): started with its pipe and log folders under
+"""scripts/gpu_table.sh's CUDA MPS daemon (on unless MPS=0): started with its pipe and log folders under
 the table's state before the lanes, which then record gpu_mps; without the binary, or when it fails,
 the lanes run as usual and the script says so."""
 
@@ -26,7 +26,7 @@ def mps(tmp_path, fake_exit=None, **extra):
         f'#!/bin/bash\necho "$@ $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY" > {log}\n'
         f"exit {fake_exit}\n")
     (fakebin / "nvidia-cuda-mps-control").chmod(0o755)
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("CUDA_MPS_", "NMS_GPU_MPS"))}
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("CUDA_MPS_", "NMS_GPU_MPS")) and k != "MPS"}
   env.update(PATH=f"{fakebin}{os.pathsep}{env['PATH']}", TABLE_STATE=str(state), **extra)
   proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "gpu_table.sh"), "mps"], env=env,
                         capture_output=True, text=True, cwd=ROOT, check=False)
@@ -53,6 +53,8 @@ def test_mps_failure_or_absence_leaves_the_lanes_as_they_are(tmp_path):
   assert "NMS_GPU_MPS" not in out
 
 
-def test_mps_is_opt_in(tmp_path):
-  out, call = mps(tmp_path, fake_exit=0)
+def test_mps_is_on_by_default_and_MPS_0_turns_it_off(tmp_path):
+  out, call = mps(tmp_path / "default", fake_exit=0)
+  assert "MPS: daemon started" in out and call is not None
+  out, call = mps(tmp_path / "off", fake_exit=0, MPS="0")
   assert call is None and "MPS" not in out

@@ -1,0 +1,107 @@
+"""scripts/gpu_table.sh's lane control on the CPU, with stand-in lanes: ``finish`` lets a lane end
+its run and then stops it (its whole process group), ``stop`` stops one at once, and a ``wait``,
+``finish``, ``stop`` or ``export`` on a machine without lanes (gone cold between calls) exits 1 at
+once instead of waiting out the call."""
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def table(tmp_path, *args, timeout=60):
+  state = tmp_path / "state"
+  env = {**os.environ, "TABLE_STATE": str(state), "TABLE_RUNS": str(tmp_path / "runs"),
+         "OUT": str(tmp_path / "out"), "LANES": "2"}
+  os.makedirs(tmp_path / "out", exist_ok=True)
+  start = time.monotonic()
+  proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "gpu_table.sh"), *args], env=env,
+                        capture_output=True, text=True, cwd=ROOT, check=False, timeout=timeout)
+  return proc, time.monotonic() - start
+
+
+@pytest.fixture
+def lanes(tmp_path):
+  """Two stand-in lanes (a shell and its child, in a session of their own, as ``start`` makes
+  them) on a warm table state; yields (tmp_path, [lane processes])."""
+  state = tmp_path / "state"
+  os.makedirs(state / "results" / "runs")
+  (state / "seeded").touch()
+  (state / "unpacked").touch()
+  procs = []
+  for i in range(2):
+    (state / f"lane{i}.log").write_text("=== lane\nFinished earlier_run: test accuracy 0.5\n")
+    procs.append(subprocess.Popen(["bash", "-c", "sleep 300 & wait"], start_new_session=True))
+    (state / f"lane{i}.pid").write_text(f"{procs[-1].pid}\n")
+  yield tmp_path, procs
+  for p in procs:
+    if p.poll() is None:
+      os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+
+
+def group_gone(pgid, within=10.0):
+  """Whether process group ``pgid`` is gone within ``within`` seconds (its orphans get reaped)."""
+  deadline = time.monotonic() + within
+  while time.monotonic() < deadline:
+    try:
+      os.killpg(pgid, 0)
+    except ProcessLookupError:
+      return True
+    time.sleep(0.1)
+  return False
+
+
+def test_finish_waits_for_the_lanes_run_then_stops_only_that_lane(lanes):
+  tmp_path, procs = lanes
+  log = tmp_path / "state" / "lane0.log"
+
+  def run_finishes():
+    time.sleep(3)
+    with open(log, "a") as f:
+      f.write("Finished vit_cifar10_full_bimask_2x8_s0: test accuracy 0.8800\n")
+  threading.Thread(target=run_finishes).start()
+  proc, took = table(tmp_path, "finish", "0", "40")
+  assert proc.returncode == 0, proc.stderr
+  assert took >= 3 and took < 30  # it waited for the new "Finished", not for the deadline
+  assert "Finished vit_cifar10_full_bimask_2x8_s0" in proc.stdout
+  assert "lane 0 stopped" in proc.stdout
+  procs[0].wait(timeout=10)
+  assert group_gone(procs[0].pid)  # the lane's children (its run) went with it
+  assert procs[1].poll() is None  # the other lane runs on
+  assert (tmp_path / "state" / "lane0.done").read_text().strip() == "stopped"
+  assert "lane 0 done" in proc.stdout
+
+
+def test_finish_stops_the_lane_at_its_deadline(lanes):
+  tmp_path, procs = lanes
+  proc, took = table(tmp_path, "finish", "1", "2")
+  assert proc.returncode == 0, proc.stderr
+  assert took >= 2 and "lane 1 stopped" in proc.stdout
+  procs[1].wait(timeout=10)
+  assert procs[0].poll() is None
+
+
+def test_stop_is_at_once_and_says_when_there_was_nothing_to_stop(lanes):
+  tmp_path, procs = lanes
+  proc, _ = table(tmp_path, "stop", "0")
+  assert "lane 0 stopped" in proc.stdout, proc.stderr
+  procs[0].wait(timeout=10)
+  proc, _ = table(tmp_path, "stop", "0")
+  assert "lane 0 was not running" in proc.stdout
+
+
+@pytest.mark.parametrize("args", [("wait", "30"), ("finish", "0", "30"), ("stop", "0"),
+                                  ("export",)])
+def test_a_machine_without_lanes_exits_at_once(tmp_path, args):
+  os.makedirs(tmp_path / "state" / "results" / "runs")
+  (tmp_path / "state" / "seeded").touch()  # as on a fresh machine, after the seeding copy
+  proc, took = table(tmp_path, *args)
+  assert proc.returncode == 1
+  assert "machine went cold" in proc.stderr
+  assert took < 10
