@@ -142,15 +142,31 @@ def _accs(runs: list[dict[str, Any]]) -> np.ndarray:
   return 100 * np.array([r["test_accuracy"] for r in runs])
 
 
-def difference_noise(a: np.ndarray, b: np.ndarray) -> float | None:
-  """Seed noise of ``mean(a) - mean(b)``: ``sqrt(var_a / n_a + var_b / n_b)`` (sample variances);
-  a one-seed side borrows the other side's variance; ``None`` when both have one seed."""
-  var_a = a.var(ddof=1) if len(a) > 1 else None
-  var_b = b.var(ddof=1) if len(b) > 1 else None
+def difference_noise(a: np.ndarray, b: np.ndarray, pooled: float | None = None) -> float | None:
+  """Seed noise of ``mean(a) - mean(b)``: ``sqrt(var_a / n_a + var_b / n_b)`` (sample variances).
+  A one-seed side takes ``pooled`` (:func:`pooled_seed_variance` of its config) when given, else
+  the other side's variance; ``None`` when neither has a variance to give."""
+  var_a = a.var(ddof=1) if len(a) > 1 else pooled
+  var_b = b.var(ddof=1) if len(b) > 1 else pooled
   if var_a is None and var_b is None:
     return None
   var_a, var_b = (var_b if var_a is None else var_a), (var_a if var_b is None else var_b)
   return float(np.sqrt(var_a / len(a) + var_b / len(b)))
+
+
+def pooled_seed_variance(groups: dict[Group, list[dict[str, Any]]]) -> dict[str, float]:
+  """Per config, the pooled sample variance of its cells with two or more seeds,
+  ``sum((n_i - 1) var_i) / sum(n_i - 1)`` (its methods are taken to share one seed noise): the
+  variance a one-seed cell of that config is given. Configs without such a cell are left out.
+  Pooling over every such cell, not one neighbour, keeps an unusually tight or loose cell from
+  setting a one-seed difference's noise alone."""
+  sums: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0.0])
+  for key, runs in groups.items():
+    if len(runs) > 1:
+      accs = _accs(runs)
+      sums[key.config][0] += (len(accs) - 1) * accs.var(ddof=1)
+      sums[key.config][1] += len(accs) - 1
+  return {config: total / dof for config, (total, dof) in sums.items()}
 
 
 def gpu_hours(runs: list[dict[str, Any]]) -> float:
@@ -177,7 +193,7 @@ def markdown_table(groups: dict[Group, list[dict[str, Any]]]) -> str:
   """One row per cell: accuracy mean ± std (%) over seeds, gap to the dense cell with the same
   run-defining fields and its seed noise (:func:`difference_noise`), GPU hours."""
   method_order = {"dense": 0, "bdwp": 1, "srste": 2, "bimask": 3}
-  labels = cell_labels(groups)
+  labels, pooled = cell_labels(groups), pooled_seed_variance(groups)
   lines = ["| config | model | dataset | method | pattern | epochs | seeds | test acc (%) | "
            "gap to dense (pts) | gap noise (pts) | GPU time (h) | device |", "|" + "---|" * 12]
   for key in sorted(groups, key=lambda k: (labels[k], method_order.get(k.method, 9),
@@ -188,7 +204,7 @@ def markdown_table(groups: dict[Group, list[dict[str, Any]]]) -> str:
     dense = groups.get(key.dense())
     gap = "–" if not dense or key.method == "dense" else (
         f"{accs.mean() - 100 * np.mean([r['test_accuracy'] for r in dense]):+.2f}")
-    noise = "–" if gap == "–" else _noise(difference_noise(accs, _accs(dense)))
+    noise = "–" if gap == "–" else _noise(difference_noise(accs, _accs(dense), pooled.get(key.config)))
     seeds = ",".join(str(s) for s in sorted(r["seed"] for r in runs))
     devices = ", ".join(sorted({r["device"] for r in runs}))
     lines.append(f"| {labels[key]} | {runs[0]['model']} | {runs[0]['dataset']} | {key.method} | "
@@ -250,7 +266,7 @@ def interval_base(groups: dict[Group, list[dict[str, Any]]], key: Group) -> Grou
 def interval_ablation(groups: dict[Group, list[dict[str, Any]]]) -> str | None:
   """Each ``mask_every`` > 1 cell against its ``mask_every=1`` cell (with the seed noise of the
   difference) and against dense; ``None`` when there is none."""
-  labels = cell_labels(groups)
+  labels, pooled = cell_labels(groups), pooled_seed_variance(groups)
   keys = sorted((k for k in groups if interval_base(groups, k) is not None),
                 key=lambda k: (k.config, k.method, str(k.pattern), mask_every_of(k)))
   if not keys:
@@ -266,7 +282,7 @@ def interval_ablation(groups: dict[Group, list[dict[str, Any]]]) -> str | None:
     gap = "–" if not dense else f"{mine.mean() - _accs(dense).mean():+.2f}"
     lines.append(f"| {labels.get(key.dense(), key.config)} | {key.method} | {key.pattern} | "
                  f"{mask_every_of(key)} | {mine.mean():.2f} | {len(mine)} | "
-                 f"{mine.mean() - base.mean():+.2f} | {_noise(difference_noise(mine, base))} | "
+                 f"{mine.mean() - base.mean():+.2f} | {_noise(difference_noise(mine, base, pooled.get(key.config)))} | "
                  f"{gap} |")
   return "\n".join(lines)
 
@@ -286,7 +302,7 @@ def comparisons(groups: dict[Group, list[dict[str, Any]]], method: str = "bdwp",
                 others: tuple[str, ...] = ("srste", "bimask")) -> str:
   """Per ``method`` cell with a peer of ``others``: the accuracy differences and their seed noise
   (:func:`difference_noise`), next to each cell's seed std."""
-  labels = cell_labels(groups)
+  labels, pooled = cell_labels(groups), pooled_seed_variance(groups)
   head = "| config | pattern | " + f"{method} (%) | " + "".join(f"{o} (%) | " for o in others)
   head += "".join(f"{method} minus {o} (pts) | noise (pts) | " for o in others)
   lines = [f"## {method} vs " + ", ".join(others), "",
@@ -309,7 +325,7 @@ def comparisons(groups: dict[Group, list[dict[str, Any]]], method: str = "bdwp",
       else:
         theirs = _accs(groups[peers[o]])
         cells.append(cell(theirs))
-        diffs += [f"{mine.mean() - theirs.mean():+.2f}", _noise(difference_noise(mine, theirs))]
+        diffs += [f"{mine.mean() - theirs.mean():+.2f}", _noise(difference_noise(mine, theirs, pooled.get(key.config)))]
     lines.append("| " + " | ".join(cells + diffs) + " |")
   return "\n".join(lines) if rows else f"No config has {method} and one of {', '.join(others)}."
 
@@ -510,7 +526,8 @@ def write_report(runs_dir: str, out: str, not_run: Iterable[str] = (),
   md = [f"# Accuracy ({len(results)} runs from `{runs_dir}`)", "",
         "Mean ± sample std over seeds; gap = mean minus the dense mean of the same config; gap noise "
         "= seed noise of that difference, sqrt(var/n + var_dense/n_dense), a one-seed side "
-        "borrowing the other's variance; GPU time = the runs' wall_time_s summed (one GPU each).",
+        "taking the pooled seed variance of its config's cells with two or more seeds (this noise "
+        "also in the tables below); GPU time = the runs' wall_time_s summed (one GPU each).",
         "", markdown_table(groups), "",
         f"Total GPU time: {sum(gpu_hours(runs) for runs in groups.values()):.2f} h.", ""]
   if any(shared_gpu(runs) for runs in groups.values()):

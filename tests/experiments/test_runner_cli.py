@@ -175,9 +175,36 @@ def test_report_counts_a_config_once_and_reports_mask_intervals_apart(tmp_path):
   # The summary counts r_full once, with its every-step cell (94.5 - 95.5), not three times.
   assert "Mean gap over 1 configs: **-1.00 pts**" in md
   ablation = md[md.index("## Mask interval ablation"):]
-  noise = np.sqrt(np.var([94, 95], ddof=1) / 1 + np.var([94, 95], ddof=1) / 2)  # borrowed variance
+  noise = np.sqrt(0.5 / 1 + 0.5 / 2)  # the pooled variance of dense and every step: both 0.5
   assert f"| r_full | bdwp | 2:8 | 10 | 93.00 | 1 | -1.50 | {noise:.2f} | -2.50 |" in ablation
   assert f"| r_full | bdwp | 2:8 | 100 | 90.00 | 1 | -4.50 | {noise:.2f} | -5.50 |" in ablation
+
+
+def test_one_seed_noise_pools_the_configs_cells_not_one_neighbour(tmp_path):
+  a, b, one = np.array([90.0, 91.0, 92.0]), np.array([89.0, 89.2]), np.array([88.0])
+  assert report.difference_noise(one, a) == pytest.approx(np.sqrt(1.0 / 1 + 1.0 / 3))
+  assert report.difference_noise(one, a, pooled=0.25) == pytest.approx(np.sqrt(0.25 + 1.0 / 3))
+  assert report.difference_noise(one, np.array([87.0])) is None
+  assert report.difference_noise(one, np.array([87.0]), pooled=0.5) == pytest.approx(1.0)
+  # Through the report: dense is loose (var 4, 3 seeds), bdwp tight (var 0.02, 2 seeds), so the
+  # one-seed interval cell gets (2 * 4 + 1 * 0.02) / 3, not bdwp's 0.02.
+  def run(method, pattern, seed, acc, every=1):
+    r = fixture_result("p_full", "resnet18", method, pattern, seed, acc)
+    return {**r, "config": {**r["config"], "mask_every": every}}
+  fixtures = [run("dense", None, 0, 0.90), run("dense", None, 1, 0.92), run("dense", None, 2, 0.94),
+              run("bdwp", "2:8", 0, 0.930), run("bdwp", "2:8", 1, 0.932),
+              run("bdwp", "2:8", 0, 0.925, every=10)]
+  runs = tmp_path / "runs"
+  os.makedirs(runs)
+  for i, r in enumerate(fixtures):
+    with open(runs / f"{i}.json", "w") as f:
+      json.dump(r, f)
+  report.write_report(str(runs), str(tmp_path / "out"))
+  md = open(tmp_path / "out" / "accuracy.md").read()
+  pooled = (2 * 4.0 + 1 * np.var([93.0, 93.2], ddof=1)) / 3
+  noise = np.sqrt(pooled / 1 + np.var([93.0, 93.2], ddof=1) / 2)
+  assert noise > 1.0  # bdwp's own spread alone would have given 0.17
+  assert f"| 10 | 92.50 | 1 | -0.60 | {noise:.2f} | +0.50 |" in md
 
 
 def test_report_summary_and_not_run(tmp_path):
@@ -295,7 +322,7 @@ def test_report_noise_comparisons_gpu_time_and_flip_curves(tmp_path):
   assert f"| 90.00 ± 1.41 | -1.00 | {noise:.2f} | 1.00 |" in bdwp  # two 1800 s runs = 1 h
   assert "Total GPU time: 3.50 h." in md
   var = np.var([89.0, 91.0], ddof=1)
-  srste_noise = np.sqrt(var / 2 + var / 1)  # the one srste seed borrows bdwp's variance
+  srste_noise = np.sqrt(var / 2 + var / 1)  # the one srste seed: pooled variance, 2 in each cell
   bimask_noise = np.sqrt(np.var([89.0, 91.0], ddof=1) / 2 + np.var([85.0, 87.0], ddof=1) / 2)
   row = [l for l in md.splitlines() if l.startswith("| r | 2:8 | 90.00 ± 1.41 |")][0]
   assert row == (f"| r | 2:8 | 90.00 ± 1.41 | 88.00 | 86.00 ± 1.41 | +2.00 | {srste_noise:.2f} | "
