@@ -74,6 +74,15 @@ def test_one_subprocess_per_gpu(tmp_path):
   assert "bdwp" in sweep.summarize(runs)
 
 
+def write_runs(runs, fixtures):
+  """``fixtures`` as ``runs/<i>.json`` run files (the folder made if missing); returns ``runs``."""
+  os.makedirs(runs, exist_ok=True)
+  for i, r in enumerate(fixtures):
+    with open(os.path.join(runs, f"{i}.json"), "w") as f:
+      json.dump(r, f)
+  return runs
+
+
 def fixture_result(name, model, method, pattern, seed, acc):
   history = [{"epoch": e, "train_accuracy": acc * e / 3, "test_accuracy": acc * e / 3}
              for e in (1, 2, 3)]
@@ -111,9 +120,7 @@ def test_report_renders_table_and_plots(tmp_path):
               fixture_result("r18", "resnet18", "bdwp", "2:8", 0, 0.89),
               fixture_result("r18", "resnet18", "bdwp", "2:8", 1, 0.90),
               fixture_result("r18", "resnet18", "bdwp", "2:4", 0, 0.915)]
-  for i, r in enumerate(fixtures[:4]):
-    with open(runs / f"{i}.json", "w") as f:
-      json.dump(r, f)
+  write_runs(runs, fixtures[:4])
   with open(runs / "nested" / "list.json", "w") as f:
     json.dump([fixtures[4]], f)
   with open(runs / "not_a_run.json", "w") as f:
@@ -165,11 +172,7 @@ def test_report_counts_a_config_once_and_reports_mask_intervals_apart(tmp_path):
   fixtures = [run("dense", None, 0, 0.95), run("dense", None, 1, 0.96),
               run("bdwp", "2:8", 0, 0.94, 1), run("bdwp", "2:8", 1, 0.95, 1),
               run("bdwp", "2:8", 0, 0.93, 10), run("bdwp", "2:8", 0, 0.90, 100)]
-  runs = tmp_path / "runs"
-  os.makedirs(runs)
-  for i, r in enumerate(fixtures):
-    with open(runs / f"{i}.json", "w") as f:
-      json.dump(r, f)
+  runs = write_runs(tmp_path / "runs", fixtures)
   report.write_report(str(runs), str(tmp_path / "out"))
   md = open(tmp_path / "out" / "accuracy.md").read()
   # The summary counts r_full once, with its every-step cell (94.5 - 95.5), not three times.
@@ -194,11 +197,7 @@ def test_one_seed_noise_pools_the_configs_cells_not_one_neighbour(tmp_path):
   fixtures = [run("dense", None, 0, 0.90), run("dense", None, 1, 0.92), run("dense", None, 2, 0.94),
               run("bdwp", "2:8", 0, 0.930), run("bdwp", "2:8", 1, 0.932),
               run("bdwp", "2:8", 0, 0.925, every=10)]
-  runs = tmp_path / "runs"
-  os.makedirs(runs)
-  for i, r in enumerate(fixtures):
-    with open(runs / f"{i}.json", "w") as f:
-      json.dump(r, f)
+  runs = write_runs(tmp_path / "runs", fixtures)
   report.write_report(str(runs), str(tmp_path / "out"))
   md = open(tmp_path / "out" / "accuracy.md").read()
   pooled = (2 * 4.0 + 1 * np.var([93.0, 93.2], ddof=1)) / 3
@@ -215,9 +214,7 @@ def test_report_summary_and_not_run(tmp_path):
               fixture_result("a", "resnet18", "srste", "2:8", 0, 0.87),
               fixture_result("b", "vgg19", "dense", None, 0, 0.80),
               fixture_result("b", "vgg19", "bdwp", "2:8", 0, 0.81)]
-  for i, r in enumerate(fixtures):
-    with open(runs / f"{i}.json", "w") as f:
-      json.dump(r, f)
+  write_runs(runs, fixtures)
   report.write_report(str(runs), str(tmp_path / "out"), not_run=["c_cifar100=no data here"])
   md = open(tmp_path / "out" / "accuracy.md").read()
   assert "- c_cifar100: no data here" in md
@@ -232,9 +229,7 @@ def test_report_summarises_schedule_families_apart_and_marks_shared_gpus(tmp_pat
               fixture_result("a", "resnet18", "bdwp", "2:8", 0, 0.88),
               {**fixture_result("a_full", "resnet18", "dense", None, 0, 0.95), "gpu_lanes": 2},
               fixture_result("a_full", "resnet18", "bdwp", "2:8", 0, 0.94)]
-  for i, r in enumerate(fixtures):
-    with open(runs / f"{i}.json", "w") as f:
-      json.dump(r, f)
+  write_runs(runs, fixtures)
   report.write_report(str(runs), str(tmp_path / "out"))
   md = open(tmp_path / "out" / "accuracy.md").read()
   full = md.index("## Summary: bdwp 2:8 vs dense (full schedules)")
@@ -279,9 +274,7 @@ def test_report_separates_unlike_runs_and_flags_duplicates(tmp_path):
               {**fixture_result("r", "resnet18", "bdwp", "2:8", 1, 0.70), "epochs": 1},
               {**fixture_result("r", "resnet18", "bdwp", "2:8", 0, 0.50), "dataset": "cifar100"},
               fixture_result("r", "resnet18", "bdwp", "2:8", 0, 0.10)]  # seed 0 again
-  for i, r in enumerate(fixtures):
-    with open(runs / f"{i}.json", "w") as f:
-      json.dump(r, f)
+  write_runs(runs, fixtures)
   report.write_report(str(runs), str(tmp_path / "out"))
   md = open(tmp_path / "out" / "accuracy.md").read()
   rows = [l for l in md.splitlines() if "| bdwp | 2:8 |" in l]
@@ -312,9 +305,7 @@ def test_report_noise_comparisons_gpu_time_and_flip_curves(tmp_path):
                   bimask_refresh=100),
               run("bimask", "2:8", 1, 0.87, [0.3, 0.03, 0.003], bimask_candidates=10,
                   bimask_refresh=100)]
-  for i, r in enumerate(fixtures):
-    with open(runs / f"{i}.json", "w") as f:
-      json.dump(r, f)
+  write_runs(runs, fixtures)
   written = report.write_report(str(runs), str(tmp_path / "out"))
   md = open(tmp_path / "out" / "accuracy.md").read()
   bdwp = [l for l in md.splitlines() if l.startswith("| r | resnet18 | cifar10 | bdwp |")][0]
