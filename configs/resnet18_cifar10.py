@@ -18,8 +18,8 @@ mask_every 10 and 100:
       --results_dir results/runs --gpus N --set data.data_dir=./data
 Expected dense test accuracy: ~95 % (kuangliu/pytorch-cifar, 200 epochs). Measured (results/runs,
 one NVIDIA H200, git 0fbb4e1; bdwp seed 2 and mask_every 10 git 6423cb4): dense 94.83 +- 0.13 %
-(seeds 0-2), bdwp 2:8 94.95 +- 0.02 % (seeds 0-2), bdwp 2:8 mask_every 10 94.71 % (seed 0).
-Runtime: dense 489-513 s, bdwp 2:8 462-600 s per run, two runs sharing the GPU (465-520 s under MPS).
+(seeds 0-2), bdwp 2:8 94.95 +- 0.02 % (seeds 0-2), bdwp 2:8 mask_every 10 94.71 % (seed 0). Runtime:
+dense 489-513 s, bdwp 2:8 462-600 s per run, two runs sharing the GPU (465-520 s under MPS).
 """
 
 from configs import base

@@ -204,7 +204,8 @@ def markdown_table(groups: dict[Group, list[dict[str, Any]]]) -> str:
     dense = groups.get(key.dense())
     gap = "–" if not dense or key.method == "dense" else (
         f"{accs.mean() - 100 * np.mean([r['test_accuracy'] for r in dense]):+.2f}")
-    noise = "–" if gap == "–" else _noise(difference_noise(accs, _accs(dense), pooled.get(key.config)))
+    noise = "–" if gap == "–" else _noise(
+        difference_noise(accs, _accs(dense), pooled.get(key.config)))
     seeds = ",".join(str(s) for s in sorted(r["seed"] for r in runs))
     devices = ", ".join(sorted({r["device"] for r in runs}))
     lines.append(f"| {labels[key]} | {runs[0]['model']} | {runs[0]['dataset']} | {key.method} | "
@@ -282,7 +283,8 @@ def interval_ablation(groups: dict[Group, list[dict[str, Any]]]) -> str | None:
     gap = "–" if not dense else f"{mine.mean() - _accs(dense).mean():+.2f}"
     lines.append(f"| {labels.get(key.dense(), key.config)} | {key.method} | {key.pattern} | "
                  f"{mask_every_of(key)} | {mine.mean():.2f} | {len(mine)} | "
-                 f"{mine.mean() - base.mean():+.2f} | {_noise(difference_noise(mine, base, pooled.get(key.config)))} | "
+                 f"{mine.mean() - base.mean():+.2f} | "
+                 f"{_noise(difference_noise(mine, base, pooled.get(key.config)))} | "
                  f"{gap} |")
   return "\n".join(lines)
 
@@ -325,7 +327,8 @@ def comparisons(groups: dict[Group, list[dict[str, Any]]], method: str = "bdwp",
       else:
         theirs = _accs(groups[peers[o]])
         cells.append(cell(theirs))
-        diffs += [f"{mine.mean() - theirs.mean():+.2f}", _noise(difference_noise(mine, theirs, pooled.get(key.config)))]
+        diffs += [f"{mine.mean() - theirs.mean():+.2f}",
+                  _noise(difference_noise(mine, theirs, pooled.get(key.config)))]
     lines.append("| " + " | ".join(cells + diffs) + " |")
   return "\n".join(lines) if rows else f"No config has {method} and one of {', '.join(others)}."
 
