@@ -194,6 +194,7 @@ wait_for() {  # wait up to $1 seconds for every lane, then pack
 
 lane() {  # lane INDEX: its sweeps one after another, once the data is unpacked
   local i=$1 var="LANE$1"
+  echo $$ > "$state/lane$i.pid"  # its own session's leader (setsid): stop_lane kills that group
   while [ ! -f "$state/unpacked" ]; do sleep 2; done
   source scripts/gpu_env.sh
   export XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $lanes, 2))")
@@ -214,7 +215,6 @@ case "${1:-}" in
     start_mps
     for i in $(seq 0 $((lanes - 1))); do
       setsid nohup bash "$0" lane "$i" > "$state/lane$i.log" 2>&1 < /dev/null &
-      echo $! > "$state/lane$i.pid"
     done
     sleep 5; pack ;;
   lane) lane "$2" ;;

@@ -105,3 +105,33 @@ def test_a_machine_without_lanes_exits_at_once(tmp_path, args):
   assert proc.returncode == 1
   assert "machine went cold" in proc.stderr
   assert took < 10
+
+
+def test_stop_ends_the_lanes_that_start_made(tmp_path):
+  """The real path: ``start`` makes the lanes (each records its pid, as its session's leader);
+  here they wait for data that never comes, and ``stop`` ends each one's whole group."""
+  state = tmp_path / "state"
+  os.makedirs(state / "results" / "runs")
+  (state / "seeded").touch()
+  proc, _ = table(tmp_path, "start", timeout=60)
+  assert proc.returncode == 0, proc.stderr
+  pids = []
+  for i in range(2):
+    deadline = time.monotonic() + 10
+    while not (state / f"lane{i}.pid").exists() and time.monotonic() < deadline:
+      time.sleep(0.1)
+    pids.append(int((state / f"lane{i}.pid").read_text()))
+    assert os.getpgid(pids[-1]) == pids[-1]  # a group of its own
+  os.makedirs(state / "export")
+  (state / "export" / "manifest.txt").touch()  # the lanes never unpack: let stop find them
+  try:
+    for i, pid in enumerate(pids):
+      proc, _ = table(tmp_path, "stop", str(i))
+      assert f"lane {i} stopped" in proc.stdout, proc.stderr
+      assert group_gone(pid)
+  finally:  # a failed stop leaves no lane waiting for ever
+    for pid in pids:
+      try:
+        os.killpg(pid, signal.SIGKILL)
+      except ProcessLookupError:
+        pass
