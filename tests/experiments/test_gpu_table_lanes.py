@@ -1,4 +1,5 @@
-"""scripts/gpu_table.sh's lane control on the CPU, with stand-in lanes: ``finish`` lets a lane end
+"""scripts/gpu_table.sh's lane control on the CPU, with stand-in lanes (and once with the lanes
+``start`` makes, waiting for data): ``finish`` lets a lane end
 its run and then stops it (its whole process group), ``stop`` stops one at once, and a ``wait``,
 ``finish``, ``stop`` or ``export`` on a machine without lanes (gone cold between calls) exits 1 at
 once instead of waiting out the call."""
