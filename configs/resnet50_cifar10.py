@@ -13,8 +13,9 @@ cosine to 0 without warm-up, weight decay 5e-4, crop+flip, no label smoothing. I
 dense/bdwp 2:8 x 3 seeds, srste/bimask 2:8 x 1 seed:
   python -m experiments.sweep --config configs/resnet50_cifar10.py:full --workdir_root runs \
       --results_dir results/runs --gpus N --set data.data_dir=./data
-Expected dense test accuracy: ~95 % (kuangliu/pytorch-cifar, 200 epochs); not yet measured here.
-Runtime: not measured.
+Expected dense test accuracy: ~95 % (kuangliu/pytorch-cifar, 200 epochs). Measured (results/runs,
+one NVIDIA H200, git af7c9ce): dense 95.36 % (seed 0). Runtime: 1065 s for that run, sharing the
+GPU under CUDA MPS with a ViT run (median epoch 4.56 s).
 """
 
 from configs import base
