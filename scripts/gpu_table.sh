@@ -7,12 +7,19 @@
 #   call 2 (carry .data/carry/2): bash scripts/gpu_table.sh carried
 #   call 3 (carry .data/carry/3): bash scripts/gpu_table.sh unpack-and-wait 540
 #   later calls: bash scripts/gpu_table.sh wait 560
-#   near the session's end: bash scripts/gpu_table.sh finish LANE SECONDS (lane LANE ends the run
-#   it trains, then stops, so the other lane runs alone; "stop LANE" stops it at once), and/or
-#   export, then short waits until every chunk came back (below: unfinished runs go on in the next
-#   session; that session carries .data/resume/carry-K with "carried" calls between calls 2 and 3)
-# The machine goes cold ~30 s after a call: a wait, finish, stop or export that finds no lanes says
-# so and exits 1 at once, rather than spend the call on a fresh machine.
+#   when a lane's next run cannot finish in the session: bash scripts/gpu_table.sh finish LANE
+#   SECONDS [SWEEP...] (lane LANE ends the run it trains, then stops, so the other lane runs alone;
+#   given sweeps, "config[:arg][@filter]" as in LANE<i>, a new lane runs them in its place, under the
+#   same MPS daemon; "stop LANE" stops a lane at once)
+#   the session's last long call: bash scripts/gpu_table.sh end SECONDS (waits, then exports the runs
+#   still unfinished and sends its first chunks), then "wait 0" calls until every chunk came back
+#   (below: those runs go on in the next session; that session carries .data/resume/carry-K with
+#   "carried" calls between calls 2 and 3); "export" alone does the same at once
+# The machine goes cold ~30 s after a call: a wait, finish, stop, end or export that finds no lanes
+# says so and exits 1 at once, rather than spend the call on a fresh machine. (On one H200, git
+# af7c9ce: lane 0's ResNet50 :full run took 1065 s next to the ViT's; a finish with the ViT's sweeps
+# then ran a Bi-Mask ViT run in 459 s in lane 0's place, where lane 0's next ResNet50 run could not
+# have finished in the session.)
 # (ml_collections is the one wheel a CIFAR run needs; the "arrays" source never imports Grain or
 # array_record, which only the folder/arrayrecord/tfds sources read through.) Two carries of the
 # parts as they are (call 1 .data/cifar10/part-a, call 2 .data/cifar10/part-b and .data/unpack.py,
@@ -34,7 +41,8 @@
 # Every call packs the finished results and the lanes' log tails into $OUT/results.tgz; results
 # live under /tmp/table, outside the repository (each call re-copies the working tree).
 set -uo pipefail
-# TABLE_STATE, TABLE_RUNS, TABLE_CHUNK, RESUME_DIR: elsewhere or smaller, for tests of these steps
+# TABLE_STATE, TABLE_RUNS, TABLE_CHUNK, RESUME_DIR: elsewhere or smaller, for tests of these steps;
+# TABLE_SWEEP: the command a lane runs for each of its sweeps (a stand-in, for tests)
 state=${TABLE_STATE:-/tmp/table}
 runs=${TABLE_RUNS:-/tmp/runs}
 resume=${RESUME_DIR:-.data/resume}
@@ -129,6 +137,9 @@ start_mps() {  # unless MPS=0: a CUDA MPS daemon for the lanes; sets NMS_GPU_MPS
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   if nvidia-cuda-mps-control -d; then
     export NMS_GPU_MPS=1
+    # for lanes that a later call starts (finish ... SWEEP): they inherit nothing from this call
+    echo "export CUDA_MPS_PIPE_DIRECTORY=$CUDA_MPS_PIPE_DIRECTORY" \
+         "CUDA_MPS_LOG_DIRECTORY=$CUDA_MPS_LOG_DIRECTORY NMS_GPU_MPS=1" > "$state/mps.env"
     echo "MPS: daemon started (pipes in $CUDA_MPS_PIPE_DIRECTORY)"
   else
     unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
@@ -143,7 +154,7 @@ pack() {
   send_chunks
   local new=$(find "$results/runs" -name "*.json" -newer "$state/seeded" -printf "%f ")
   echo "--- status $(date +%T): $(ls "$results/runs" | wc -l) run results, new on this machine: $new"
-  for i in $(seq 0 $((lanes - 1))); do [ -f "$state/lane$i.done" ] && echo "lane $i done"; done
+  for i in $(lane_ids); do [ -f "$state/lane$i.done" ] && echo "lane $i done"; done
   command -v nvidia-smi > /dev/null &&
     nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
   for f in "$state"/lane*.log; do [ -f "$f" ] && { echo "== $f"; grep -E "epoch|Epoch|test_acc" "$f" | tail -n 2; }; done
@@ -169,7 +180,24 @@ stop_lane() {  # stop lane $1 (its sweep and the run it trains: back to its newe
   [ -f "$state/lane$1.done" ] || echo stopped > "$state/lane$1.done"
 }
 
-finish_lane() {  # let lane $1 end the run it trains (up to $2 seconds), then stop it, then pack
+lane_ids() {  # the lanes started on this machine: start's and those that took a lane's place
+  ls "$state" 2>/dev/null | sed -nE 's/^lane([0-9]+)\.pid$/\1/p' | sort -n
+}
+
+add_lane() {  # add_lane LANE SWEEP...: a new lane (the next free index) in lane LANE's place,
+  # running the sweeps, under start's MPS daemon
+  local old=$1 i=$lanes
+  shift
+  while [ -e "$state/lane$i.log" ]; do i=$((i + 1)); done
+  [ -f "$state/mps.env" ] && source "$state/mps.env"
+  LANE_SWEEPS="$*" setsid nohup bash "$0" lane "$i" > "$state/lane$i.log" 2>&1 < /dev/null &
+  local deadline=$((SECONDS + 10))
+  while [ ! -s "$state/lane$i.pid" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+  echo "lane $i started at $(date +%T) in lane $old's place: $*"
+}
+
+finish_lane() {  # let lane $1 end the run it trains (up to $2 seconds), then stop it; the sweeps
+  # after that, if any, go to a new lane in its place; then pack
   local log=$state/lane$1.log deadline=$((SECONDS + $2)) before
   before=$(grep -c "Finished " "$log" 2>/dev/null)
   while [ $SECONDS -lt $deadline ] && [ ! -f "$state/lane$1.done" ] &&
@@ -178,33 +206,38 @@ finish_lane() {  # let lane $1 end the run it trains (up to $2 seconds), then st
   done
   grep "Finished " "$log" 2>/dev/null | tail -n 1
   stop_lane "$1"
+  local lane=$1
+  shift 2
+  [ $# -gt 0 ] && add_lane "$lane" "$@"
   pack
 }
 
-wait_for() {  # wait up to $1 seconds for every lane, then pack
+wait_lanes() {  # wait up to $1 seconds, or until every lane is done
   local deadline=$((SECONDS + $1))
   while [ $SECONDS -lt $deadline ]; do
     local done=1
-    for i in $(seq 0 $((lanes - 1))); do [ -f "$state/lane$i.done" ] || done=0; done
+    for i in $(lane_ids); do [ -f "$state/lane$i.done" ] || done=0; done
     [ $done = 1 ] && break
-    sleep 5
+    sleep "${TABLE_POLL:-5}"
   done
-  pack
 }
 
-lane() {  # lane INDEX: its sweeps one after another, once the data is unpacked
+wait_for() { wait_lanes "$1"; pack; }  # wait up to $1 seconds for every lane, then pack
+
+lane() {  # lane INDEX: its sweeps (LANE_SWEEPS, else LANE<INDEX>) in turn, once data is unpacked
   local i=$1 var="LANE$1"
+  local sweeps=${LANE_SWEEPS:-${!var:-}}
   echo $$ > "$state/lane$i.pid"  # its own session's leader (setsid): stop_lane kills that group
   while [ ! -f "$state/unpacked" ]; do sleep 2; done
   source scripts/gpu_env.sh
   export XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $lanes, 2))")
   export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache NMS_GPU_LANES=$lanes
-  for item in ${!var}; do
+  for item in $sweeps; do
     local config=${item%%@*} filter=""
     [[ $item == *@* ]] && filter=${item#*@}
     echo "=== $(date +%T) lane $i: $config filter '$filter'"
-    python3 -m experiments.sweep --config "$config" --filter "$filter" --workdir_root "$runs" \
-      --results_dir "$results/runs" --set data.data_dir=$state/data
+    ${TABLE_SWEEP:-python3 -m experiments.sweep} --config "$config" --filter "$filter" \
+      --workdir_root "$runs" --results_dir "$results/runs" --set data.data_dir=$state/data
   done
   touch "$state/lane$i.done"
 }
@@ -224,7 +257,8 @@ case "${1:-}" in
     pack ;;
   export) warm_here || exit 1; export_runs; pack ;;
   stop) warm_here || exit 1; stop_lane "$2"; pack ;;
-  finish) warm_here || exit 1; finish_lane "$2" "${3:-560}" ;;
+  finish) warm_here || exit 1; finish_lane "$2" "${3:-560}" "${@:4}" ;;
+  end) warm_here || exit 1; wait_lanes "${2:-540}"; export_runs; pack ;;
   import) import_runs ;;  # (unpack-and-wait does it; on its own for tests)
   mps) start_mps; env | grep -E "^(CUDA_MPS_|NMS_GPU_MPS)" | sort || true ;;  # (start does it; for tests)
   unpack-and-wait)
@@ -244,5 +278,5 @@ case "${1:-}" in
     wait_for "${2:-540}" ;;
   wait) warm_here || exit 1; wait_for "${2:-560}" ;;
   *) echo "usage: $0 start | carried | unpack-and-wait SECONDS | wait SECONDS | export |" \
-       "stop LANE | finish LANE SECONDS | import | mps" >&2; exit 2 ;;
+       "stop LANE | finish LANE SECONDS [SWEEP...] | end SECONDS | import | mps" >&2; exit 2 ;;
 esac

@@ -1,8 +1,9 @@
 """scripts/gpu_table.sh's lane control on the CPU, with stand-in lanes (and once with the lanes
-``start`` makes, waiting for data): ``finish`` lets a lane end
-its run and then stops it (its whole process group), ``stop`` stops one at once, and a ``wait``,
-``finish``, ``stop`` or ``export`` on a machine without lanes (gone cold between calls) exits 1 at
-once instead of waiting out the call."""
+``start`` makes, waiting for data): ``finish`` lets a lane end its run and then stops it (its whole
+process group), given sweeps a new lane runs them in its place under start's MPS settings, ``wait``
+waits for that lane too, ``stop`` stops one at once, ``end`` waits and then exports the unfinished
+runs, and a ``wait``, ``finish``, ``stop``, ``end`` or ``export`` on a machine without lanes (gone
+cold between calls) exits 1 at once instead of waiting out the call."""
 
 import os
 import signal
@@ -15,10 +16,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def table(tmp_path, *args, timeout=60):
+def table(tmp_path, *args, timeout=60, **extra):
   state = tmp_path / "state"
-  env = {**os.environ, "TABLE_STATE": str(state), "TABLE_RUNS": str(tmp_path / "runs"),
-         "OUT": str(tmp_path / "out"), "LANES": "2"}
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("CUDA_MPS_", "NMS_GPU_"))}
+  env.update(TABLE_STATE=str(state), TABLE_RUNS=str(tmp_path / "runs"), OUT=str(tmp_path / "out"),
+             LANES="2", **extra)
   os.makedirs(tmp_path / "out", exist_ok=True)
   start = time.monotonic()
   proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "gpu_table.sh"), *args], env=env,
@@ -97,8 +99,83 @@ def test_stop_is_at_once_and_says_when_there_was_nothing_to_stop(lanes):
   assert "lane 0 was not running" in proc.stdout
 
 
+def test_finish_with_sweeps_starts_a_lane_in_its_place(lanes):
+  """The new lane takes the next free index, runs the sweeps it was given in order (a stand-in
+  sweep command that prints its arguments and MPS settings) under the MPS settings that ``start``
+  left, and ``wait`` waits for it as for start's lanes."""
+  tmp_path, procs = lanes
+  state = tmp_path / "state"
+  (state / "mps.env").write_text(f"export CUDA_MPS_PIPE_DIRECTORY={state}/mps/pipe "
+                                 f"CUDA_MPS_LOG_DIRECTORY={state}/mps/log NMS_GPU_MPS=1\n")
+  sweep = tmp_path / "sweep.sh"
+  go = tmp_path / "go"  # each stand-in sweep runs until this file exists
+  sweep.write_text('#!/bin/bash\necho "sweep $* pipe=$CUDA_MPS_PIPE_DIRECTORY mps=$NMS_GPU_MPS '
+                   f'lanes=$NMS_GPU_LANES"\nwhile [ ! -e {go} ]; do sleep 0.1; done\n')
+  sweep.chmod(0o755)
+  proc, _ = table(tmp_path, "finish", "0", "1", "configs/vit_cifar10.py:full",
+                  "configs/resnet18_cifar10.py:full@bdwp_2:4", TABLE_SWEEP=str(sweep))
+  assert proc.returncode == 0, proc.stderr
+  assert "lane 0 stopped" in proc.stdout
+  assert ("lane 2 started" in proc.stdout and "in lane 0's place: configs/vit_cifar10.py:full "
+          "configs/resnet18_cifar10.py:full@bdwp_2:4" in proc.stdout)
+  procs[0].wait(timeout=10)
+  new = int((state / "lane2.pid").read_text())
+  assert os.getpgid(new) == new  # a session of its own, as start's lanes: stop ends all of it
+  (state / "lane1.done").write_text("stopped\n")  # start's lanes are done, the new one runs
+  proc, took = table(tmp_path, "wait", "3", TABLE_POLL="0.2")
+  assert took >= 2 and "lane 2 done" not in proc.stdout, proc.stderr
+  go.touch()
+  proc, took = table(tmp_path, "wait", "40", TABLE_POLL="0.2")
+  assert "lane 2 done" in proc.stdout and took < 40, (state / "lane2.log").read_text()
+  log = (state / "lane2.log").read_text()
+  first, second = (log.index("lane 2: configs/vit_cifar10.py:full filter ''"),
+                   log.index("lane 2: configs/resnet18_cifar10.py:full filter 'bdwp_2:4'"))
+  assert first < second
+  assert f"sweep --config configs/vit_cifar10.py:full --filter  --workdir_root {tmp_path}/runs" in log
+  assert "--filter bdwp_2:4" in log
+  assert log.count(f"pipe={state}/mps/pipe mps=1 lanes=2") == 2
+
+
+def test_finish_without_sweeps_starts_no_lane(lanes):
+  tmp_path, _ = lanes
+  proc, _ = table(tmp_path, "finish", "1", "1")
+  assert "lane 1 stopped" in proc.stdout and "started" not in proc.stdout
+  assert not (tmp_path / "state" / "lane2.pid").exists()
+
+
+def unfinished_run(runs, step, method="bdwp_1x4"):
+  """A workdir as a run killed after its checkpoint ``step`` leaves it (no results.json)."""
+  wd = runs / "vit_cifar10_full" / method / "seed0"
+  os.makedirs(wd / "checkpoints" / str(step))
+  for name in ("config.json", "metrics.jsonl", "segments.jsonl"):
+    (wd / name).write_text("{}\n")
+  (wd / "checkpoints" / str(step) / "state").write_bytes(os.urandom(1000))
+  return wd
+
+
+def test_end_waits_for_the_lanes_then_exports_the_unfinished_runs(lanes):
+  tmp_path, _ = lanes
+  unfinished_run(tmp_path / "runs", 6000)
+  (unfinished_run(tmp_path / "runs", 78000, "bdwp_2x4") / "results.json").write_text("{}\n")
+  proc, took = table(tmp_path, "end", "3", TABLE_POLL="0.2")
+  assert proc.returncode == 0, proc.stderr
+  assert took >= 2  # both lanes still ran: it waited out its seconds
+  assert "export: vit_cifar10_full/bdwp_1x4/seed0 at step 6000: 1 chunks" in proc.stdout
+  sent = sorted(os.listdir(tmp_path / "out" / "ckpt"))
+  assert sent == ["manifest.txt", "vit_cifar10_full-bdwp_1x4-seed0.tar.000"]  # not the finished
+
+
+def test_end_exports_at_once_when_every_lane_is_done(lanes):
+  tmp_path, procs = lanes
+  for i in range(2):
+    (tmp_path / "state" / f"lane{i}.done").touch()
+  unfinished_run(tmp_path / "runs", 2000)
+  proc, took = table(tmp_path, "end", "60", TABLE_POLL="0.2")
+  assert took < 30 and "at step 2000: 1 chunks" in proc.stdout, proc.stderr
+
+
 @pytest.mark.parametrize("args", [("wait", "30"), ("finish", "0", "30"), ("stop", "0"),
-                                  ("export",)])
+                                  ("export",), ("end", "30")])
 def test_a_machine_without_lanes_exits_at_once(tmp_path, args):
   os.makedirs(tmp_path / "state" / "results" / "runs")
   (tmp_path / "state" / "seeded").touch()  # as on a fresh machine, after the seeding copy

@@ -42,12 +42,17 @@ def test_mps_daemon_started_with_state_folders(tmp_path):
   assert f"CUDA_MPS_PIPE_DIRECTORY={state}/mps/pipe" in out.splitlines()
   assert "NMS_GPU_MPS=1" in out.splitlines()
   assert os.path.isdir(state / "mps" / "pipe") and os.path.isdir(state / "mps" / "log")
+  # what a lane started by a later call (finish ... SWEEP) sources, as start's lanes inherit it
+  assert (state / "mps.env").read_text().split() == [
+      "export", f"CUDA_MPS_PIPE_DIRECTORY={state}/mps/pipe",
+      f"CUDA_MPS_LOG_DIRECTORY={state}/mps/log", "NMS_GPU_MPS=1"]
 
 
 def test_mps_failure_or_absence_leaves_the_lanes_as_they_are(tmp_path):
   out, call = mps(tmp_path / "fails", fake_exit=1, MPS="1")
   assert "MPS: the daemon did not start" in out and call is not None
   assert "NMS_GPU_MPS" not in out and "CUDA_MPS_PIPE_DIRECTORY" not in out
+  assert not (tmp_path / "fails" / "state" / "mps.env").exists()
   out, call = mps(tmp_path / "absent", MPS="1")
   assert "MPS: nvidia-cuda-mps-control not found" in out and call is None
   assert "NMS_GPU_MPS" not in out
