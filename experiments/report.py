@@ -5,7 +5,8 @@
 writes ``accuracy.md`` (one row per set of run-defining fields, SPEC §4: mean ± std over seeds,
 gap to the dense run of the same fields with its seed noise, the GPU time the cell cost, duplicate
 seeds flagged and counted once; bdwp minus srste and minus bimask with their noise; each config
-once in the summaries, its ``mask_every`` > 1 cells in a mask interval ablation table),
+once in the summaries, which give the mean gap over configs with its noise, its ``mask_every`` > 1
+cells in a mask interval ablation table),
 ``accuracy_vs_ratio.png`` (test accuracy against N/M density per schedule family: a ratio sweep is a
 line through its dense cell, a single pattern a point, one colour per config and marker per method),
 ``curves_<config>.png`` (test accuracy per epoch of every run) and ``flips_<config>.png`` (the FF
@@ -220,32 +221,42 @@ def _mean_acc(runs: list[dict[str, Any]]) -> float:
 
 
 def summary(groups: dict[Group, list[dict[str, Any]]], method: str, pattern: str,
-            family: str | None = None) -> str:
-  """Gap of ``method pattern`` to dense per cell, its mean and worst, and its gap to srste; with
-  ``family`` (:func:`schedule_family`) over that family's cells only."""
-  labels = cell_labels(groups)
+            family: str | None = None, others: tuple[str, ...] = ("srste", "bimask")) -> str:
+  """Gap of ``method pattern`` to dense per cell with its seed noise, their mean with its noise
+  (the cells' noises taken as independent: ``sqrt(sum noise_i^2) / n``) and the worst, and the gap
+  to each of ``others``' peer cell (:func:`peer`); with ``family`` (:func:`schedule_family`) over
+  that family's cells only."""
+  labels, pooled = cell_labels(groups), pooled_seed_variance(groups)
+  others = tuple(o for o in others if o != method)
   rows = []
   for key in sorted((k for k in groups if k.method == method and k.pattern == pattern and
                      family in (None, schedule_family(k.config)) and
                      interval_base(groups, k) is None), key=lambda k: labels[k]):
     sparse, dense = groups[key], groups.get(key.dense())
     if dense:
-      srste = groups.get(key._replace(method="srste"))
-      rows.append((labels[key], _mean_acc(sparse) - _mean_acc(dense), len(sparse), len(dense),
-                   None if not srste or method == "srste" else _mean_acc(sparse) - _mean_acc(srste)))
+      noise = difference_noise(_accs(sparse), _accs(dense), pooled.get(key.config))
+      versus = [(lambda g: None if g is None else _mean_acc(sparse) - _mean_acc(groups[g]))(
+          peer(groups, key, o)) for o in others]
+      rows.append((labels[key], _mean_acc(sparse) - _mean_acc(dense), noise, len(sparse),
+                   len(dense), versus))
   scope = "" if family is None else f" ({family} schedules)"
   if not rows:
     return f"No config{scope} has both dense and {method} {pattern} runs."
-  gaps = [r[1] for r in rows]
+  gaps, noises = [r[1] for r in rows], [r[2] for r in rows]
+  mean_noise = ("" if None in noises else
+                f" ± {np.sqrt(np.sum(np.square(noises))) / len(noises):.2f}")
   worst = min(rows, key=lambda r: r[1])
   lines = [f"## Summary: {method} {pattern} vs dense{scope}", "",
-           f"Mean gap over {len(rows)} configs: **{np.mean(gaps):+.2f} pts**; worst: {worst[0]} "
-           f"{worst[1]:+.2f} pts. (Per config: mean over the seeds that ran.)", "",
-           f"| config | gap to dense (pts) | {method} seeds | dense seeds | {method} minus srste (pts) |",
-           "|---|---:|---:|---:|---:|"]
-  for name, gap, n_sparse, n_dense, vs_srste in rows:
-    lines.append(f"| {name} | {gap:+.2f} | {n_sparse} | {n_dense} | "
-                 f"{'–' if vs_srste is None else f'{vs_srste:+.2f}'} |")
+           f"Mean gap over {len(rows)} configs: **{np.mean(gaps):+.2f}{mean_noise} pts**"
+           f"{' (± its seed noise)' if mean_noise else ''}; worst: {worst[0]} {worst[1]:+.2f} pts. "
+           "(Per config: mean over the seeds that ran.)", "",
+           f"| config | gap to dense (pts) | gap noise (pts) | {method} seeds | dense seeds | " +
+           "".join(f"{method} minus {o} (pts) | " for o in others).rstrip(),
+           "|---|" + "---:|" * (4 + len(others))]
+  for name, gap, noise, n_sparse, n_dense, versus in rows:
+    cells = [name, f"{gap:+.2f}", _noise(noise), str(n_sparse), str(n_dense)]
+    cells += ["–" if v is None else f"{v:+.2f}" for v in versus]
+    lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 

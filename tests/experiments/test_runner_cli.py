@@ -176,7 +176,7 @@ def test_report_counts_a_config_once_and_reports_mask_intervals_apart(tmp_path):
   report.write_report(str(runs), str(tmp_path / "out"))
   md = open(tmp_path / "out" / "accuracy.md").read()
   # The summary counts r_full once, with its every-step cell (94.5 - 95.5), not three times.
-  assert "Mean gap over 1 configs: **-1.00 pts**" in md
+  assert "Mean gap over 1 configs: **-1.00 ± 0.71 pts** (± its seed noise)" in md
   ablation = md[md.index("## Mask interval ablation"):]
   noise = np.sqrt(0.5 / 1 + 0.5 / 2)  # the pooled variance of dense and every step: both 0.5
   assert f"| r_full | bdwp | 2:8 | 10 | 93.00 | 1 | -1.50 | {noise:.2f} | -2.50 |" in ablation
@@ -218,8 +218,29 @@ def test_report_summary_and_not_run(tmp_path):
   report.write_report(str(runs), str(tmp_path / "out"), not_run=["c_cifar100=no data here"])
   md = open(tmp_path / "out" / "accuracy.md").read()
   assert "- c_cifar100: no data here" in md
-  assert "Mean gap over 2 configs: **-0.50 pts**; worst: a -2.00 pts" in md  # (-2 + 1) / 2
-  assert "| a | -2.00 | 1 | 1 | +1.00 |" in md and "| b | +1.00 | 1 | 1 | – |" in md
+  # (-2 + 1) / 2; one seed everywhere: no variance to give any gap a noise
+  assert "Mean gap over 2 configs: **-0.50 pts**; worst: a -2.00 pts" in md
+  assert "| a | -2.00 | – | 1 | 1 | +1.00 | – |" in md and "| b | +1.00 | – | 1 | 1 | – | – |" in md
+
+
+def test_summary_gives_each_gap_and_the_mean_gap_their_noise_and_the_bimask_gap(tmp_path):
+  def run(config, method, pattern, seed, acc):
+    return fixture_result(config, "resnet18", method, pattern, seed, acc)
+  fixtures = [run("x_full", "dense", None, s, a) for s, a in enumerate((0.90, 0.91, 0.92))]
+  fixtures += [run("x_full", "bdwp", "2:8", s, a) for s, a in enumerate((0.89, 0.90))]
+  fixtures += [run("x_full", "bimask", "2:8", 0, 0.88)]
+  fixtures += [run("y_full", "dense", None, s, a) for s, a in enumerate((0.80, 0.82))]
+  fixtures += [run("y_full", "bdwp", "2:8", s, a) for s, a in enumerate((0.81, 0.815))]
+  runs = write_runs(tmp_path / "runs", fixtures)
+  report.write_report(str(runs), str(tmp_path / "out"))
+  md = open(tmp_path / "out" / "accuracy.md").read()
+  md = md[md.index("## Summary: bdwp 2:8 vs dense"):]
+  nx = np.sqrt(np.var([89.0, 90.0], ddof=1) / 2 + np.var([90.0, 91.0, 92.0], ddof=1) / 3)
+  ny = np.sqrt(np.var([81.0, 81.5], ddof=1) / 2 + np.var([80.0, 82.0], ddof=1) / 2)
+  mean_gap, mean_noise = (-1.5 + 0.25) / 2, np.sqrt(nx ** 2 + ny ** 2) / 2
+  assert f"**{mean_gap:+.2f} ± {mean_noise:.2f} pts** (± its seed noise)" in md
+  assert f"| x_full | -1.50 | {nx:.2f} | 2 | 3 | – | +1.50 |" in md  # 89.5 - 88 for bimask
+  assert f"| y_full | +0.25 | {ny:.2f} | 2 | 2 | – | – |" in md
 
 
 def test_report_summarises_schedule_families_apart_and_marks_shared_gpus(tmp_path):
