@@ -6,6 +6,9 @@ runs (``results.json`` in the workdir, or the run's result JSON in ``--results_d
 run-defining fields) are skipped, so a sweep can be restarted, also on a fresh machine from the
 committed results; unfinished ones resume from their checkpoints. Sweeps may share a workdir root:
 a run that another process trains (it holds the workdir's lock) is skipped, not trained twice.
+With ``--deadline`` (Unix time) a run is started only if its estimated time (:func:`estimate`: the
+slowest recorded run like it in ``--results_dir``) ends before the deadline; the sweep goes on to
+runs that fit, and the skipped ones are left for a later sweep (each skip logged).
 
   python -m experiments.sweep --config configs/quickstart.py --workdir_root /tmp/qs
   python -m experiments.sweep --config configs/resnet9_cifar10.py --config configs/vit_cifar10.py \
@@ -23,6 +26,7 @@ import time
 from typing import Any
 
 from absl import app, flags, logging
+import numpy as np
 
 from experiments.config_io import apply_overrides, load_config, parse_value
 
@@ -37,6 +41,9 @@ flags.DEFINE_multi_string("set", [], "key=value override for every run, e.g. epo
                           "data.data_dir=./data (repeatable).")
 flags.DEFINE_string("filter", "", "Only runs whose name contains this substring.")
 flags.DEFINE_bool("dry_run", False, "Print the runs and exit.")
+flags.DEFINE_float("deadline", 0.0, "Unix time by which a run must end to be started (its time "
+                   "estimated from the runs recorded in --results_dir; a run without an estimate "
+                   "starts); 0: none.")
 flags.mark_flags_as_required(["config", "workdir_root"])
 
 
@@ -144,10 +151,87 @@ def finished(spec: RunSpec, sets: dict[str, Any], results_dir: str) -> bool:
           recorded_result(spec, sets, results_dir) is not None)
 
 
-def startable(spec: RunSpec, sets: dict[str, Any], results_dir: str) -> bool:
+def _recorded_runs(results_dir: str) -> list[dict[str, Any]]:
+  out = []
+  for name in sorted(os.listdir(results_dir)) if results_dir and os.path.isdir(results_dir) else []:
+    if name.endswith(".json"):
+      try:
+        with open(os.path.join(results_dir, name)) as f:
+          out.append(json.load(f))
+      except (OSError, ValueError):
+        continue
+  return out
+
+
+def checkpoint_step(workdir: str) -> int:
+  """The newest checkpoint's step in ``workdir`` (0: none), where a resumed run starts."""
+  steps = [int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+           if d.isdigit()] if os.path.isdir(os.path.join(workdir, "checkpoints")) else []
+  return max(steps, default=0)
+
+
+def estimate(spec: RunSpec, results_dir: str, lanes: int = 1) -> tuple[float | None, str]:
+  """``spec``'s expected wall time in seconds, and where the figure comes from: the slowest of the
+  runs recorded in ``results_dir`` of the same config and method with its pattern and
+  ``mask_every``, else of the same config and method, else of the same config; among them, those
+  recorded with ``lanes`` runs sharing their GPU (``gpu_lanes``) where there are any. Each
+  recorded run counts as ``wall_time_s / steps`` a step, for the steps left after the workdir's
+  newest checkpoint. ``(None, why)`` when nothing like it was recorded."""
+  runs = [r for r in _recorded_runs(results_dir)
+          if r.get("config", {}).get("name") == spec.name and r.get("wall_time_s")
+          and r.get("steps")]
+  every = lambda r: r["config"].get("mask_every", 1)
+  mine = spec.mask_every
+  if mine is None:  # the config's own
+    mine = apply_overrides(load_config(spec.config_path), spec.overrides()).get("mask_every", 1)
+  tiers = [("its method, pattern and mask interval",
+            lambda r: (r["method"], r.get("pattern"), every(r)) ==
+            (spec.method, spec.pattern, mine)),
+           ("its method", lambda r: r["method"] == spec.method),
+           ("its config", lambda r: True)]
+  for what, like in tiers:
+    alike = [r for r in runs if like(r)]
+    shared = [r for r in alike if int(r.get("gpu_lanes", 1)) == lanes]
+    alike = shared or alike
+    if alike:
+      slowest = max(alike, key=_per_step)
+      steps = slowest["steps"]
+      left = max(steps - checkpoint_step(spec.workdir), 0)
+      source = f"the slowest of {len(alike)} recorded run(s) of {what} ({slowest['name']}"
+      factor = 1.0
+      if slowest["method"] != spec.method:  # another method's run: scaled as other configs show
+        factor, why = method_factor(_recorded_runs(results_dir), spec.method, slowest["method"])
+        source += f", x{factor:.2f}: {why}"
+      return _per_step(slowest) * factor * left, f"{source}), {left} of {steps} steps left"
+  return None, f"no run of {spec.name} recorded in {results_dir or '(no --results_dir)'}"
+
+
+def _per_step(result: dict[str, Any]) -> float:
+  return result["wall_time_s"] / result["steps"]
+
+
+def method_factor(results: list[dict[str, Any]], method: str, other: str) -> tuple[float, str]:
+  """How much slower a step of ``method`` is than one of ``other``: the median, over the configs
+  with recorded runs of both, of the ratio of their slowest runs' time a step; 1 when no config
+  has both (said)."""
+  slowest: dict[tuple[str, str], float] = {}
+  for r in results:
+    if r.get("wall_time_s") and r.get("steps") and r["method"] in (method, other):
+      key = (r.get("config", {}).get("name"), r["method"])
+      slowest[key] = max(slowest.get(key, 0.0), _per_step(r))
+  ratios = [slowest[(c, method)] / slowest[(c, other)] for c, m in slowest
+            if m == other and (c, method) in slowest]
+  if not ratios:
+    return 1.0, f"no config has runs of both {method} and {other}"
+  return float(np.median(ratios)), f"{method}/{other} step time, median of {len(ratios)} configs"
+
+
+def startable(spec: RunSpec, sets: dict[str, Any], results_dir: str,
+              deadline: float = 0.0) -> bool:
   """Whether to start the run now: sweeps sharing a workdir root (``scripts/gpu_table.sh``'s lanes)
   skip a run another process finished since this sweep began, or trains now (it holds the
-  workdir's lock, ``nmsparse.train.workdir.hold_workdir``); each skip is logged."""
+  workdir's lock, ``nmsparse.train.workdir.hold_workdir``); with a ``deadline`` (Unix time), a run
+  whose :func:`estimate` ends after it (one without an estimate starts). Each skip is logged."""
   from nmsparse.train.workdir import workdir_busy  # pylint: disable=g-import-not-at-top
   if finished(spec, sets, results_dir):
     logging.info("%s %s seed %d: finished elsewhere since the sweep began; skipped.", spec.name,
@@ -157,6 +241,17 @@ def startable(spec: RunSpec, sets: dict[str, Any], results_dir: str) -> bool:
     logging.warning("%s %s seed %d: another process trains it in %s; skipped here.", spec.name,
                     spec.method, spec.seed, spec.workdir)
     return False
+  if deadline:
+    seconds, source = estimate(spec, results_dir, int(os.environ.get("NMS_GPU_LANES", "1")))
+    left = deadline - time.time()
+    if seconds is not None and seconds > left:
+      logging.info("%s %s %s seed %d: estimated %.0f s (%s), %.0f s left before the deadline; "
+                   "left for a later sweep.", spec.name, spec.method, spec.pattern or "-",
+                   spec.seed, seconds, source, left)
+      return False
+    logging.info("%s %s %s seed %d: %s s before the deadline, estimated %s (%s).", spec.name,
+                 spec.method, spec.pattern or "-", spec.seed, f"{left:.0f}",
+                 "unknown" if seconds is None else f"{seconds:.0f} s", source)
   return True
 
 
@@ -192,7 +287,8 @@ def command(spec: RunSpec, sets: dict[str, str], results_dir: str) -> list[str]:
            f"--workdir={spec.workdir}"] + [f"--config.{k}={v}" for k, v in flags_.items()])
 
 
-def run_on_gpus(runs: list[RunSpec], gpus: int, sets: dict[str, str], results_dir: str) -> None:
+def run_on_gpus(runs: list[RunSpec], gpus: int, sets: dict[str, str], results_dir: str,
+                deadline: float = 0.0) -> None:
   """Runs subprocesses, at most one per GPU; each logs to ``<workdir>/log.txt``."""
   pending, active = list(runs), {}
   parsed = {k: parse_value(v) for k, v in sets.items()}
@@ -200,7 +296,7 @@ def run_on_gpus(runs: list[RunSpec], gpus: int, sets: dict[str, str], results_di
     for gpu in range(gpus):
       if gpu not in active and pending:
         spec = pending.pop(0)
-        if not startable(spec, parsed, results_dir):
+        if not startable(spec, parsed, results_dir, deadline):
           continue
         os.makedirs(spec.workdir, exist_ok=True)
         log = open(os.path.join(spec.workdir, "log.txt"), "a")
@@ -258,11 +354,11 @@ def main(argv):
     return
   preflight(runs, sets, FLAGS.results_dir)
   if FLAGS.gpus > 0:
-    run_on_gpus(todo, FLAGS.gpus, raw_sets, FLAGS.results_dir)
+    run_on_gpus(todo, FLAGS.gpus, raw_sets, FLAGS.results_dir, FLAGS.deadline)
   else:
     from nmsparse.train.workdir import WorkdirBusyError  # pylint: disable=g-import-not-at-top
     for spec in todo:
-      if not startable(spec, sets, FLAGS.results_dir):
+      if not startable(spec, sets, FLAGS.results_dir, FLAGS.deadline):
         continue
       try:
         run_in_process(spec, sets, FLAGS.results_dir)

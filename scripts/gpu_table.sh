@@ -3,16 +3,17 @@
 # at most 10 minutes; the runs live on in the background while the machine stays warm). The data
 # goes in three carries of ~37 MB (bash scripts/split_carry.sh, here, once), since a call carries at
 # most 64 MiB with the working tree:
-#   call 1 (carry .data/carry/1, .whl/ml_collections-*.whl): bash scripts/gpu_table.sh start
+#   call 1 (carry .data/carry/1, .whl/ml_collections-*.whl): DEADLINE_S=<device seconds left
+#   minus ~120> bash scripts/gpu_table.sh start
 #   call 2 (carry .data/carry/2): bash scripts/gpu_table.sh carried
 #   call 3 (carry .data/carry/3): bash scripts/gpu_table.sh unpack-and-wait 540
 #   later calls: bash scripts/gpu_table.sh wait 560
 #   when a lane's next run cannot finish in the session: bash scripts/gpu_table.sh finish LANE
 #   SECONDS [SWEEP...] (lane LANE ends the run it trains, then stops, so the other lane runs alone;
-#   given sweeps, "config[:arg][@filter]" as in LANE<i>, a new lane runs them in its place, under the
-#   same MPS daemon; "stop LANE" stops a lane at once)
-#   the session's last long call: bash scripts/gpu_table.sh end SECONDS (waits, then exports the runs
-#   still unfinished and sends its first chunks), then "wait 0" calls until every chunk came back
+#   given sweeps, "config[:arg][@filter]" as in LANE<i>, a new lane runs them in its place, under
+#   the same MPS daemon; "stop LANE" stops a lane at once)
+#   the session's last long call: bash scripts/gpu_table.sh end SECONDS (waits, then exports the
+#   runs still unfinished and sends its first chunks), then "wait 0" calls until every chunk came back
 #   (below: those runs go on in the next session; that session carries .data/resume/carry-K with
 #   "carried" calls between calls 2 and 3); "export" alone does the same at once
 # The machine goes cold ~30 s after a call: a wait, finish, stop, end or export that finds no lanes
@@ -41,6 +42,12 @@
 # Every call packs the finished results and the lanes' log tails into $OUT/results.tgz; results
 # live under /tmp/table, outside the repository (each call re-copies the working tree).
 set -uo pipefail
+# DEADLINE_S (at start; default none): the lanes start no run that would end later than that many
+# seconds from now (each sweep's --deadline: a run's time is estimated from the recorded runs like
+# it, the committed ones and this machine's, the slowest of them; experiments/sweep.py), and go on
+# to the runs that fit; so lanes listing long runs before short ones fill the session with what
+# can finish, and leave the rest for the next. Set it to the session's device time left at call 1,
+# less ~120 s for the last call and the machine's start.
 # TABLE_STATE, TABLE_RUNS, TABLE_CHUNK, RESUME_DIR: elsewhere or smaller, for tests of these steps;
 # TABLE_SWEEP: the command a lane runs for each of its sweeps (a stand-in, for tests)
 state=${TABLE_STATE:-/tmp/table}
@@ -226,7 +233,8 @@ wait_for() { wait_lanes "$1"; pack; }  # wait up to $1 seconds for every lane, t
 
 lane() {  # lane INDEX: its sweeps (LANE_SWEEPS, else LANE<INDEX>) in turn, once data is unpacked
   local i=$1 var="LANE$1"
-  local sweeps=${LANE_SWEEPS:-${!var:-}}
+  local sweeps=${LANE_SWEEPS:-${!var:-}} deadline
+  deadline=$(cat "$state/deadline" 2>/dev/null || echo 0)
   echo $$ > "$state/lane$i.pid"  # its own session's leader (setsid): stop_lane kills that group
   while [ ! -f "$state/unpacked" ]; do sleep 2; done
   source scripts/gpu_env.sh
@@ -237,14 +245,20 @@ lane() {  # lane INDEX: its sweeps (LANE_SWEEPS, else LANE<INDEX>) in turn, once
     [[ $item == *@* ]] && filter=${item#*@}
     echo "=== $(date +%T) lane $i: $config filter '$filter'"
     ${TABLE_SWEEP:-python3 -m experiments.sweep} --config "$config" --filter "$filter" \
-      --workdir_root "$runs" --results_dir "$results/runs" --set data.data_dir=$state/data
+      --workdir_root "$runs" --results_dir "$results/runs" --deadline "$deadline" \
+      --set data.data_dir=$state/data
   done
   touch "$state/lane$i.done"
 }
 
 case "${1:-}" in
   start)
-    nvidia-smi -L
+    command -v nvidia-smi > /dev/null && nvidia-smi -L
+    if [ -n "${DEADLINE_S:-}" ]; then
+      echo $(($(date +%s) + DEADLINE_S)) > "$state/deadline"
+      echo "deadline: the lanes start no run that would end after" \
+           "$(date -d "@$(cat "$state/deadline")" +%T)"
+    fi
     start_mps
     for i in $(seq 0 $((lanes - 1))); do
       setsid nohup bash "$0" lane "$i" > "$state/lane$i.log" 2>&1 < /dev/null &

@@ -107,6 +107,7 @@ def test_finish_with_sweeps_starts_a_lane_in_its_place(lanes):
   state = tmp_path / "state"
   (state / "mps.env").write_text(f"export CUDA_MPS_PIPE_DIRECTORY={state}/mps/pipe "
                                  f"CUDA_MPS_LOG_DIRECTORY={state}/mps/log NMS_GPU_MPS=1\n")
+  (state / "deadline").write_text("1234\n")  # as start leaves it with DEADLINE_S
   sweep = tmp_path / "sweep.sh"
   go = tmp_path / "go"  # each stand-in sweep runs until this file exists
   sweep.write_text('#!/bin/bash\necho "sweep $* pipe=$CUDA_MPS_PIPE_DIRECTORY mps=$NMS_GPU_MPS '
@@ -131,7 +132,8 @@ def test_finish_with_sweeps_starts_a_lane_in_its_place(lanes):
   first, second = (log.index("lane 2: configs/vit_cifar10.py:full filter ''"),
                    log.index("lane 2: configs/resnet18_cifar10.py:full filter 'bdwp_2:4'"))
   assert first < second
-  assert f"sweep --config configs/vit_cifar10.py:full --filter  --workdir_root {tmp_path}/runs" in log
+  assert (f"sweep --config configs/vit_cifar10.py:full --filter  --workdir_root {tmp_path}/runs "
+          f"--results_dir {state}/results/runs --deadline 1234 --set" in log)
   assert "--filter bdwp_2:4" in log
   assert log.count(f"pipe={state}/mps/pipe mps=1 lanes=2") == 2
 
@@ -187,12 +189,16 @@ def test_a_machine_without_lanes_exits_at_once(tmp_path, args):
 
 def test_stop_ends_the_lanes_that_start_made(tmp_path):
   """The real path: ``start`` makes the lanes (each records its pid, as its session's leader);
-  here they wait for data that never comes, and ``stop`` ends each one's whole group."""
+  here they wait for data that never comes, and ``stop`` ends each one's whole group. With
+  DEADLINE_S, ``start`` leaves the lanes their deadline: that many seconds from its start."""
   state = tmp_path / "state"
   os.makedirs(state / "results" / "runs")
   (state / "seeded").touch()
-  proc, _ = table(tmp_path, "start", timeout=60)
+  before = time.time()
+  proc, _ = table(tmp_path, "start", timeout=60, DEADLINE_S="1500")
   assert proc.returncode == 0, proc.stderr
+  assert before + 1499 <= int((state / "deadline").read_text()) <= time.time() + 1500
+  assert "deadline: the lanes start no run that would end after" in proc.stdout
   pids = []
   for i in range(2):
     deadline = time.monotonic() + 10
