@@ -8,7 +8,8 @@ committed results; unfinished ones resume from their checkpoints. Sweeps may sha
 a run that another process trains (it holds the workdir's lock) is skipped, not trained twice.
 With ``--deadline`` (Unix time) a run is started only if its estimated time (:func:`estimate`: the
 slowest recorded run like it in ``--results_dir``) ends before the deadline; the sweep goes on to
-runs that fit, and the skipped ones are left for a later sweep (each skip logged).
+runs that fit, and the skipped ones are left for a later sweep (each skip logged); ``--dry_run``
+prints each unfinished run's estimate.
 
   python -m experiments.sweep --config configs/quickstart.py --workdir_root /tmp/qs
   python -m experiments.sweep --config configs/resnet9_cifar10.py --config configs/vit_cifar10.py \
@@ -347,9 +348,16 @@ def main(argv):
           if FLAGS.filter in f"{r.name}_{r.method}_{r.pattern}_s{r.seed}"]
   todo = [r for r in runs if not finished(r, sets, FLAGS.results_dir)]
   logging.info("Sweep: %d runs, %d to do", len(runs), len(todo))
+  lanes = int(os.environ.get("NMS_GPU_LANES", "1"))
   for r in runs:
-    print(f"{r.name} {r.method} {r.pattern or '-'} seed {r.seed} -> {r.workdir}"
-          f"{'' if r in todo else ' (done)'}")
+    line = f"{r.name} {r.method} {r.pattern or '-'} seed {r.seed} -> {r.workdir}"
+    if r not in todo:
+      line += " (done)"
+    elif FLAGS.dry_run and FLAGS.results_dir:  # what --deadline would go by
+      seconds, source = estimate(r, FLAGS.results_dir, lanes)
+      line += " (estimated: " + ("unknown" if seconds is None else f"{seconds:.0f} s") + \
+          f", {source})"
+    print(line)
   if FLAGS.dry_run:
     return
   preflight(runs, sets, FLAGS.results_dir)

@@ -2,7 +2,7 @@
 in ``--results_dir``, ends before the deadline; the estimate takes the closest recorded runs (same
 method, pattern and mask interval; else method; else config, scaled by the method's step-time ratio
 on other configs), the slowest of them, those sharing the GPU as this lane does first, and counts
-only the steps a resumed run has left."""
+only the steps a resumed run has left; a dry run prints each run's estimate."""
 
 import json
 import os
@@ -120,3 +120,22 @@ def test_the_cli_skips_what_cannot_end_before_the_deadline_and_trains_what_can(t
   for tag in ("dense", "bdwp_2x4"):
     assert os.path.exists(tmp_path / "runs" / "quickstart_digits_smoke" / tag / "seed0" /
                           "results.json"), proc.stdout
+
+
+def test_a_dry_run_prints_each_runs_estimate(tmp_path):
+  results = str(tmp_path / "results")
+  record(results, "quickstart_digits_smoke", "dense", None, 9, 50.0, steps=10)
+  proc = subprocess.run([sys.executable, "-m", "experiments.sweep", "--config",
+                         "configs/quickstart.py:smoke", "--workdir_root", str(tmp_path / "runs"),
+                         "--results_dir", results, "--dry_run"], cwd=ROOT, capture_output=True,
+                        text=True, timeout=600,
+                        env={**os.environ, "PYTHONPATH": ROOT + os.pathsep +
+                             os.environ.get("PYTHONPATH", "")})
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = {line.split()[1]: line for line in proc.stdout.splitlines() if "->" in line}
+  assert ("(estimated: 50 s, the slowest of 1 recorded run(s) of its method, pattern and mask "
+          "interval (quickstart_digits_smoke_dense_s9), 10 of 10 steps left)") in lines["dense"]
+  assert ("(estimated: 50 s, the slowest of 1 recorded run(s) of its config "
+          "(quickstart_digits_smoke_dense_s9, x1.00: no config has runs of both bdwp and dense)"
+          in lines["bdwp"])
+  assert not os.path.exists(tmp_path / "runs")
