@@ -171,11 +171,13 @@ def checkpoint_step(workdir: str) -> int:
   return max(steps, default=0)
 
 
-def estimate(spec: RunSpec, results_dir: str, lanes: int = 1) -> tuple[float | None, str]:
+def estimate(spec: RunSpec, results_dir: str, lanes: int = 1,
+             mps: bool = False) -> tuple[float | None, str]:
   """``spec``'s expected wall time in seconds, and where the figure comes from: the slowest of the
   runs recorded in ``results_dir`` of the same config and method with its pattern and
   ``mask_every``, else of the same config and method, else of the same config; among them, those
-  recorded with ``lanes`` runs sharing their GPU (``gpu_lanes``) where there are any. Each
+  recorded with ``lanes`` runs sharing their GPU (``gpu_lanes``) and under CUDA MPS or not as
+  ``mps`` says (``gpu_mps``) where there are any, else those with ``lanes``, else all. Each
   recorded run counts as ``wall_time_s / steps`` a step, for the steps left after the workdir's
   newest checkpoint. ``(None, why)`` when nothing like it was recorded."""
   runs = [r for r in _recorded_runs(results_dir)
@@ -193,7 +195,7 @@ def estimate(spec: RunSpec, results_dir: str, lanes: int = 1) -> tuple[float | N
   for what, like in tiers:
     alike = [r for r in runs if like(r)]
     shared = [r for r in alike if int(r.get("gpu_lanes", 1)) == lanes]
-    alike = shared or alike
+    alike = [r for r in shared if bool(r.get("gpu_mps", False)) == mps] or shared or alike
     if alike:
       slowest = max(alike, key=_per_step)
       steps = slowest["steps"]
@@ -227,6 +229,12 @@ def method_factor(results: list[dict[str, Any]], method: str, other: str) -> tup
   return float(np.median(ratios)), f"{method}/{other} step time, median of {len(ratios)} configs"
 
 
+def gpu_sharing() -> tuple[int, bool]:
+  """How this process shares its GPU, as the runner records it: ``NMS_GPU_LANES`` runs at a time
+  (``gpu_lanes``), under CUDA MPS when ``NMS_GPU_MPS`` is 1 (``gpu_mps``)."""
+  return int(os.environ.get("NMS_GPU_LANES", "1")), os.environ.get("NMS_GPU_MPS") == "1"
+
+
 def startable(spec: RunSpec, sets: dict[str, Any], results_dir: str,
               deadline: float = 0.0) -> bool:
   """Whether to start the run now: sweeps sharing a workdir root (``scripts/gpu_table.sh``'s lanes)
@@ -243,7 +251,7 @@ def startable(spec: RunSpec, sets: dict[str, Any], results_dir: str,
                     spec.method, spec.seed, spec.workdir)
     return False
   if deadline:
-    seconds, source = estimate(spec, results_dir, int(os.environ.get("NMS_GPU_LANES", "1")))
+    seconds, source = estimate(spec, results_dir, *gpu_sharing())
     left = deadline - time.time()
     if seconds is not None and seconds > left:
       logging.info("%s %s %s seed %d: estimated %.0f s (%s), %.0f s left before the deadline; "
@@ -348,13 +356,12 @@ def main(argv):
           if FLAGS.filter in f"{r.name}_{r.method}_{r.pattern}_s{r.seed}"]
   todo = [r for r in runs if not finished(r, sets, FLAGS.results_dir)]
   logging.info("Sweep: %d runs, %d to do", len(runs), len(todo))
-  lanes = int(os.environ.get("NMS_GPU_LANES", "1"))
   for r in runs:
     line = f"{r.name} {r.method} {r.pattern or '-'} seed {r.seed} -> {r.workdir}"
     if r not in todo:
       line += " (done)"
     elif FLAGS.dry_run and FLAGS.results_dir:  # what --deadline would go by
-      seconds, source = estimate(r, FLAGS.results_dir, lanes)
+      seconds, source = estimate(r, FLAGS.results_dir, *gpu_sharing())
       line += " (estimated: " + ("unknown" if seconds is None else f"{seconds:.0f} s") + \
           f", {source})"
     print(line)

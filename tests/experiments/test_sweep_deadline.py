@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 R18 = os.path.join(ROOT, "configs", "resnet18_cifar10.py:full")
 
 
-def record(results, config, method, pattern, seed, wall, steps=1000, lanes=1, every=1):
+def record(results, config, method, pattern, seed, wall, steps=1000, lanes=1, every=1, mps=None):
   """A recorded run's JSON, with the fields the estimate reads, under a name of its own."""
   tag = method if pattern is None else f"{method}_{pattern.replace(':', 'x')}"
   name = f"{config}_{tag}{'' if every == 1 else f'_every{every}'}_s{seed}"
@@ -26,7 +26,8 @@ def record(results, config, method, pattern, seed, wall, steps=1000, lanes=1, ev
   with open(os.path.join(results, name + ".json"), "w") as f:
     json.dump({"name": name, "method": method, "pattern": pattern, "seed": seed, "steps": steps,
                "wall_time_s": wall, "gpu_lanes": lanes,
-               "config": {"name": config, "mask_every": every}}, f)
+               "config": {"name": config, "mask_every": every},
+               **({} if mps is None else {"gpu_mps": mps})}, f)
 
 
 def spec(tmp_path, method, pattern, every=None, seed=0):
@@ -60,6 +61,19 @@ def test_runs_sharing_the_gpu_as_this_lane_does_come_first(tmp_path):
   assert sweep.estimate(spec(tmp_path, "dense", None), results, lanes=1)[0] == pytest.approx(300.0)
   # no run recorded with 3 lanes: all of them count, the slowest sets it
   assert sweep.estimate(spec(tmp_path, "dense", None), results, lanes=3)[0] == pytest.approx(500.0)
+  # two lanes under MPS: those runs first; without MPS, those without (500 s, recorded without)
+  record(results, "resnet18_cifar10_full", "dense", None, 2, 450.0, lanes=2, mps=True)
+  assert sweep.estimate(spec(tmp_path, "dense", None), results, 2, mps=True)[0] == 450.0
+  assert sweep.estimate(spec(tmp_path, "dense", None), results, 2, mps=False)[0] == 500.0
+
+
+def test_gpu_sharing_reads_what_the_runner_records(monkeypatch):
+  monkeypatch.delenv("NMS_GPU_LANES", raising=False)
+  monkeypatch.delenv("NMS_GPU_MPS", raising=False)
+  assert sweep.gpu_sharing() == (1, False)
+  monkeypatch.setenv("NMS_GPU_LANES", "2")
+  monkeypatch.setenv("NMS_GPU_MPS", "1")
+  assert sweep.gpu_sharing() == (2, True)
 
 
 def test_another_methods_run_is_scaled_by_the_step_time_ratio_other_configs_show(tmp_path):
@@ -88,6 +102,7 @@ def test_a_resumed_run_is_estimated_for_the_steps_it_has_left(tmp_path):
 def test_startable_leaves_a_run_that_would_end_after_the_deadline(tmp_path, monkeypatch):
   results = str(tmp_path / "results")
   monkeypatch.setenv("NMS_GPU_LANES", "1")
+  monkeypatch.delenv("NMS_GPU_MPS", raising=False)
   record(results, "resnet18_cifar10_full", "dense", None, 0, 600.0)
   run = spec(tmp_path, "dense", None, seed=1)
   assert not sweep.startable(run, {}, results, deadline=time.time() + 300)
