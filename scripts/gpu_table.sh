@@ -61,8 +61,9 @@ lanes=${LANES:-2}
 # Default: the rest of issue 14's 66 runs (finished ones are skipped), the main table's cells
 # (dense, bdwp 2:8) first: ResNet50's in lane 0, the ViT's baselines and ratios in lane 1. Each
 # lane then goes on to every run: the lanes may list the same runs, since a sweep skips a run the
-# other lane trains now (it holds the workdir's lock). (A "bdwp_2:8" filter also takes the config's
-# mask_every runs.)
+# other lane trains now (it holds the workdir's lock), and, with DEADLINE_S, a run that could not
+# end in time (so lane 0 goes on to shorter runs once no ResNet50 run fits). (A "bdwp_2:8" filter
+# also takes the config's mask_every runs.)
 LANE0=${LANE0:-"configs/resnet50_cifar10.py:full@dense_None configs/resnet50_cifar10.py:full@bdwp_2:8
   configs/resnet50_cifar10.py:full configs/resnet18_cifar10.py:full configs/vit_cifar10.py:full"}
 LANE1=${LANE1:-"configs/vit_cifar10.py:full configs/resnet18_cifar10.py:full
