@@ -235,8 +235,8 @@ def summary(groups: dict[Group, list[dict[str, Any]]], method: str, pattern: str
     sparse, dense = groups[key], groups.get(key.dense())
     if dense:
       noise = difference_noise(_accs(sparse), _accs(dense), pooled.get(key.config))
-      versus = [(lambda g: None if g is None else _mean_acc(sparse) - _mean_acc(groups[g]))(
-          peer(groups, key, o)) for o in others]
+      peers = [peer(groups, key, o) for o in others]
+      versus = [None if g is None else _mean_acc(sparse) - _mean_acc(groups[g]) for g in peers]
       rows.append((labels[key], _mean_acc(sparse) - _mean_acc(dense), noise, len(sparse),
                    len(dense), versus))
   scope = "" if family is None else f" ({family} schedules)"

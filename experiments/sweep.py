@@ -180,7 +180,8 @@ def estimate(spec: RunSpec, results_dir: str, lanes: int = 1,
   ``mps`` says (``gpu_mps``) where there are any, else those with ``lanes``, else all. Each
   recorded run counts as ``wall_time_s / steps`` a step, for the steps left after the workdir's
   newest checkpoint. ``(None, why)`` when nothing like it was recorded."""
-  runs = [r for r in _recorded_runs(results_dir)
+  recorded = _recorded_runs(results_dir)
+  runs = [r for r in recorded
           if r.get("config", {}).get("name") == spec.name and r.get("wall_time_s")
           and r.get("steps")]
   every = lambda r: r["config"].get("mask_every", 1)
@@ -203,7 +204,7 @@ def estimate(spec: RunSpec, results_dir: str, lanes: int = 1,
       source = f"the slowest of {len(alike)} recorded run(s) of {what} ({slowest['name']}"
       factor = 1.0
       if slowest["method"] != spec.method:  # another method's run: scaled as other configs show
-        factor, why = method_factor(_recorded_runs(results_dir), spec.method, slowest["method"])
+        factor, why = method_factor(recorded, spec.method, slowest["method"])
         source += f", x{factor:.2f}: {why}"
       return _per_step(slowest) * factor * left, f"{source}), {left} of {steps} steps left"
   return None, f"no run of {spec.name} recorded in {results_dir or '(no --results_dir)'}"
