@@ -6,8 +6,10 @@ with its own epoch order and key, and prints the per-run step time of each K.
   python scripts/seed_batch_probe.py --config configs/resnet18_cifar10.py:full \
       --set data.source=synthetic --set data.data_dir= --k 1,2,3 --out probe.json
 
-A probe, not a training path: the copies start from one initial state, and nothing is checked but
-that the vmapped step runs and how long it takes (SPEC §3 timing: warm-up, synchronised, median).
+A probe, not a training path: the copies start from one initial state; copy 0 gets the orders and
+key the first K's run got, so after the same steps its weights must match that run's (each later
+row reports the largest difference, ``copy0_params_max_abs_diff``). Timing as SPEC §3 says:
+warm-up, synchronised, median.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ def measure(run: Run, k: int) -> dict:
   step = stacked_step(run, k)
   state, synced_ms = median_step_ms(step, state, args, FLAGS.warmup, FLAGS.steps)
   state, pipelined_ms, host_ms = pipelined_step_ms(step, state, args, FLAGS.steps)
-  return {"k": k, "synced_step_ms": synced_ms, "pipelined_step_ms": pipelined_ms,
+  return state, {"k": k, "synced_step_ms": synced_ms, "pipelined_step_ms": pipelined_ms,
           "host_dispatch_ms": host_ms, "pipelined_ms_per_run_step": pipelined_ms / k,
           "images_per_s": k * bs / pipelined_ms * 1e3}
 
@@ -69,7 +71,17 @@ def main(argv):
   sets = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in FLAGS.set)}
   config = apply_overrides(load_config(FLAGS.config), {**sets, "progress_bar": False})
   run = Run(config, tempfile.mkdtemp(prefix="seed_probe_"))
-  rows = [measure(run, int(k)) for k in FLAGS.k.split(",")]
+  rows, first = [], None
+  for k in (int(k) for k in FLAGS.k.split(",")):
+    state, row = measure(run, k)
+    params = state.params if k == 1 else jax.tree.map(lambda a: a[0], state.params)
+    if first is None:
+      first = params
+    else:  # copy 0 saw the first row's orders and keys: it must have trained the same weights
+      row["copy0_params_max_abs_diff"] = max(
+          float(jnp.max(jnp.abs(a.astype(jnp.float32) - b.astype(jnp.float32))))
+          for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(first)))
+    rows.append(row)
   base = rows[0]["pipelined_ms_per_run_step"]
   for r in rows:
     r["speedup_vs_first"] = base / r["pipelined_ms_per_run_step"]

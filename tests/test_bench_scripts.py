@@ -83,3 +83,26 @@ def test_bimask_cost_rows(tmp_path):
       ("bdwp", "every_call", False), ("bimask", "every_call", True),
       ("bimask", "marked_calls", False)]
   assert all(r["step_ms"] > 0 for r in doc["steps"])
+
+
+def test_seed_batch_probe_rows(tmp_path):
+  """scripts/seed_batch_probe.py end to end on a smoke BDWP config: the step vmapped over two
+  stacked states trains copy 0 as the unbatched step trains the one state, and each row's per-run
+  time is its step time over K (the times mean nothing here; benchmarks/h200_seed_batch/ has the
+  H200's)."""
+  env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+  out = tmp_path / "probe.json"
+  subprocess.run([sys.executable, "scripts/seed_batch_probe.py", "--config",
+                  "configs/resnet9_cifar10.py:smoke", "--set", "method=bdwp", "--set",
+                  "data.source=synthetic", "--set", "data.data_dir=", "--k", "1,2", "--steps", "2",
+                  "--warmup", "1", "--out", str(out)],
+                 cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+  doc = json.loads(out.read_text())
+  assert {"device", "jax_version", "git_sha"} <= set(doc) and doc["method"] == "bdwp"
+  assert [r["k"] for r in doc["rows"]] == [1, 2]
+  for r in doc["rows"]:
+    assert r["pipelined_step_ms"] > 0 and r["synced_step_ms"] > 0
+    assert abs(r["pipelined_ms_per_run_step"] * r["k"] - r["pipelined_step_ms"]) < 1e-9
+  assert doc["rows"][0]["speedup_vs_first"] == 1.0
+  # copy 0 of the vmapped states trained on the K=1 run's batches: the same weights
+  assert doc["rows"][1]["copy0_params_max_abs_diff"] < 1e-4
