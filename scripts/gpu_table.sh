@@ -16,11 +16,12 @@
 #   runs still unfinished and sends its first chunks), then "wait 0" calls until every chunk came back
 #   (below: those runs go on in the next session; that session carries .data/resume/carry-K with
 #   "carried" calls between calls 2 and 3); "export" alone does the same at once
-# The machine goes cold ~30 s after a call: a wait, finish, stop, end or export that finds no lanes
-# says so and exits 1 at once, rather than spend the call on a fresh machine. (On one H200, git
-# af7c9ce: lane 0's ResNet50 :full run took 1065 s next to the ViT's; a finish with the ViT's sweeps
-# then ran a Bi-Mask ViT run in 459 s in lane 0's place, where lane 0's next ResNet50 run could not
-# have finished in the session.)
+# The machine goes cold ~30 s after a call, so send calls 1-3 as one batch of device calls (on
+# 2026-12-02 it went cold between calls 1 and 2 sent one at a time). A wait, finish, stop, end or
+# export that finds no lanes says so and exits 1 at once, rather than spend the call on a fresh
+# machine. (On one H200, git af7c9ce: lane 0's ResNet50 :full run took 1065 s next to the ViT's;
+# a finish with the ViT's sweeps then ran a Bi-Mask ViT run in 459 s in lane 0's place, where lane
+# 0's next ResNet50 run could not have finished in the session.)
 # (ml_collections is the one wheel a CIFAR run needs; the "arrays" source never imports Grain or
 # array_record, which only the folder/arrayrecord/tfds sources read through.) Two carries of the
 # parts as they are (call 1 .data/cifar10/part-a, call 2 .data/cifar10/part-b and .data/unpack.py,
