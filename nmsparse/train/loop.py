@@ -375,6 +375,8 @@ def _train_and_report(config: Any, workdir: str, dataset: ArrayDataset | None, s
     results["gpu_lanes"] = int(os.environ["NMS_GPU_LANES"])
   if os.environ.get("NMS_GPU_MPS") == "1":  # ... through CUDA MPS (kernels of the runs overlap)
     results["gpu_mps"] = True
+  if os.environ.get("XLA_FLAGS", "").strip():  # compiled otherwise than XLA's defaults
+    results["xla_flags"] = os.environ["XLA_FLAGS"].strip()
   if jax.process_index() == 0:
     write_json(os.path.join(workdir, RESULTS_FILE), results)
     if config.results_dir:

@@ -33,6 +33,7 @@ def test_quickstart_bdwp_within_two_points_of_dense(tmp_path):
     assert result["dataset"] == "digits" and result["method"] == method
     assert result["gpu_lanes"] == 3  # the launcher's lane count, for the report's GPU time
     assert result["gpu_mps"] is True  # the lanes ran under CUDA MPS
+    assert result.get("xla_flags") == (os.environ.get("XLA_FLAGS", "").strip() or None)
     acc[method] = result["test_accuracy"]
   assert acc["dense"] > 0.9, acc
   assert acc["bdwp"] >= acc["dense"] - 0.02, acc
