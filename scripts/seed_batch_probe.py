@@ -45,7 +45,8 @@ def stacked_step(run: Run, k: int):
                  donate_argnums=(0,))
 
 
-def measure(run: Run, k: int) -> dict:
+def measure(run: Run, k: int) -> tuple[object, dict]:
+  """The final (stacked) state after timing ``k`` copies, and the row of times."""
   n = len(run.data.train_labels)
   bs = run.config.batch_size
   orders = [put_batch_sharded(epoch_order(jax.random.fold_in(run.data_key, s), 0, n, bs),
@@ -62,8 +63,8 @@ def measure(run: Run, k: int) -> dict:
   state, synced_ms = median_step_ms(step, state, args, FLAGS.warmup, FLAGS.steps)
   state, pipelined_ms, host_ms = pipelined_step_ms(step, state, args, FLAGS.steps)
   return state, {"k": k, "synced_step_ms": synced_ms, "pipelined_step_ms": pipelined_ms,
-          "host_dispatch_ms": host_ms, "pipelined_ms_per_run_step": pipelined_ms / k,
-          "images_per_s": k * bs / pipelined_ms * 1e3}
+                 "host_dispatch_ms": host_ms, "pipelined_ms_per_run_step": pipelined_ms / k,
+                 "images_per_s": k * bs / pipelined_ms * 1e3}
 
 
 def main(argv):
