@@ -106,3 +106,18 @@ def test_seed_batch_probe_rows(tmp_path):
   assert doc["rows"][0]["speedup_vs_first"] == 1.0
   # copy 0 of the vmapped states trained on the K=1 run's batches: the same weights
   assert doc["rows"][1]["copy0_params_max_abs_diff"] < 1e-4
+
+
+def test_count_fusions_rows(tmp_path):
+  """scripts/count_fusions.py on a smoke config: one row per method, the fusions among the entry
+  computation's instructions, the state's leaves counted."""
+  env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+  out = tmp_path / "fusions.json"
+  subprocess.run([sys.executable, "scripts/count_fusions.py", "--config",
+                  "configs/resnet9_cifar10.py:smoke", "--methods", "dense,bdwp", "--out", str(out)],
+                 cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
+  doc = json.loads(out.read_text())
+  assert {"device", "jax_version", "git_sha"} <= set(doc)
+  assert [r["method"] for r in doc["rows"]] == ["dense", "bdwp"]
+  for r in doc["rows"]:
+    assert 0 < r["fusions"] <= r["entry_instructions"] and r["state_leaves"] > 0
