@@ -17,11 +17,18 @@
 #   (below: those runs go on in the next session; that session carries .data/resume/carry-K with
 #   "carried" calls between calls 2 and 3); "export" alone does the same at once
 # The machine goes cold ~30 s after a call, so send calls 1-3 as one batch of device calls (on
-# 2026-12-02 it went cold between calls 1 and 2 sent one at a time). A wait, finish, stop, end or
-# export that finds no lanes says so and exits 1 at once, rather than spend the call on a fresh
-# machine. (On one H200, git af7c9ce: lane 0's ResNet50 :full run took 1065 s next to the ViT's;
-# a finish with the ViT's sweeps then ran a Bi-Mask ViT run in 459 s in lane 0's place, where lane
-# 0's next ResNet50 run could not have finished in the session.)
+# 2026-12-02 it went cold between calls 1 and 2 sent one at a time).
+# "step SECONDS" does calls 1-3 in any order: every call of the batch is the same command (with
+# DEADLINE_S and LANE<i>), each with its own carry. The first on a machine starts the lanes, each
+# call checks which carries are here, the one that completes them unpacks, and a call then waits
+# up to SECONDS; one that finds a carry missing says which and returns at once. So when a call
+# finds no machine, or the machine went cold between calls (2026-12-03: call 1 got none, call 2
+# started a fresh one), sending the missing carries again picks up where it stands. (Resume
+# carries go before the last data carry: the unpack imports what is here then.)
+# A wait, finish, stop, end or export that finds no lanes says so and exits 1 at once, rather than
+# spend the call on a fresh machine. (On one H200, git af7c9ce: lane 0's ResNet50 :full run took
+# 1065 s next to the ViT's; a finish with the ViT's sweeps then ran a Bi-Mask ViT run in 459 s in
+# lane 0's place, where lane 0's next ResNet50 run could not have finished in the session.)
 # (ml_collections is the one wheel a CIFAR run needs; the "arrays" source never imports Grain or
 # array_record, which only the folder/arrayrecord/tfds sources read through.) Two carries of the
 # parts as they are (call 1 .data/cifar10/part-a, call 2 .data/cifar10/part-b and .data/unpack.py,
@@ -49,11 +56,13 @@ set -uo pipefail
 # to the runs that fit; so lanes listing long runs before short ones fill the session with what
 # can finish, and leave the rest for the next. Set it to the session's device time left at call 1,
 # less ~120 s for the last call and the machine's start.
-# TABLE_STATE, TABLE_RUNS, TABLE_CHUNK, RESUME_DIR: elsewhere or smaller, for tests of these steps;
-# TABLE_SWEEP: the command a lane runs for each of its sweeps (a stand-in, for tests)
+# TABLE_STATE, TABLE_RUNS, TABLE_CHUNK, RESUME_DIR, TABLE_CARRY: elsewhere or smaller, for tests of
+# these steps; TABLE_SWEEP: the command a lane runs for each of its sweeps, TABLE_UNPACK: the one
+# that runs unpack.py (stand-ins, for tests)
 state=${TABLE_STATE:-/tmp/table}
 runs=${TABLE_RUNS:-/tmp/runs}
 resume=${RESUME_DIR:-.data/resume}
+carry=${TABLE_CARRY:-.data/carry}
 chunk=${TABLE_CHUNK:-15M} chunks_per_call=3  # files back: at most 8 a call, 16 MiB each, 64 MiB
 results=$state/results
 mkdir -p "$results/runs"
@@ -253,23 +262,49 @@ lane() {  # lane INDEX: its sweeps (LANE_SWEEPS, else LANE<INDEX>) in turn, once
   touch "$state/lane$i.done"
 }
 
+start_lanes() {  # the lanes (each waits for the unpacked data), under MPS, with DEADLINE_S
+  command -v nvidia-smi > /dev/null && nvidia-smi -L
+  if [ -n "${DEADLINE_S:-}" ]; then
+    echo $(($(date +%s) + DEADLINE_S)) > "$state/deadline"
+    echo "deadline: the lanes start no run that would end after" \
+         "$(date -d "@$(cat "$state/deadline")" +%T)"
+  fi
+  start_mps
+  for i in $(seq 0 $((lanes - 1))); do
+    setsid nohup bash "$0" lane "$i" > "$state/lane$i.log" 2>&1 < /dev/null &
+  done
+  touch "$state/started"
+  sleep 5
+}
+
+missing_carries() {  # the pieces of the three data carries not on this machine, by name
+  local f
+  for f in 1/train-0.npz.0 2/train-0.npz.1 2/test.npz 3/train-1.npz 3/unpack.py; do
+    [ -f "$carry/$f" ] || printf '%s ' "$carry/$f"
+  done
+}
+
+unpack_data() {  # the carried parts joined, checked and decoded under $state/data; then the
+  # carried resume snapshots under $runs; then the lanes go
+  local src=.data/cifar10 unpack=.data/unpack.py
+  if [ -d "$carry/3" ]; then  # three carries: join part-a's two pieces (checked by unpack.py)
+    src=$state/parts unpack=$carry/3/unpack.py
+    mkdir -p "$src/part-a" "$src/part-b"
+    cat "$carry/1/train-0.npz.0" "$carry/2/train-0.npz.1" > "$src/part-a/train-0.npz" &&
+      cp "$carry/2/test.npz" "$carry/3/train-1.npz" "$src/part-b/" || return 1
+  fi
+  ${TABLE_UNPACK:-python3} "$unpack" --out "$state/data" --src "$src" || return 1
+  rm -rf "$state/parts"
+  import_runs
+  touch "$state/unpacked"
+}
+
 case "${1:-}" in
-  start)
-    command -v nvidia-smi > /dev/null && nvidia-smi -L
-    if [ -n "${DEADLINE_S:-}" ]; then
-      echo $(($(date +%s) + DEADLINE_S)) > "$state/deadline"
-      echo "deadline: the lanes start no run that would end after" \
-           "$(date -d "@$(cat "$state/deadline")" +%T)"
-    fi
-    start_mps
-    for i in $(seq 0 $((lanes - 1))); do
-      setsid nohup bash "$0" lane "$i" > "$state/lane$i.log" 2>&1 < /dev/null &
-    done
-    sleep 5; pack ;;
+  start) start_lanes; pack ;;
   lane) lane "$2" ;;
   carried)  # a call that only carries (data carry 2, resume carries): it stays while warm
-    ls -l .data/carry/1 .data/carry/2 "$resume"/* 2>&1 | grep -v "^total"
-    [ -d .data/carry/1 ] || { pack; exit 1; }
+    ls -l "$carry/1" "$carry/2" "$resume"/* 2>&1 | grep -v "^total"
+    [ -d "$carry/1" ] || { pack; exit 1; }
     pack ;;
   export) warm_here || exit 1; export_runs; pack ;;
   stop) warm_here || exit 1; stop_lane "$2"; pack ;;
@@ -280,19 +315,21 @@ case "${1:-}" in
   unpack-and-wait)
     # A machine that went cold since call 1 has neither its carry nor lanes: stop at once rather
     # than wait out the call on nothing.
-    src=.data/cifar10 unpack=.data/unpack.py
-    if [ -d .data/carry/3 ]; then  # three carries: join part-a's two pieces (checked by unpack.py)
-      src=$state/parts unpack=.data/carry/3/unpack.py
-      mkdir -p "$src/part-a" "$src/part-b"
-      cat .data/carry/1/train-0.npz.0 .data/carry/2/train-0.npz.1 > "$src/part-a/train-0.npz" &&
-        cp .data/carry/2/test.npz .data/carry/3/train-1.npz "$src/part-b/" || { pack; exit 1; }
+    unpack_data || { pack; exit 1; }
+    wait_for "${2:-540}" ;;
+  step)  # any call of a session, in any order (see "step" above)
+    [ -f "$state/started" ] || start_lanes
+    if [ ! -f "$state/unpacked" ]; then
+      missing=$(missing_carries)
+      if [ -n "$missing" ]; then
+        echo "step: the lanes wait for the data; not here yet: $missing"
+        pack; exit 0
+      fi
+      unpack_data || { pack; exit 1; }
     fi
-    python3 "$unpack" --out $state/data --src "$src" || { pack; exit 1; }
-    rm -rf "$state/parts"
-    import_runs
-    touch "$state/unpacked"
     wait_for "${2:-540}" ;;
   wait) warm_here || exit 1; wait_for "${2:-560}" ;;
-  *) echo "usage: $0 start | carried | unpack-and-wait SECONDS | wait SECONDS | export |" \
+  *) echo "usage: $0 start | carried | unpack-and-wait SECONDS | step SECONDS | wait SECONDS |" \
+       "export |" \
        "stop LANE | finish LANE SECONDS [SWEEP...] | end SECONDS | import | mps" >&2; exit 2 ;;
 esac

@@ -219,3 +219,54 @@ def test_stop_ends_the_lanes_that_start_made(tmp_path):
         os.killpg(pid, signal.SIGKILL)
       except ProcessLookupError:
         pass
+
+
+def test_step_takes_the_carries_in_any_order_and_unpacks_once_all_are_here(tmp_path):
+  """``step``: the first call on a machine starts the lanes (once), a call without every carry
+  says which are missing and returns at once, the one that completes them unpacks (a stand-in
+  for unpack.py that records its arguments) and the lanes then run their sweeps (stand-ins)."""
+  state, carry = tmp_path / "state", tmp_path / "carry"
+  os.makedirs(state / "results" / "runs")
+  (state / "seeded").touch()
+  unpack = tmp_path / "unpack.sh"
+  unpack.write_text('#!/bin/bash\necho "unpack $*"; cat "$5/part-a/train-0.npz"; mkdir -p "$3"\n')
+  unpack.chmod(0o755)
+  sweep = tmp_path / "sweep.sh"
+  sweep.write_text('#!/bin/bash\necho "sweep $*"\n')
+  sweep.chmod(0o755)
+  extra = dict(TABLE_CARRY=str(carry), TABLE_UNPACK=str(unpack), TABLE_SWEEP=str(sweep),
+               TABLE_POLL="0.2", MPS="0", LANE0="configs/vit_cifar10.py:full",
+               LANE1="configs/resnet18_cifar10.py:full")
+  pieces = {2: ["train-0.npz.1", "test.npz"], 3: ["train-1.npz", "unpack.py"],
+            1: ["train-0.npz.0"]}
+  pids = None
+  try:
+    for n, (k, names) in enumerate(pieces.items()):  # carry 2 first, as when call 1 got no machine
+      os.makedirs(carry / str(k))
+      for name in names:
+        (carry / str(k) / name).write_text(f"{k}/{name}\n")
+      proc, took = table(tmp_path, "step", "30", **extra)
+      assert proc.returncode == 0, proc.stderr
+      if n < 2:
+        assert "not here yet" in proc.stdout and took < 20
+        assert f"{carry}/1/train-0.npz.0" in proc.stdout
+        assert not (state / "unpacked").exists()
+      now = [(state / f"lane{i}.pid").read_text() for i in range(2)]
+      assert pids in (None, now)  # started by the first call, not again
+      pids = now
+    assert "not here yet" not in proc.stdout and (state / "unpacked").exists()
+    assert "lane 0 done" in proc.stdout and "lane 1 done" in proc.stdout
+    assert not (state / "parts").exists()  # joined, unpacked, then removed
+    assert "1/train-0.npz.0\n2/train-0.npz.1\n" in proc.stdout  # part-a's pieces in order
+    logs = [(state / f"lane{i}.log").read_text() for i in range(2)]
+    assert "sweep --config configs/vit_cifar10.py:full" in logs[0]
+    assert "sweep --config configs/resnet18_cifar10.py:full" in logs[1]
+    assert f"--set data.data_dir={state}/data" in logs[0]
+  finally:
+    for i in range(2):
+      pid = state / f"lane{i}.pid"
+      if pid.exists():
+        try:
+          os.killpg(int(pid.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+          pass
