@@ -208,6 +208,7 @@ add_lane() {  # add_lane LANE SWEEP...: a new lane (the next free index) in lane
   shift
   while [ -e "$state/lane$i.log" ]; do i=$((i + 1)); done
   [ -f "$state/mps.env" ] && source "$state/mps.env"
+  [ -z "${NMSPARSE_GIT_SHA:-}${GIT_SHA:-}" ] && [ -f "$state/git.env" ] && source "$state/git.env"
   LANE_SWEEPS="$*" setsid nohup bash "$0" lane "$i" > "$state/lane$i.log" 2>&1 < /dev/null &
   local deadline=$((SECONDS + 10))
   while [ ! -s "$state/lane$i.pid" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
@@ -270,6 +271,10 @@ start_lanes() {  # the lanes (each waits for the unpacked data), under MPS, with
          "$(date -d "@$(cat "$state/deadline")" +%T)"
   fi
   start_mps
+  # the commit the runs record (metrics.git_sha: the machine's copy of .git is stale), for lanes
+  # that a later call starts, whose command may not set it (2026-12-03: one recorded 49031e6+dirty)
+  local sha=${NMSPARSE_GIT_SHA:-${GIT_SHA:-}}
+  [ -n "$sha" ] && echo "export NMSPARSE_GIT_SHA=$sha" > "$state/git.env"
   for i in $(seq 0 $((lanes - 1))); do
     setsid nohup bash "$0" lane "$i" > "$state/lane$i.log" 2>&1 < /dev/null &
   done

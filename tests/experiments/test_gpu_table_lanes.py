@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def table(tmp_path, *args, timeout=60, **extra):
   state = tmp_path / "state"
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("CUDA_MPS_", "NMS_GPU_"))}
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("CUDA_MPS_", "NMS_GPU_", "NMSPARSE_GIT_SHA", "GIT_SHA"))}
   env.update(TABLE_STATE=str(state), TABLE_RUNS=str(tmp_path / "runs"), OUT=str(tmp_path / "out"),
              LANES="2", **extra)
   os.makedirs(tmp_path / "out", exist_ok=True)
@@ -108,10 +109,12 @@ def test_finish_with_sweeps_starts_a_lane_in_its_place(lanes):
   (state / "mps.env").write_text(f"export CUDA_MPS_PIPE_DIRECTORY={state}/mps/pipe "
                                  f"CUDA_MPS_LOG_DIRECTORY={state}/mps/log NMS_GPU_MPS=1\n")
   (state / "deadline").write_text("1234\n")  # as start leaves it with DEADLINE_S
+  (state / "git.env").write_text("export NMSPARSE_GIT_SHA=abc123\n")  # and with GIT_SHA
   sweep = tmp_path / "sweep.sh"
   go = tmp_path / "go"  # each stand-in sweep runs until this file exists
   sweep.write_text('#!/bin/bash\necho "sweep $* pipe=$CUDA_MPS_PIPE_DIRECTORY mps=$NMS_GPU_MPS '
-                   f'lanes=$NMS_GPU_LANES"\nwhile [ ! -e {go} ]; do sleep 0.1; done\n')
+                   'lanes=$NMS_GPU_LANES sha=$NMSPARSE_GIT_SHA"\n'
+                   f'while [ ! -e {go} ]; do sleep 0.1; done\n')
   sweep.chmod(0o755)
   proc, _ = table(tmp_path, "finish", "0", "1", "configs/vit_cifar10.py:full",
                   "configs/resnet18_cifar10.py:full@bdwp_2:4", TABLE_SWEEP=str(sweep))
@@ -135,7 +138,7 @@ def test_finish_with_sweeps_starts_a_lane_in_its_place(lanes):
   assert (f"sweep --config configs/vit_cifar10.py:full --filter  --workdir_root {tmp_path}/runs "
           f"--results_dir {state}/results/runs --deadline 1234 --set" in log)
   assert "--filter bdwp_2:4" in log
-  assert log.count(f"pipe={state}/mps/pipe mps=1 lanes=2") == 2
+  assert log.count(f"pipe={state}/mps/pipe mps=1 lanes=2 sha=abc123") == 2
 
 
 def test_finish_without_sweeps_starts_no_lane(lanes):
@@ -195,8 +198,9 @@ def test_stop_ends_the_lanes_that_start_made(tmp_path):
   os.makedirs(state / "results" / "runs")
   (state / "seeded").touch()
   before = time.time()
-  proc, _ = table(tmp_path, "start", timeout=60, DEADLINE_S="1500")
+  proc, _ = table(tmp_path, "start", timeout=60, DEADLINE_S="1500", GIT_SHA="abc123")
   assert proc.returncode == 0, proc.stderr
+  assert (state / "git.env").read_text() == "export NMSPARSE_GIT_SHA=abc123\n"
   assert before + 1499 <= int((state / "deadline").read_text()) <= time.time() + 1500
   assert "deadline: the lanes start no run that would end after" in proc.stdout
   pids = []
