@@ -204,7 +204,8 @@ def estimate(spec: RunSpec, results_dir: str, lanes: int = 1,
       source = f"the slowest of {len(alike)} recorded run(s) of {what} ({slowest['name']}"
       factor = 1.0
       if slowest["method"] != spec.method:  # another method's run: scaled as other configs show
-        factor, why = method_factor(recorded, spec.method, slowest["method"])
+        factor, why = method_factor(recorded, spec.method, slowest["method"],
+                                    slowest.get("device"))
         source += f", x{factor:.2f}: {why}"
       return _per_step(slowest) * factor * left, f"{source}), {left} of {steps} steps left"
   return None, f"no run of {spec.name} recorded in {results_dir or '(no --results_dir)'}"
@@ -214,20 +215,30 @@ def _per_step(result: dict[str, Any]) -> float:
   return result["wall_time_s"] / result["steps"]
 
 
-def method_factor(results: list[dict[str, Any]], method: str, other: str) -> tuple[float, str]:
+def method_factor(results: list[dict[str, Any]], method: str, other: str,
+                  device: str | None = None) -> tuple[float, str]:
   """How much slower a step of ``method`` is than one of ``other``: the median, over the configs
   with recorded runs of both, of the ratio of their slowest runs' time a step; 1 when no config
-  has both (said)."""
-  slowest: dict[tuple[str, str], float] = {}
-  for r in results:
-    if r.get("wall_time_s") and r.get("steps") and r["method"] in (method, other):
-      key = (r.get("config", {}).get("name"), r["method"])
-      slowest[key] = max(slowest.get(key, 0.0), _per_step(r))
-  ratios = [slowest[(c, method)] / slowest[(c, other)] for c, m in slowest
+  has both (said). With ``device`` (the GPU of the run it scales), the configs with runs of both
+  on that device only, where there are any: another GPU's ratio can differ (Bi-Mask's search, for
+  one, costs more or less beside the matmuls)."""
+  def ratios(runs):
+    slowest: dict[tuple[str, str], float] = {}
+    for r in runs:
+      if r.get("wall_time_s") and r.get("steps") and r["method"] in (method, other):
+        key = (r.get("config", {}).get("name"), r["method"])
+        slowest[key] = max(slowest.get(key, 0.0), _per_step(r))
+    return [slowest[(c, method)] / slowest[(c, other)] for c, m in slowest
             if m == other and (c, method) in slowest]
-  if not ratios:
+  found, where = [], ""
+  if device:
+    found, where = ratios([r for r in results if r.get("device") == device]), f" on {device}"
+  if not found:
+    found, where = ratios(results), ""
+  if not found:
     return 1.0, f"no config has runs of both {method} and {other}"
-  return float(np.median(ratios)), f"{method}/{other} step time, median of {len(ratios)} configs"
+  return (float(np.median(found)),
+          f"{method}/{other} step time, median of {len(found)} configs{where}")
 
 
 def gpu_sharing() -> tuple[int, bool]:

@@ -1,7 +1,7 @@
 """``experiments.sweep --deadline``: a run starts only if its estimated time, from the runs recorded
 in ``--results_dir``, ends before the deadline; the estimate takes the closest recorded runs (same
 method, pattern and mask interval; else method; else config, scaled by the method's step-time ratio
-on other configs), the slowest of them, those sharing the GPU as this lane does first, and counts
+on other configs, those on the same GPU where there are any), the slowest of them, those sharing the GPU as this lane does first, and counts
 only the steps a resumed run has left; a dry run prints each run's estimate."""
 
 import json
@@ -18,7 +18,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 R18 = os.path.join(ROOT, "configs", "resnet18_cifar10.py:full")
 
 
-def record(results, config, method, pattern, seed, wall, steps=1000, lanes=1, every=1, mps=None):
+def record(results, config, method, pattern, seed, wall, steps=1000, lanes=1, every=1, mps=None,
+           device=None):
   """A recorded run's JSON, with the fields the estimate reads, under a name of its own."""
   tag = method if pattern is None else f"{method}_{pattern.replace(':', 'x')}"
   name = f"{config}_{tag}{'' if every == 1 else f'_every{every}'}_s{seed}"
@@ -27,7 +28,8 @@ def record(results, config, method, pattern, seed, wall, steps=1000, lanes=1, ev
     json.dump({"name": name, "method": method, "pattern": pattern, "seed": seed, "steps": steps,
                "wall_time_s": wall, "gpu_lanes": lanes,
                "config": {"name": config, "mask_every": every},
-               **({} if mps is None else {"gpu_mps": mps})}, f)
+               **({} if mps is None else {"gpu_mps": mps}),
+               **({} if device is None else {"device": device})}, f)
 
 
 def spec(tmp_path, method, pattern, every=None, seed=0):
@@ -154,3 +156,20 @@ def test_a_dry_run_prints_each_runs_estimate(tmp_path):
           "(quickstart_digits_smoke_dense_s9, x1.00: no config has runs of both bdwp and dense)"
           in lines["bdwp"])
   assert not os.path.exists(tmp_path / "runs")
+
+
+def test_the_step_time_ratio_comes_from_the_same_gpu_where_it_can(tmp_path):
+  """The run it scales was on an H200: the configs with both methods on the H200 set the ratio, not
+  the H100's short-schedule ones; a GPU with no such configs takes them all."""
+  results = str(tmp_path / "results")
+  record(results, "resnet18_cifar10_full", "dense", None, 0, 400.0, device="H200")
+  record(results, "a", "dense", None, 0, 100.0, device="H200")
+  record(results, "a", "bimask", "2:8", 0, 150.0, device="H200")
+  for config in ("b", "c"):
+    record(results, config, "dense", None, 0, 100.0, device="H100")
+    record(results, config, "bimask", "2:8", 0, 110.0, device="H100")
+  seconds, source = sweep.estimate(spec(tmp_path, "bimask", "2:8"), results)
+  assert seconds == pytest.approx(400.0 * 1.5)  # the H100's 1.1 (two configs of three) left out
+  assert "median of 1 configs on H200" in source
+  recorded = [json.load(open(os.path.join(results, f))) for f in os.listdir(results)]
+  assert sweep.method_factor(recorded, "bimask", "dense", "B200")[0] == pytest.approx(1.1)
