@@ -40,7 +40,9 @@
 # VGG19 :full took 671-776 s a run three at a time (0.24 runs a minute), 310-341 s next to one ViT
 # run. Finished runs are skipped: the committed results/runs/*.json are copied into the sweeps'
 # --results_dir first, and sweep.py counts a run found there as finished (after checking its
-# run-defining fields).
+# run-defining fields). Once every lane has been through its sweeps, one of them goes through its
+# own once more alone (SOLO=0: not; see lane()), so the session's tail trains a run at one lane's
+# pace where two lanes' pace left none that could end before the deadline.
 # MPS (default 1; MPS=0: off): "start" first starts a CUDA MPS control daemon (pipes and logs under
 # $state/mps), so the lanes' kernels run at once rather than by time slicing; the runs then record
 # gpu_mps. Without the binary, or when it fails to start, the lanes run as usual (said). On one H200
@@ -172,7 +174,11 @@ pack() {
   send_chunks
   local new=$(find "$results/runs" -name "*.json" -newer "$state/seeded" -printf "%f ")
   echo "--- status $(date +%T): $(ls "$results/runs" | wc -l) run results, new on this machine: $new"
-  for i in $(lane_ids); do [ -f "$state/lane$i.done" ] && echo "lane $i done"; done
+  for i in $(lane_ids); do
+    if [ -f "$state/lane$i.done" ]; then echo "lane $i done"
+    elif [ -f "$state/lane$i.idle" ]; then echo "lane $i idle (waits for the others, to run alone)"
+    fi
+  done
   command -v nvidia-smi > /dev/null &&
     nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
   for f in "$state"/lane*.log; do [ -f "$f" ] && { echo "== $f"; grep -E "epoch|Epoch|test_acc" "$f" | tail -n 2; }; done
@@ -220,6 +226,7 @@ finish_lane() {  # let lane $1 end the run it trains (up to $2 seconds), then st
   local log=$state/lane$1.log deadline=$((SECONDS + $2)) before
   before=$(grep -c "Finished " "$log" 2>/dev/null)
   while [ $SECONDS -lt $deadline ] && [ ! -f "$state/lane$1.done" ] &&
+        [ ! -f "$state/lane$1.idle" ] &&
         [ "$(grep -c "Finished " "$log" 2>/dev/null)" = "$before" ]; do
     sleep 5
   done
@@ -243,23 +250,49 @@ wait_lanes() {  # wait up to $1 seconds, or until every lane is done
 
 wait_for() { wait_lanes "$1"; pack; }  # wait up to $1 seconds for every lane, then pack
 
-lane() {  # lane INDEX: its sweeps (LANE_SWEEPS, else LANE<INDEX>) in turn, once data is unpacked
-  local i=$1 var="LANE$1"
-  local sweeps=${LANE_SWEEPS:-${!var:-}} deadline
+run_sweeps() {  # run_sweeps INDEX SWEEPS: lane INDEX's sweeps in turn
+  local i=$1 item deadline
   deadline=$(cat "$state/deadline" 2>/dev/null || echo 0)
+  for item in $2; do
+    local config=${item%%@*} filter=""
+    [[ $item == *@* ]] && filter=${item#*@}
+    echo "=== $(date +%T) lane $i: $config filter '$filter' (lanes $NMS_GPU_LANES)"
+    ${TABLE_SWEEP:-python3 -m experiments.sweep} --config "$config" --filter "$filter" \
+      --workdir_root "$runs" --results_dir "$results/runs" --deadline "$deadline" \
+      --set data.data_dir=$state/data
+  done
+}
+
+others_idle() {  # every lane but $1 is done, or idle (waiting to run alone)
+  local j
+  for j in $(lane_ids); do
+    [ "$j" = "$1" ] || [ -f "$state/lane$j.done" ] || [ -f "$state/lane$j.idle" ] || return 1
+  done
+}
+
+lane() {  # lane INDEX: its sweeps (LANE_SWEEPS, else LANE<INDEX>) in turn, once data is unpacked;
+  # then, with other lanes (SOLO=0: not), it waits until every lane is idle, and the first to get
+  # there runs its sweeps once more alone, at one lane's pace: a run that two lanes' pace could not
+  # end before the deadline may fit then (2026-12-03, by hand: ResNet18 Bi-Mask 2:8 in 373 s alone
+  # where two lanes took 527-533 s a run). Its runs record gpu_lanes 1, true unless a "finish ...
+  # SWEEP" call adds a lane beside it.
+  local i=$1 var="LANE$1"
+  local sweeps=${LANE_SWEEPS:-${!var:-}}
   echo $$ > "$state/lane$i.pid"  # its own session's leader (setsid): stop_lane kills that group
   while [ ! -f "$state/unpacked" ]; do sleep 2; done
   source scripts/gpu_env.sh
   export XLA_PYTHON_CLIENT_MEM_FRACTION=$(python3 -c "print(round(0.9 / $lanes, 2))")
   export JAX_COMPILATION_CACHE_DIR=/tmp/jax_cache NMS_GPU_LANES=$lanes
-  for item in $sweeps; do
-    local config=${item%%@*} filter=""
-    [[ $item == *@* ]] && filter=${item#*@}
-    echo "=== $(date +%T) lane $i: $config filter '$filter'"
-    ${TABLE_SWEEP:-python3 -m experiments.sweep} --config "$config" --filter "$filter" \
-      --workdir_root "$runs" --results_dir "$results/runs" --deadline "$deadline" \
-      --set data.data_dir=$state/data
-  done
+  run_sweeps "$i" "$sweeps"
+  if [ "$lanes" -gt 1 ] && [ "${SOLO:-1}" = 1 ]; then
+    touch "$state/lane$i.idle"
+    until others_idle "$i"; do sleep "${TABLE_POLL:-2}"; done
+    if mkdir "$state/solo" 2> /dev/null; then  # (the others then wait until it is done)
+      rm -f "$state/lane$i.idle"
+      echo "=== $(date +%T) lane $i: the other lanes are idle; its sweeps again, alone"
+      NMS_GPU_LANES=1 run_sweeps "$i" "$sweeps"
+    fi
+  fi
   touch "$state/lane$i.done"
 }
 

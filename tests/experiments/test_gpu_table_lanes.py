@@ -236,7 +236,7 @@ def test_step_takes_the_carries_in_any_order_and_unpacks_once_all_are_here(tmp_p
   unpack.write_text('#!/bin/bash\necho "unpack $*"; cat "$5/part-a/train-0.npz"; mkdir -p "$3"\n')
   unpack.chmod(0o755)
   sweep = tmp_path / "sweep.sh"
-  sweep.write_text('#!/bin/bash\necho "sweep $*"\n')
+  sweep.write_text('#!/bin/bash\necho "sweep $* lanes=$NMS_GPU_LANES"\n')
   sweep.chmod(0o755)
   extra = dict(TABLE_CARRY=str(carry), TABLE_UNPACK=str(unpack), TABLE_SWEEP=str(sweep),
                TABLE_POLL="0.2", MPS="0", LANE0="configs/vit_cifar10.py:full",
@@ -265,6 +265,13 @@ def test_step_takes_the_carries_in_any_order_and_unpacks_once_all_are_here(tmp_p
     logs = [(state / f"lane{i}.log").read_text() for i in range(2)]
     assert "sweep --config configs/vit_cifar10.py:full" in logs[0]
     assert "sweep --config configs/resnet18_cifar10.py:full" in logs[1]
+    # then one lane (either) ran its sweeps again alone, at one lane's pace; the other did not
+    alone = [log for log in logs if "its sweeps again, alone" in log]
+    assert len(alone) == 1, logs
+    passes = alone[0].split("its sweeps again, alone")
+    assert "(lanes 2)" in passes[0] and "(lanes 1)" not in passes[0]
+    assert "(lanes 1)" in passes[1] and "lanes=1" in passes[1]  # what the runner records
+    assert "lanes=2" in passes[0] and "lanes=1" not in passes[0]
     assert f"--set data.data_dir={state}/data" in logs[0]
   finally:
     for i in range(2):
@@ -274,3 +281,12 @@ def test_step_takes_the_carries_in_any_order_and_unpacks_once_all_are_here(tmp_p
           os.killpg(int(pid.read_text()), signal.SIGKILL)
         except ProcessLookupError:
           pass
+
+
+def test_finish_does_not_wait_on_a_lane_idle_until_it_can_run_alone(lanes):
+  tmp_path, procs = lanes
+  (tmp_path / "state" / "lane0.idle").touch()
+  proc, took = table(tmp_path, "finish", "0", "40")
+  assert took < 20 and "lane 0 stopped" in proc.stdout, proc.stderr
+  procs[0].wait(timeout=10)
+  assert procs[1].poll() is None
