@@ -1,8 +1,9 @@
 """``experiments.sweep --deadline``: a run starts only if its estimated time, from the runs recorded
 in ``--results_dir``, ends before the deadline; the estimate takes the closest recorded runs (same
 method, pattern and mask interval; else method; else config, scaled by the method's step-time ratio
-on other configs, those on the same GPU where there are any), the slowest of them, those sharing the GPU as this lane does first, and counts
-only the steps a resumed run has left; a dry run prints each run's estimate."""
+on other configs, those on the same GPU where there are any), the slowest of them, those sharing
+the GPU as this lane does first, and counts only the steps a resumed run has left; a dry run prints
+each run's estimate."""
 
 import json
 import os
