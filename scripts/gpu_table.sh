@@ -368,6 +368,6 @@ case "${1:-}" in
     wait_for "${2:-540}" ;;
   wait) warm_here || exit 1; wait_for "${2:-560}" ;;
   *) echo "usage: $0 start | carried | unpack-and-wait SECONDS | step SECONDS | wait SECONDS |" \
-       "export |" \
-       "stop LANE | finish LANE SECONDS [SWEEP...] | end SECONDS | import | mps" >&2; exit 2 ;;
+       "export | stop LANE | finish LANE SECONDS [SWEEP...] | end SECONDS | import | mps" >&2
+     exit 2 ;;
 esac
