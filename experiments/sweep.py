@@ -229,7 +229,7 @@ def method_factor(results: list[dict[str, Any]], method: str, other: str,
         key = (r.get("config", {}).get("name"), r["method"])
         slowest[key] = max(slowest.get(key, 0.0), _per_step(r))
     return [slowest[(c, method)] / slowest[(c, other)] for c, m in slowest
-            if m == other and (c, method) in slowest]
+              if m == other and (c, method) in slowest]
   found, where = [], ""
   if device:
     found, where = ratios([r for r in results if r.get("device") == device]), f" on {device}"
