@@ -24,7 +24,11 @@
 # up to SECONDS; one that finds a carry missing says which and returns at once. So when a call
 # finds no machine, or the machine went cold between calls (2026-12-03: call 1 got none, call 2
 # started a fresh one), sending the missing carries again picks up where it stands. (Resume
-# carries go before the last data carry: the unpack imports what is here then.)
+# carries go before the last data carry: the unpack imports what is here then.) Sending the three
+# carries twice in the batch (1 2 3 1 2 3) covers a refused first call without a round trip
+# through the conversation, in which the machine may go cold (2026-12-03: call 1 got none, the
+# batch's last call, a plain wait, found carry 1 missing and returned, and the machine went cold
+# before carry 1 came: a fresh start cost ~130 s); once all are here, a later carry's call waits.
 # A wait, finish, stop, end or export that finds no lanes says so and exits 1 at once, rather than
 # spend the call on a fresh machine. (On one H200, git af7c9ce: lane 0's ResNet50 :full run took
 # 1065 s next to the ViT's; a finish with the ViT's sweeps then ran a Bi-Mask ViT run in 459 s in
@@ -58,6 +62,13 @@ set -uo pipefail
 # to the runs that fit; so lanes listing long runs before short ones fill the session with what
 # can finish, and leave the rest for the next. Set it to the session's device time left at call 1,
 # less ~120 s for the last call and the machine's start.
+# DEADLINE_AT (epoch seconds; over DEADLINE_S): the same deadline as a time of day, computed here
+# (date +%s plus the budget left, less ~300 s) and sent alike in every call of the batch: start
+# sets it and every later "step" call resets it when it differs. A relative DEADLINE_S counts from
+# the call that starts the machine, so when a cold machine restarts later in the session it runs
+# past the budget (2026-12-03: set by hand to 12:04:37 after a restart left it at 12:07:39, with
+# the budget's end near 12:07:20). Device time runs only while a machine is held and the clock
+# always does, so a time of day never overshoots the budget.
 # TABLE_STATE, TABLE_RUNS, TABLE_CHUNK, RESUME_DIR, TABLE_CARRY: elsewhere or smaller, for tests of
 # these steps; TABLE_SWEEP: the command a lane runs for each of its sweeps, TABLE_UNPACK: the one
 # that runs unpack.py (stand-ins, for tests)
@@ -296,13 +307,21 @@ lane() {  # lane INDEX: its sweeps (LANE_SWEEPS, else LANE<INDEX>) in turn, once
   touch "$state/lane$i.done"
 }
 
-start_lanes() {  # the lanes (each waits for the unpacked data), under MPS, with DEADLINE_S
-  command -v nvidia-smi > /dev/null && nvidia-smi -L
-  if [ -n "${DEADLINE_S:-}" ]; then
-    echo $(($(date +%s) + DEADLINE_S)) > "$state/deadline"
-    echo "deadline: the lanes start no run that would end after" \
-         "$(date -d "@$(cat "$state/deadline")" +%T)"
+set_deadline() {  # $state/deadline from DEADLINE_AT, else (at start only) DEADLINE_S from now
+  local at=${DEADLINE_AT:-}
+  if [ -z "$at" ] && [ -n "${DEADLINE_S:-}" ] && [ "${1:-}" = start ]; then
+    at=$(($(date +%s) + DEADLINE_S))
   fi
+  [ -n "$at" ] || return 0
+  [ "$(cat "$state/deadline" 2> /dev/null)" = "$at" ] && return 0
+  echo "$at" > "$state/deadline"
+  echo "deadline: the lanes start no run that would end after $(date -d "@$at" +%T)" \
+       "($((at - $(date +%s))) s from now)"
+}
+
+start_lanes() {  # the lanes (each waits for the unpacked data), under MPS, with their deadline
+  command -v nvidia-smi > /dev/null && nvidia-smi -L
+  set_deadline start
   start_mps
   # the commit the runs record (metrics.git_sha: the machine's copy of .git is stale), for lanes
   # that a later call starts, whose command may not set it (2026-12-03: one recorded 49031e6+dirty)
@@ -356,7 +375,7 @@ case "${1:-}" in
     unpack_data || { pack; exit 1; }
     wait_for "${2:-540}" ;;
   step)  # any call of a session, in any order (see "step" above)
-    [ -f "$state/started" ] || start_lanes
+    if [ -f "$state/started" ]; then set_deadline; else start_lanes; fi
     if [ ! -f "$state/unpacked" ]; then
       missing=$(missing_carries)
       if [ -n "$missing" ]; then

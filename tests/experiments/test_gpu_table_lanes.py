@@ -228,7 +228,9 @@ def test_stop_ends_the_lanes_that_start_made(tmp_path):
 def test_step_takes_the_carries_in_any_order_and_unpacks_once_all_are_here(tmp_path):
   """``step``: the first call on a machine starts the lanes (once), a call without every carry
   says which are missing and returns at once, the one that completes them unpacks (a stand-in
-  for unpack.py that records its arguments) and the lanes then run their sweeps (stand-ins)."""
+  for unpack.py that records its arguments) and the lanes then run their sweeps (stand-ins).
+  DEADLINE_AT sets the lanes' deadline at start, and a later call that brings another resets it
+  (as when a cold machine restarted): the lanes' sweeps get the newest."""
   state, carry = tmp_path / "state", tmp_path / "carry"
   os.makedirs(state / "results" / "runs")
   (state / "seeded").touch()
@@ -249,8 +251,11 @@ def test_step_takes_the_carries_in_any_order_and_unpacks_once_all_are_here(tmp_p
       os.makedirs(carry / str(k))
       for name in names:
         (carry / str(k) / name).write_text(f"{k}/{name}\n")
-      proc, took = table(tmp_path, "step", "30", **extra)
+      at = str(4_000_000_000 + (n == 2))  # the same in calls 0 and 1, another in call 2
+      proc, took = table(tmp_path, "step", "30", DEADLINE_AT=at, **extra)
       assert proc.returncode == 0, proc.stderr
+      assert ("deadline: the lanes start no run" in proc.stdout) == (n != 1), proc.stdout
+      assert (state / "deadline").read_text() == at + "\n"
       if n < 2:
         assert "not here yet" in proc.stdout and took < 20
         assert f"{carry}/1/train-0.npz.0" in proc.stdout
@@ -273,6 +278,7 @@ def test_step_takes_the_carries_in_any_order_and_unpacks_once_all_are_here(tmp_p
     assert "(lanes 1)" in passes[1] and "lanes=1" in passes[1]  # what the runner records
     assert "lanes=2" in passes[0] and "lanes=1" not in passes[0]
     assert f"--set data.data_dir={state}/data" in logs[0]
+    assert "--deadline 4000000001" in logs[0] and "--deadline 4000000000" not in logs[0]
   finally:
     for i in range(2):
       pid = state / f"lane{i}.pid"
