@@ -1,7 +1,8 @@
 """scripts/gpu_table.sh's export/import round trip, here on the CPU with small chunks: a killed run's
 workdir is exported, sent back over several calls' $OUT folders, gathered by resume_carries.sh,
-imported under another runs root and finished there, bit-identical to the uninterrupted run; a
-chunk that is damaged or missing makes the run start afresh, said on stderr."""
+imported under another runs root and finished there, ending as the uninterrupted run does
+(bit-identical where two uninterrupted runs are, as on the CPU); a chunk that is damaged or missing
+makes the run start afresh, said on stderr."""
 
 import os
 import shutil
@@ -80,10 +81,23 @@ def test_export_sends_chunks_over_calls_and_import_resumes_the_run(exported):
   imported, done = finish_imported(tmp, env, rel, "runs_b")
   assert "resumes from step 2" in imported.stdout, imported.stderr
   full = train_and_evaluate(config(), str(tmp / "full"))
-  jax.tree.map(np.testing.assert_array_equal, final_params(str(tmp / "full")),
-               final_params(str(tmp / "runs_b" / rel)))
-  assert done["test_accuracy"] == full["test_accuracy"]
+  again = train_and_evaluate(config(), str(tmp / "again"))  # the same run, uninterrupted, again
   assert [s["step"] for s in done["segments"]] == [0, 2]
+  # The resumed run ends as the uninterrupted one does, to within what two uninterrupted runs
+  # differ by here: nothing on the CPU (so bit-identical there), while on one H200 (2026-12-03,
+  # the exact comparison) the first conv kernel differed in 605 of its 2304 entries by at most
+  # 3e-8, as autotuned GPU convolutions may make two compilations of a step differ in last bits.
+  reference = final_params(str(tmp / "full"))
+  noise = max_abs_difference(reference, final_params(str(tmp / "again")))
+  resumed = max_abs_difference(reference, final_params(str(tmp / "runs_b" / rel)))
+  assert resumed <= 10 * noise, (resumed, noise)
+  if noise == 0:
+    assert done["test_accuracy"] == full["test_accuracy"] == again["test_accuracy"]
+
+
+def max_abs_difference(a, b) -> float:
+  return max(float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
 
 
 def test_damaged_or_missing_chunk_starts_the_run_afresh(exported):
