@@ -72,7 +72,7 @@ def finish_imported(tmp, env, rel, name):
   return imported, done
 
 
-def test_export_sends_chunks_over_calls_and_import_resumes_the_run(exported):
+def test_export_sends_chunks_over_calls_and_import_resumes_the_run(exported, record_property):
   tmp, env, rel, outs = exported
   assert len(outs) >= 3  # the checkpoint took more than one call's three chunks
   gathered = sh("resume_carries.sh", *outs, env=env)
@@ -90,6 +90,9 @@ def test_export_sends_chunks_over_calls_and_import_resumes_the_run(exported):
   reference = final_params(str(tmp / "full"))
   noise = max_abs_difference(reference, final_params(str(tmp / "again")))
   resumed = max_abs_difference(reference, final_params(str(tmp / "runs_b" / rel)))
+  # in the --junitxml report: on a GPU, whether the two runs differed at all, and by how much
+  record_property("max_abs_diff_uninterrupted_runs", noise)
+  record_property("max_abs_diff_resumed_run", resumed)
   assert resumed <= 10 * noise, (resumed, noise)
   if noise == 0:
     assert done["test_accuracy"] == full["test_accuracy"] == again["test_accuracy"]
