@@ -53,8 +53,10 @@
 # (git 6423cb4) two lanes under MPS ran ResNet18 :full at a median 1.90-2.33 s an epoch and the ViT
 # at 1.71-1.80 s, against 2.4-2.8 s and 2.2-2.4 s time-sliced in earlier sessions (1.29-1.37 s for
 # ResNet18 alone): 405-520 s a run rather than 462-600 s.
-# Every call packs the finished results and the lanes' log tails into $OUT/results.tgz; results
-# live under /tmp/table, outside the repository (each call re-copies the working tree).
+# Every call packs the finished results and the lanes' log tails into $OUT/results.tgz (a waiting
+# call also each time a run finishes, and before it exits on a TERM, so a call cut at the end of the
+# budget still brings back what finished); results live under /tmp/table, outside the repository
+# (each call re-copies the working tree).
 set -uo pipefail
 # DEADLINE_S (at start; default none): the lanes start no run that would end later than that many
 # seconds from now (each sweep's --deadline: a run's time is estimated from the recorded runs like
@@ -63,12 +65,18 @@ set -uo pipefail
 # can finish, and leave the rest for the next. Set it to the session's device time left at call 1,
 # less ~120 s for the last call and the machine's start.
 # DEADLINE_AT (epoch seconds; over DEADLINE_S): the same deadline as a time of day, computed here
-# (date +%s plus the budget left, less ~300 s) and sent alike in every call of the batch: start
+# (date +%s plus the budget left, less ~120 s) and sent alike in every call of the batch: start
 # sets it and every later "step" call resets it when it differs. A relative DEADLINE_S counts from
 # the call that starts the machine, so when a cold machine restarts later in the session it runs
 # past the budget (2026-12-03: set by hand to 12:04:37 after a restart left it at 12:07:39, with
 # the budget's end near 12:07:20). Device time runs only while a machine is held and the clock
-# always does, so a time of day never overshoots the budget.
+# always does, so a time of day never overshoots the budget. Held time starts when the first call
+# is sent, the machine's start included (2026-12-03 evening: held_s 94 when call 1 returned after
+# 5.8 s of command), so the budget ends near the batch's send time plus the budget left. ~300 s
+# less put the lanes' deadline ~210 s before the budget's end (a ResNet18 run started by hand once
+# the lanes were done used that time, ending ~100 s before the budget); ~120 s is enough for the
+# last call to return and pack, since a run is only started where the slowest recorded runs like
+# it say it ends by the deadline.
 # TABLE_STATE, TABLE_RUNS, TABLE_CHUNK, RESUME_DIR, TABLE_CARRY: elsewhere or smaller, for tests of
 # these steps; TABLE_SWEEP: the command a lane runs for each of its sweeps, TABLE_UNPACK: the one
 # that runs unpack.py (stand-ins, for tests)
@@ -178,10 +186,15 @@ start_mps() {  # unless MPS=0: a CUDA MPS daemon for the lanes; sets NMS_GPU_MPS
   fi
 }
 
-pack() {
+pack_results() {  # the finished results and the lanes' log tails, as $OUT/results.tgz
   mkdir -p "$state/tails"
   for f in "$state"/*.log; do [ -f "$f" ] && tail -c 30000 "$f" > "$state/tails/$(basename "$f")"; done
-  tar czf "$OUT/results.tgz" -C "$state" results tails 2>/dev/null
+  tar czf "$OUT/results.tgz.part" -C "$state" results tails 2>/dev/null &&
+    mv "$OUT/results.tgz.part" "$OUT/results.tgz"  # never a half-written tar, if the call is cut
+}
+
+pack() {
+  pack_results
   send_chunks
   local new=$(find "$results/runs" -name "*.json" -newer "$state/seeded" -printf "%f ")
   echo "--- status $(date +%T): $(ls "$results/runs" | wc -l) run results, new on this machine: $new"
@@ -249,14 +262,21 @@ finish_lane() {  # let lane $1 end the run it trains (up to $2 seconds), then st
   pack
 }
 
-wait_lanes() {  # wait up to $1 seconds, or until every lane is done
+wait_lanes() {  # wait up to $1 seconds, or until every lane is done; a run that finishes
+  # meanwhile goes into $OUT/results.tgz at once, and a TERM (the call cut at its time limit or at
+  # the end of the device budget) packs before exiting: a call that does not return in time still
+  # brings back every run finished by then (2026-12-03: a run ended 100 s before the budget did)
   local deadline=$((SECONDS + $1))
+  trap 'pack; exit 143' TERM
   while [ $SECONDS -lt $deadline ]; do
     local done=1
     for i in $(lane_ids); do [ -f "$state/lane$i.done" ] || done=0; done
     [ $done = 1 ] && break
-    sleep "${TABLE_POLL:-5}"
+    [ -n "$(find "$results/runs" -name "*.json" -newer "$OUT/results.tgz" 2>/dev/null)" ] ||
+      [ ! -f "$OUT/results.tgz" ] && pack_results
+    sleep "${TABLE_POLL:-5}" & wait $!  # (in the background, so a TERM is handled at once)
   done
+  trap - TERM
 }
 
 wait_for() { wait_lanes "$1"; pack; }  # wait up to $1 seconds for every lane, then pack

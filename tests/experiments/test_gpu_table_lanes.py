@@ -8,6 +8,7 @@ cold between calls) exits 1 at once instead of waiting out the call."""
 import os
 import signal
 import subprocess
+import tarfile
 import threading
 import time
 
@@ -80,6 +81,50 @@ def test_finish_waits_for_the_lanes_run_then_stops_only_that_lane(lanes):
   assert procs[1].poll() is None  # the other lane runs on
   assert (tmp_path / "state" / "lane0.done").read_text().strip() == "stopped"
   assert "lane 0 done" in proc.stdout
+
+
+def test_wait_packs_each_finished_run_at_once_and_packs_when_cut(lanes):
+  """A ``wait`` puts a run that finishes meanwhile into $OUT/results.tgz at once (a call killed
+  outright still brings it back), and one cut by a TERM packs before it exits."""
+  tmp_path, _ = lanes
+  runs, tgz = tmp_path / "state" / "results" / "runs", tmp_path / "out" / "results.tgz"
+  env = {k: v for k, v in os.environ.items() if not k.startswith(("CUDA_MPS_", "NMS_GPU_"))}
+  env.update(TABLE_STATE=str(tmp_path / "state"), TABLE_RUNS=str(tmp_path / "runs"),
+             OUT=str(tmp_path / "out"), LANES="2", TABLE_POLL="0.2")
+  os.makedirs(tmp_path / "out")
+  proc = subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "gpu_table.sh"), "wait", "60"],
+                          env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+
+  def packed(name, within=10.0):
+    deadline = time.monotonic() + within
+    while True:  # at least once
+      try:
+        with tarfile.open(tgz) as tar:
+          if f"results/runs/{name}" in tar.getnames():
+            return True
+      except (FileNotFoundError, tarfile.ReadError, EOFError):
+        pass
+      if time.monotonic() >= deadline:
+        return False
+      time.sleep(0.2)
+
+  try:
+    (runs / "a_s0.json").write_text("{}")
+    assert packed("a_s0.json")
+    (runs / "b_s0.json").write_text("{}")
+    assert packed("b_s0.json")
+    assert proc.poll() is None  # still waiting on the lanes
+    (runs / "c_s0.json").write_text("{}")
+    proc.send_signal(signal.SIGTERM)  # at once, before the next poll can pack it
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 143, err
+    assert "--- status" in out and "c_s0.json" in out
+    assert packed("c_s0.json", within=0)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
 
 
 def test_finish_stops_the_lane_at_its_deadline(lanes):
