@@ -300,6 +300,47 @@ def interval_ablation(groups: dict[Group, list[dict[str, Any]]]) -> str | None:
   return "\n".join(lines)
 
 
+def ratio_ablation(groups: dict[Group, list[dict[str, Any]]]) -> str | None:
+  """Per config and method with two or more N:M patterns (same fields otherwise, every-step
+  masks): each pattern's accuracy, its gap to dense, and its difference to the config's other
+  patterns of the same density (2:4 against 4:8, 1:4 against 2:8: which N:M shape, at equal
+  kept weights), each with its seed noise; ``None`` when no config has such a sweep."""
+  labels, pooled = cell_labels(groups), pooled_seed_variance(groups)
+  by = collections.defaultdict(list)
+  for key in groups:
+    if key.method != "dense" and mask_every_of(key) == 1:
+      by[(labels[key], key.method, key.base, key.sparsity)].append(key)
+  sweeps = sorted((k for k in by.items() if len(k[1]) > 1), key=lambda kv: kv[0][:2])
+  if not sweeps:
+    return None
+  lines = ["## N:M ratio ablation", "",
+           "Each pattern of a config's ratio sweep; same density = the difference to the config's "
+           "other pattern(s) of equal N/M, with the seed noise of each difference.", "",
+           "| config | method | pattern | density | acc. (%) | seeds | gap to dense (pts) | "
+           "noise (pts) | same density (pts) |", "|---|---|---|---:|---:|---:|---:|---:|---|"]
+  for (label, method, _, _), keys in sweeps:
+    keys.sort(key=lambda k: (-pattern_density(k.pattern), k.pattern))
+    for key in keys:
+      mine = _accs(groups[key])
+      std = f" ± {mine.std(ddof=1):.2f}" if len(mine) > 1 else ""
+      dense = groups.get(key.dense())
+      gap, noise = "–", "–"
+      if dense:
+        gap = f"{mine.mean() - _accs(dense).mean():+.2f}"
+        noise = _noise(difference_noise(mine, _accs(dense), pooled.get(key.config)))
+      same = []
+      for other in keys:
+        if other != key and pattern_density(other.pattern) == pattern_density(key.pattern):
+          theirs = _accs(groups[other])
+          d = difference_noise(mine, theirs, pooled.get(key.config))
+          same.append(f"{mine.mean() - theirs.mean():+.2f}"
+                      f"{'' if d is None else f' ± {d:.2f}'} vs {other.pattern}")
+      lines.append(f"| {label} | {method} | {key.pattern} | {pattern_density(key.pattern):.3g} | "
+                   f"{mine.mean():.2f}{std} | {len(mine)} | {gap} | {noise} | "
+                   f"{'; '.join(same) or '–'} |")
+  return "\n".join(lines)
+
+
 BIMASK_ONLY = ("bimask_candidates", "bimask_refresh")
 
 
@@ -559,8 +600,8 @@ def write_report(runs_dir: str, out: str, not_run: Iterable[str] = (),
   families = sorted({schedule_family(k.config) for k in groups})
   for family in families if len(families) > 1 else [None]:
     md += [summary(groups, method, pattern, family), ""]
-  ablation = interval_ablation(groups)
-  md += [comparisons(groups), ""] + ([ablation, ""] if ablation else []) + [
+  ablations = [a for a in (ratio_ablation(groups), interval_ablation(groups)) if a]
+  md += [comparisons(groups), ""] + [x for a in ablations for x in (a, "")] + [
          "![accuracy vs N:M ratio](accuracy_vs_ratio.png)", ""]
   md += [f"![{p}]({p})" for p in plots]
   written.append(os.path.join(out, "accuracy.md"))

@@ -128,11 +128,11 @@ def test_report_renders_table_and_plots(tmp_path):
     json.dump({"hello": 1}, f)
   written = report.write_report(str(runs), str(tmp_path / "out"))
   md = open(tmp_path / "out" / "accuracy.md").read()
-  bdwp28 = [l for l in md.splitlines() if "| bdwp | 2:8 |" in l]
+  bdwp28 = [l for l in md.splitlines() if "| cifar10 | bdwp | 2:8 |" in l]  # the main table's
   assert len(bdwp28) == 1
   assert f"{np.mean([89.0, 90.0]):.2f} ± {np.std([89.0, 90.0], ddof=1):.2f}" in bdwp28[0]
   assert "| -1.50 |" in bdwp28[0]  # 89.5 - 91.0
-  assert "| +0.50 |" in [l for l in md.splitlines() if "| 2:4 |" in l][0]
+  assert "| +0.50 |" in [l for l in md.splitlines() if "| cifar10 | bdwp | 2:4 |" in l][0]
   pngs = [p for p in written if p.endswith(".png")]
   assert len(pngs) == 2
   for p in pngs:
@@ -182,6 +182,32 @@ def test_report_counts_a_config_once_and_reports_mask_intervals_apart(tmp_path):
   noise = np.sqrt(0.5 / 1 + 0.5 / 2)  # the pooled variance of dense and every step: both 0.5
   assert f"| r_full | bdwp | 2:8 | 10 | 93.00 | 1 | -1.50 | {noise:.2f} | -2.50 |" in ablation
   assert f"| r_full | bdwp | 2:8 | 100 | 90.00 | 1 | -4.50 | {noise:.2f} | -5.50 |" in ablation
+
+
+def test_report_ratio_ablation_compares_patterns_of_equal_density(tmp_path):
+  def run(name, method, pattern, seed, acc, every=1):
+    r = fixture_result(name, "resnet18", method, pattern, seed, acc)
+    return {**r, "config": {**r["config"], "mask_every": every}}
+  fixtures = [run("q_full", "dense", None, 0, 0.95), run("q_full", "dense", None, 1, 0.97),
+              run("q_full", "bdwp", "2:4", 0, 0.94), run("q_full", "bdwp", "2:4", 1, 0.96),
+              run("q_full", "bdwp", "4:8", 0, 0.92),
+              run("q_full", "bdwp", "2:8", 0, 0.93), run("q_full", "bdwp", "2:8", 1, 0.95),
+              run("q_full", "bdwp", "2:8", 0, 0.80, every=10),  # an interval cell: not a ratio
+              run("one_full", "dense", None, 0, 0.9), run("one_full", "bdwp", "2:8", 0, 0.9)]
+  runs = write_runs(tmp_path / "runs", fixtures)
+  report.write_report(str(runs), str(tmp_path / "out"))
+  md = open(tmp_path / "out" / "accuracy.md").read()
+  table = md[md.index("## N:M ratio ablation"):md.index("## Mask interval ablation")]
+  rows = [line for line in table.splitlines() if line.startswith("| q_full")]
+  assert len(rows) == 3 and "one_full" not in table  # one pattern is no ratio sweep
+  assert [row.split(" | ")[2] for row in rows] == ["2:4", "4:8", "2:8"]  # densest first
+  # every cell of q_full has variance 2 (two seeds 2 points apart), pooled 2 for the one seed
+  two = np.sqrt(2 / 2 + 2 / 2)
+  one = np.sqrt(2 / 1 + 2 / 2)
+  assert f"| q_full [mask_every=1] | bdwp | 2:4 | 0.5 | 95.00 ± 1.41 | 2 | -1.00 | {two:.2f} | " \
+         f"+3.00 ± {one:.2f} vs 4:8 |" in rows[0]
+  assert f"| 4:8 | 0.5 | 92.00 | 1 | -4.00 | {one:.2f} | -3.00 ± {one:.2f} vs 2:4 |" in rows[1]
+  assert rows[2].endswith(f"| 0.25 | 94.00 ± 1.41 | 2 | -2.00 | {two:.2f} | – |")
 
 
 def test_one_seed_noise_pools_the_configs_cells_not_one_neighbour(tmp_path):
