@@ -70,6 +70,22 @@ def test_runs_sharing_the_gpu_as_this_lane_does_come_first(tmp_path):
   assert sweep.estimate(spec(tmp_path, "dense", None), results, 2, mps=False)[0] == 500.0
 
 
+def test_the_lanes_count_before_the_closer_tier(tmp_path):
+  """A pattern recorded only alone does not set its two-lane estimate while other runs of the
+  method were recorded with two lanes (as ResNet18's 4:8 seed 0, alone in 331 s, on 2026-12-03)."""
+  results = str(tmp_path / "results")
+  record(results, "resnet18_cifar10_full", "bdwp", "4:8", 0, 331.0, lanes=1)
+  record(results, "resnet18_cifar10_full", "bdwp", "2:8", 0, 600.0, lanes=2, mps=True)
+  record(results, "resnet18_cifar10_full", "bdwp", "2:4", 0, 500.0, lanes=2, mps=True)
+  seconds, source = sweep.estimate(spec(tmp_path, "bdwp", "4:8", seed=1), results, 2, mps=True)
+  assert seconds == pytest.approx(600.0) and "of its method (" in source
+  seconds, source = sweep.estimate(spec(tmp_path, "bdwp", "4:8", seed=1), results, 1, mps=True)
+  assert seconds == pytest.approx(331.0) and "its method, pattern and mask interval" in source
+  # three lanes, recorded by none: the closest tier over every lane count, and said so
+  seconds, source = sweep.estimate(spec(tmp_path, "bdwp", "4:8", seed=1), results, 3)
+  assert seconds == pytest.approx(331.0) and "none recorded with 3 lane(s)" in source
+
+
 def test_gpu_sharing_reads_what_the_runner_records(monkeypatch):
   monkeypatch.delenv("NMS_GPU_LANES", raising=False)
   monkeypatch.delenv("NMS_GPU_MPS", raising=False)
