@@ -17,13 +17,18 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def table(tmp_path, *args, timeout=60, **extra):
-  state = tmp_path / "state"
+def table_env(tmp_path, **extra):
+  """gpu_table.sh's environment for a table state under ``tmp_path`` (and its $OUT folder)."""
   env = {k: v for k, v in os.environ.items()
          if not k.startswith(("CUDA_MPS_", "NMS_GPU_", "NMSPARSE_GIT_SHA", "GIT_SHA"))}
-  env.update(TABLE_STATE=str(state), TABLE_RUNS=str(tmp_path / "runs"), OUT=str(tmp_path / "out"),
-             LANES="2", **extra)
+  env.update(TABLE_STATE=str(tmp_path / "state"), TABLE_RUNS=str(tmp_path / "runs"),
+             OUT=str(tmp_path / "out"), LANES="2", **extra)
   os.makedirs(tmp_path / "out", exist_ok=True)
+  return env
+
+
+def table(tmp_path, *args, timeout=60, **extra):
+  env = table_env(tmp_path, **extra)
   start = time.monotonic()
   proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "gpu_table.sh"), *args], env=env,
                         capture_output=True, text=True, cwd=ROOT, check=False, timeout=timeout)
@@ -88,12 +93,8 @@ def test_wait_packs_each_finished_run_at_once_and_packs_when_cut(lanes):
   outright still brings it back), and one cut by a TERM packs before it exits."""
   tmp_path, _ = lanes
   runs, tgz = tmp_path / "state" / "results" / "runs", tmp_path / "out" / "results.tgz"
-  env = {k: v for k, v in os.environ.items() if not k.startswith(("CUDA_MPS_", "NMS_GPU_"))}
-  env.update(TABLE_STATE=str(tmp_path / "state"), TABLE_RUNS=str(tmp_path / "runs"),
-             OUT=str(tmp_path / "out"), LANES="2", TABLE_POLL="0.2")
-  os.makedirs(tmp_path / "out")
   proc = subprocess.Popen(["bash", os.path.join(ROOT, "scripts", "gpu_table.sh"), "wait", "60"],
-                          env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          env=table_env(tmp_path, TABLE_POLL="0.2"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
 
   def packed(name, within=10.0):
