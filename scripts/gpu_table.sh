@@ -269,9 +269,7 @@ wait_lanes() {  # wait up to $1 seconds, or until every lane is done; a run that
   local deadline=$((SECONDS + $1))
   trap 'pack; exit 143' TERM
   while [ $SECONDS -lt $deadline ]; do
-    local done=1
-    for i in $(lane_ids); do [ -f "$state/lane$i.done" ] || done=0; done
-    [ $done = 1 ] && break
+    lanes_done && break
     [ -n "$(find "$results/runs" -name "*.json" -newer "$OUT/results.tgz" 2>/dev/null)" ] ||
       [ ! -f "$OUT/results.tgz" ] && pack_results
     sleep "${TABLE_POLL:-5}" & wait $!  # (in the background, so a TERM is handled at once)
@@ -279,7 +277,31 @@ wait_lanes() {  # wait up to $1 seconds, or until every lane is done; a run that
   trap - TERM
 }
 
-wait_for() { wait_lanes "$1"; pack; }  # wait up to $1 seconds for every lane, then pack
+lanes_done() {  # every lane started on this machine is done
+  local i
+  for i in $(lane_ids); do [ -f "$state/lane$i.done" ] || return 1; done
+}
+
+# AFTER_LANES (default none): a shell command that the first waiting call to find every lane done
+# runs once, in that call, under `timeout AFTER_S` (default 50 s), its output in $OUT/after.log
+# (it may write more under $OUT), when it would end by the lanes' deadline plus 60 s; the deadline
+# is the budget's end less ~120 s, so that leaves the call ~60 s to return. Without it, a short
+# job for the session's spare seconds (the GPU resume test) goes in a call of its own once the
+# lanes are done, and a machine that goes cold before that call leaves too little budget to start
+# another (2026-12-03, late afternoon: 237 s left, the call refused).
+after_lanes() {
+  [ -n "${AFTER_LANES:-}" ] && lanes_done && [ ! -e "$state/after.started" ] || return 0
+  local limit=${AFTER_S:-50} deadline
+  deadline=$(cat "$state/deadline" 2>/dev/null || echo 0)
+  if [ "$deadline" != 0 ] && [ $(($(date +%s) + limit)) -gt $((deadline + 60)) ]; then
+    echo "after lanes: not run, ${limit} s from now ends past the deadline plus 60 s"; return 0
+  fi
+  touch "$state/after.started"
+  timeout "$limit" bash -c "$AFTER_LANES" > "$OUT/after.log" 2>&1
+  echo "after lanes: rc $? in $OUT/after.log"
+}
+
+wait_for() { wait_lanes "$1"; after_lanes; pack; }  # wait up to $1 s for every lane, then pack
 
 run_sweeps() {  # run_sweeps INDEX SWEEPS: lane INDEX's sweeps in turn
   local i=$1 item deadline

@@ -342,3 +342,31 @@ def test_finish_does_not_wait_on_a_lane_idle_until_it_can_run_alone(lanes):
   assert took < 20 and "lane 0 stopped" in proc.stdout, proc.stderr
   procs[0].wait(timeout=10)
   assert procs[1].poll() is None
+
+
+def test_after_lanes_runs_once_in_the_call_that_finds_the_lanes_done(lanes):
+  tmp_path, _ = lanes
+  job = 'echo "spare seconds used" >> "$OUT/job.txt"'
+  proc, _ = table(tmp_path, "wait", "2", TABLE_POLL="0.2", AFTER_LANES=job)
+  assert proc.returncode == 0, proc.stderr
+  assert "after lanes" not in proc.stdout  # the lanes still train: not yet
+  assert not (tmp_path / "out" / "job.txt").exists()
+  for i in range(2):
+    (tmp_path / "state" / f"lane{i}.done").touch()
+  for _ in range(2):  # a second call does not run it again
+    proc, took = table(tmp_path, "wait", "30", TABLE_POLL="0.2", AFTER_LANES=job)
+    assert proc.returncode == 0 and took < 20, proc.stderr
+  assert (tmp_path / "out" / "job.txt").read_text() == "spare seconds used\n"
+  assert "after lanes: rc 0" not in proc.stdout
+
+
+def test_after_lanes_is_not_run_where_it_would_end_past_the_deadline(lanes):
+  tmp_path, _ = lanes
+  for i in range(2):
+    (tmp_path / "state" / f"lane{i}.done").touch()
+  (tmp_path / "state" / "deadline").write_text(f"{int(time.time()) + 30}\n")
+  proc, _ = table(tmp_path, "wait", "30", AFTER_LANES='touch "$OUT/ran"', AFTER_S="100")
+  assert "after lanes: not run" in proc.stdout
+  assert not (tmp_path / "out" / "ran").exists()
+  proc, _ = table(tmp_path, "wait", "30", AFTER_LANES='touch "$OUT/ran"; exit 3', AFTER_S="50")
+  assert "after lanes: rc 3" in proc.stdout and (tmp_path / "out" / "ran").exists()
