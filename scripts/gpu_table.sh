@@ -282,21 +282,35 @@ lanes_done() {  # every lane started on this machine is done
   for i in $(lane_ids); do [ -f "$state/lane$i.done" ] || return 1; done
 }
 
+stop_mps() {  # quit start's MPS daemon, if any (its server exits with its last client)
+  [ -f "$state/mps.env" ] || return 0
+  if (source "$state/mps.env" && echo quit | timeout 10 nvidia-cuda-mps-control); then
+    echo "MPS: daemon stopped"
+  else
+    echo "MPS: the daemon did not take quit"
+  fi
+  rm -f "$state/mps.env"
+}
+
 # AFTER_LANES (default none): a shell command that the first waiting call to find every lane done
-# runs once, in that call, under `timeout AFTER_S` (default 50 s), its output in $OUT/after.log
+# runs once, in that call, under `timeout AFTER_S` (default 120 s), its output in $OUT/after.log
 # (it may write more under $OUT), when it would end by the lanes' deadline plus 60 s; the deadline
 # is the budget's end less ~120 s, so that leaves the call ~60 s to return. Without it, a short
 # job for the session's spare seconds (the GPU resume test) goes in a call of its own once the
 # lanes are done, and a machine that goes cold before that call leaves too little budget to start
-# another (2026-12-03, late afternoon: 237 s left, the call refused).
+# another (2026-12-03, late afternoon: 237 s left, the call refused). The job runs after the MPS
+# daemon is quit, as a plain call's would: on 2026-12-03 (evening, one H200) the resume test,
+# run so with the daemon still up, printed nothing in 50 s (rc 124), and the same test in a
+# call of its own right after took 41 s in all (why it was slower is not known).
 after_lanes() {
   [ -n "${AFTER_LANES:-}" ] && lanes_done && [ ! -e "$state/after.started" ] || return 0
-  local limit=${AFTER_S:-50} deadline
+  local limit=${AFTER_S:-120} deadline
   deadline=$(cat "$state/deadline" 2>/dev/null || echo 0)
   if [ "$deadline" != 0 ] && [ $(($(date +%s) + limit)) -gt $((deadline + 60)) ]; then
     echo "after lanes: not run, ${limit} s from now ends past the deadline plus 60 s"; return 0
   fi
   touch "$state/after.started"
+  stop_mps
   timeout "$limit" bash -c "$AFTER_LANES" > "$OUT/after.log" 2>&1
   echo "after lanes: rc $? in $OUT/after.log"
 }

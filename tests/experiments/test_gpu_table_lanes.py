@@ -360,6 +360,24 @@ def test_after_lanes_runs_once_in_the_call_that_finds_the_lanes_done(lanes):
   assert "after lanes: rc 0" not in proc.stdout
 
 
+def test_after_lanes_quits_the_mps_daemon_before_its_job(lanes):
+  tmp_path, _ = lanes
+  state, fakebin, log = tmp_path / "state", tmp_path / "bin", tmp_path / "order.log"
+  os.makedirs(fakebin)
+  (fakebin / "nvidia-cuda-mps-control").write_text(
+      f'#!/bin/bash\necho "mps-control [$*] $(cat) $CUDA_MPS_PIPE_DIRECTORY" >> {log}\n')
+  (fakebin / "nvidia-cuda-mps-control").chmod(0o755)
+  (state / "mps.env").write_text(f"export CUDA_MPS_PIPE_DIRECTORY={state}/mps/pipe "
+                                 f"CUDA_MPS_LOG_DIRECTORY={state}/mps/log NMS_GPU_MPS=1\n")
+  for i in range(2):
+    (state / f"lane{i}.done").touch()
+  path = f"{fakebin}{os.pathsep}{os.environ['PATH']}"
+  proc, _ = table(tmp_path, "wait", "30", PATH=path, AFTER_LANES=f'echo job >> {log}')
+  assert "MPS: daemon stopped" in proc.stdout and "after lanes: rc 0" in proc.stdout, proc.stdout
+  assert log.read_text().splitlines() == [f"mps-control [] quit {state}/mps/pipe", "job"]
+  assert not (state / "mps.env").exists()
+
+
 def test_after_lanes_is_not_run_where_it_would_end_past_the_deadline(lanes):
   tmp_path, _ = lanes
   for i in range(2):
