@@ -19,13 +19,14 @@ seeds and bdwp 2:8 with mask_every 10 and 100:
 Expected dense test accuracy: ~95 % (kuangliu/pytorch-cifar, 200 epochs). Measured (results/runs,
 one NVIDIA H200, git 0fbb4e1; bdwp seed 2 and mask_every 10 git 6423cb4; srste git 8e0039d; bimask
 git 386eea7; bdwp 1:4 git 3f1bce2; bdwp 2:4 and 4:8 seed 0 git 56219f2; bdwp 4:8 seed 1 and 1:8 git
-a8004f3): dense 94.83 +- 0.13 % (seeds 0-2), bdwp 2:8 94.95 +- 0.02 % (seeds 0-2), srste 2:8 94.85
-+- 0.09 % (seeds 0-2), bimask 2:8 94.57 +- 0.15 % (seeds 0-2), bdwp 2:8 mask_every 10 94.71 % (seed
-0), bdwp 1:4 94.85 +- 0.11 % (seeds 0-1), bdwp 2:4 94.91 +- 0.07 % (seeds 0-1), bdwp 4:8 94.73 +-
-0.07 % (seeds 0-1), bdwp 1:8 94.57 +- 0.06 % (seeds 0-1). Runtime: dense 489-513 s, bdwp 2:8 462-600
-s, srste 406-479 s, bimask 527-533 s, bdwp 1:4 479-520 s, bdwp 2:4 465-502 s, bdwp 4:8 532 s, bdwp
-1:8 506 s per run, two runs sharing the GPU (406-533 s under MPS); bimask seed 2 alone 373 s, bdwp
-4:8 alone without MPS 331 s, bdwp 1:8 seed 1 393 s (alone from epoch 76).
+a8004f3; mask_every 100 git 15d18e9): dense 94.83 +- 0.13 % (seeds 0-2), bdwp 2:8 94.95 +- 0.02 %
+(seeds 0-2), srste 2:8 94.85 +- 0.09 % (seeds 0-2), bimask 2:8 94.57 +- 0.15 % (seeds 0-2), bdwp 2:8
+mask_every 10 94.71 % (seed 0), mask_every 100 94.84 % (seed 0, 440 s, nearly all alone), bdwp 1:4
+94.85 +- 0.11 % (seeds 0-1), bdwp 2:4 94.91 +- 0.07 % (seeds 0-1), bdwp 4:8 94.73 +- 0.07 % (seeds
+0-1), bdwp 1:8 94.57 +- 0.06 % (seeds 0-1). Runtime: dense 489-513 s, bdwp 2:8 462-600 s, srste
+406-479 s, bimask 527-533 s, bdwp 1:4 479-520 s, bdwp 2:4 465-502 s, bdwp 4:8 532 s, bdwp 1:8 506 s
+per run, two runs sharing the GPU (406-533 s under MPS); bimask seed 2 alone 373 s, bdwp 4:8 alone
+without MPS 331 s, bdwp 1:8 seed 1 393 s (alone from epoch 76).
 """
 
 from configs import base
