@@ -6,7 +6,8 @@ writes ``accuracy.md`` (one row per set of run-defining fields, SPEC §4: mean �
 gap to the dense run of the same fields with its seed noise, the GPU time the cell cost, duplicate
 seeds flagged and counted once; bdwp minus srste and minus bimask with their noise; each config
 once in the summaries, which give the mean gap over configs with its noise, its ``mask_every`` > 1
-cells in a mask interval ablation table),
+cells in a mask interval ablation table; each cell's wall and epoch times, final train accuracy
+and GPU sharing in a run times table),
 ``accuracy_vs_ratio.png`` (test accuracy against N/M density per schedule family: a ratio sweep is a
 line through its dense cell, a single pattern a point, one colour per config and marker per method),
 ``curves_<config>.png`` (test accuracy per epoch of every run) and ``flips_<config>.png`` (the FF
@@ -298,6 +299,47 @@ def interval_ablation(groups: dict[Group, list[dict[str, Any]]]) -> str | None:
                  f"{_noise(difference_noise(mine, base, pooled.get(key.config)))} | "
                  f"{gap} |")
   return "\n".join(lines)
+
+
+def _span(values: list[float], fmt: str) -> str:
+  """``"lo-hi"`` of ``values`` in ``fmt`` (one value, or all equal once formatted: that value)."""
+  lo, hi = format(min(values), fmt), format(max(values), fmt)
+  return lo if lo == hi else f"{lo}-{hi}"
+
+
+def run_times(groups: dict[Group, list[dict[str, Any]]]) -> str | None:
+  """Per cell whose runs logged ``epoch_time_s``: each run's wall time and median epoch time
+  (their range over the cell's runs), the final epoch's train accuracy, and how the GPU was
+  shared (``gpu_lanes``, ``gpu_mps``); ``None`` when no run logged epoch times."""
+  method_order = {"dense": 0, "bdwp": 1, "srste": 2, "bimask": 3}
+  labels = cell_labels(groups)
+  rows = []
+  for key in sorted(groups, key=lambda k: (labels[k], method_order.get(k.method, 9),
+                                           -pattern_density(k.pattern), k.pattern or "", k.sparsity)):
+    runs = groups[key]
+    epochs = [[h["epoch_time_s"] for h in r["history"] if "epoch_time_s" in h] for r in runs]
+    if not all(epochs):
+      continue
+    train = [r["history"][-1].get("train_accuracy") for r in runs]
+    lanes = sorted({int(r.get("gpu_lanes", 1)) for r in runs})
+    mps = {bool(r.get("gpu_mps", False)) for r in runs}
+    rows.append(f"| {labels[key]} | {key.method} | {key.pattern or '–'} | {len(runs)} | "
+                f"{_span([float(r['wall_time_s']) for r in runs], '.0f')} | "
+                f"{_span([float(np.median(e)) for e in epochs], '.2f')} | "
+                f"{'–' if None in train else _span([100 * t for t in train], '.2f')} | "
+                f"{','.join(map(str, lanes))} | "
+                f"{'some' if len(mps) > 1 else 'yes' if True in mps else 'no'} |")
+  if not rows:
+    return None
+  return "\n".join([
+      "## Run times", "",
+      "Per run: wall time and median epoch time (range over the cell's runs; an epoch's time "
+      "excludes evaluation), the final epoch's train accuracy (mean over its augmented batches), "
+      "and the "
+      "GPU's sharing: `gpu_lanes` = the runs the launcher trained on it at once (a run may have "
+      "been alone for part of its time), MPS = under a CUDA MPS daemon.", "",
+      "| config | method | pattern | runs | wall time (s) | median epoch (s) | final train acc "
+      "(%) | gpu_lanes | MPS |", "|---|---|---|---:|---:|---:|---:|---:|---|", *rows])
 
 
 def ratio_ablation(groups: dict[Group, list[dict[str, Any]]]) -> str | None:
@@ -600,7 +642,8 @@ def write_report(runs_dir: str, out: str, not_run: Iterable[str] = (),
   families = sorted({schedule_family(k.config) for k in groups})
   for family in families if len(families) > 1 else [None]:
     md += [summary(groups, method, pattern, family), ""]
-  ablations = [a for a in (ratio_ablation(groups), interval_ablation(groups)) if a]
+  ablations = [a for a in (ratio_ablation(groups), interval_ablation(groups), run_times(groups))
+               if a]
   md += [comparisons(groups), ""] + [x for a in ablations for x in (a, "")] + [
          "![accuracy vs N:M ratio](accuracy_vs_ratio.png)", ""]
   md += [f"![{p}]({p})" for p in plots]

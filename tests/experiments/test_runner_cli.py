@@ -335,6 +335,29 @@ def test_report_separates_unlike_runs_and_flags_duplicates(tmp_path):
   assert "Duplicates" in md and "4.json" in md and "duplicates" in md and "1.json" in md
 
 
+def test_report_run_times_per_cell(tmp_path):
+  def run(method, pattern, seed, wall, epoch_times, train_acc, **extra):
+    r = fixture_result("t", "resnet18", method, pattern, seed, 0.9)
+    for h, t in zip(r["history"], epoch_times):
+      h["epoch_time_s"] = t
+    r["history"][-1]["train_accuracy"] = train_acc
+    return {**r, "wall_time_s": wall, **extra}
+
+  fixtures = [run("dense", None, 0, 100.0, [3.0, 1.0, 2.0], 0.98, gpu_lanes=2, gpu_mps=True),
+              run("dense", None, 1, 150.4, [2.5, 2.5, 9.0], 0.99, gpu_lanes=2, gpu_mps=True),
+              run("bdwp", "2:8", 0, 80.0, [1.5, 1.5, 1.5], 0.97),
+              run("bdwp", "2:8", 1, 90.0, [1.0, 1.5, 1.25], 0.96, gpu_lanes=2, gpu_mps=True),
+              fixture_result("t", "resnet18", "srste", "2:8", 0, 0.9)]  # no epoch times
+  write_runs(tmp_path / "runs", fixtures)
+  report.write_report(str(tmp_path / "runs"), str(tmp_path / "out"))
+  md = open(tmp_path / "out" / "accuracy.md").read()
+  table = md[md.index("## Run times"):]
+  rows = [l for l in table.splitlines() if l.startswith("| t |")]
+  # wall time range, median epoch range (2.0 and 2.5; 1.5 and 1.25), final train accuracy range
+  assert rows == ["| t | dense | – | 2 | 100-150 | 2.00-2.50 | 98.00-99.00 | 2 | yes |",
+                  "| t | bdwp | 2:8 | 2 | 80-90 | 1.25-1.50 | 96.00-97.00 | 1,2 | some |"]
+
+
 def test_report_noise_comparisons_gpu_time_and_flip_curves(tmp_path):
   runs = tmp_path / "runs"
   os.makedirs(runs)
