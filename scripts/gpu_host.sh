@@ -4,7 +4,9 @@
 # 5.31 ms of it in each step(...) call; results/dp measured ~3.4 ms of host per step at batch 512.
 # Each variant is its own process (XLA_FLAGS are read once per process): dense and BDWP 2:8 with
 # the default flags, BDWP on the XLA path instead of Pallas, and both under CUDA graphs for every
-# kind of op (fewer launches from the host), all on synthetic data of CIFAR-10's shape.
+# kind of op (fewer launches from the host), all on synthetic data of CIFAR-10's shape. Not by
+# default: bdwp_every100 (mask_every=100: masks from a kernel snapshot, pallas ranking it in its
+# fused pass since git ca370b1) and bdwp_every100_xla, against bdwp.
 #   bash scripts/gpu_host.sh     (needs .whl carried; writes under $OUT, default ./gpu_out)
 #   HOST_VARIANTS="dense bdwp" HOST_CONFIG=configs/resnet18_cifar10.py:full bash scripts/gpu_host.sh
 set -o pipefail
@@ -26,6 +28,9 @@ for v in ${HOST_VARIANTS:-dense bdwp bdwp_xla dense_cmdbuf bdwp_cmdbuf}; do
     dense) run dense "" --set method=dense;;
     bdwp) run bdwp "" --set method=bdwp;;
     bdwp_xla) run bdwp_xla "" --set method=bdwp --set implementation=xla;;
+    bdwp_every100) run bdwp_every100 "" --set method=bdwp --set mask_every=100;;  # snapshot masks
+    bdwp_every100_xla) run bdwp_every100_xla "" --set method=bdwp --set mask_every=100 \
+                         --set implementation=xla;;
     dense_cmdbuf) run dense_cmdbuf "$CMDBUF" --set method=dense;;
     bdwp_cmdbuf) run bdwp_cmdbuf "$CMDBUF" --set method=bdwp;;
     *) echo "unknown variant $v" >> "$OUT/host.log";;

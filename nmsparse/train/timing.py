@@ -145,7 +145,7 @@ def _row(config, run, with_data_ms, without_data, steps, extra) -> dict[str, Any
   return {"config": config.name, "model": config.model, "method": config.method,
           "pattern": None if config.method == "dense" else config.pattern,
           "implementation": config.implementation or "auto", "dtype": config.dtype,
-          "num_devices": run.mesh.size, "global_batch": config.batch_size,
+          "mask_every": int(config.get("mask_every", 1)), "num_devices": run.mesh.size, "global_batch": config.batch_size,
           "device": device_name(), "data_source": config.data.source,
           "step_ms_with_data": with_data_ms, "step_ms_without_data": without_data,
           "images_per_s_with_data": (config.batch_size / with_data_ms * 1e3

@@ -36,6 +36,12 @@ def test_single_process_rows_and_probes(tmp_path):
     assert row[key] > 0, key
   assert row["step_ms_without_data"] is None  # --without_data=false skipped it
   assert row["scaling_vs_first"] == 1.0 and row["param_bytes"] > 0
+  assert row["mask_every"] == 1
+
+
+def test_row_records_the_mask_interval(tmp_path):
+  (row,) = _run(["--num_devices=1", "--set", "mask_every=100"], tmp_path, "every100")
+  assert row["mask_every"] == 100 and row["step_ms_with_data"] > 0
 
 
 def test_processes_joins_two_processes(tmp_path):
