@@ -191,15 +191,22 @@ def _noise(value: float | None) -> str:
   return "–" if value is None else f"{value:.2f}"
 
 
+METHOD_ORDER = {"dense": 0, "bdwp": 1, "srste": 2, "bimask": 3}
+
+
+def table_order(groups: dict[Group, list[dict[str, Any]]], labels: dict[Group, str]) -> list[Group]:
+  """The cells in table order: by label, then method, density (densest first), pattern, sparsity."""
+  return sorted(groups, key=lambda k: (labels[k], METHOD_ORDER.get(k.method, 9),
+                                       -pattern_density(k.pattern), k.pattern or "", k.sparsity))
+
+
 def markdown_table(groups: dict[Group, list[dict[str, Any]]]) -> str:
   """One row per cell: accuracy mean ± std (%) over seeds, gap to the dense cell with the same
   run-defining fields and its seed noise (:func:`difference_noise`), GPU hours."""
-  method_order = {"dense": 0, "bdwp": 1, "srste": 2, "bimask": 3}
   labels, pooled = cell_labels(groups), pooled_seed_variance(groups)
   lines = ["| config | model | dataset | method | pattern | epochs | seeds | test acc (%) | "
            "gap to dense (pts) | gap noise (pts) | GPU time (h) | device |", "|" + "---|" * 12]
-  for key in sorted(groups, key=lambda k: (labels[k], method_order.get(k.method, 9),
-                                           -pattern_density(k.pattern), k.pattern or "", k.sparsity)):
+  for key in table_order(groups, labels):
     runs = groups[key]
     accs = 100 * np.array([r["test_accuracy"] for r in runs])
     std = f" ± {accs.std(ddof=1):.2f}" if len(accs) > 1 else ""
@@ -311,11 +318,9 @@ def run_times(groups: dict[Group, list[dict[str, Any]]]) -> str | None:
   """Per cell whose runs logged ``epoch_time_s``: each run's wall time and median epoch time
   (their range over the cell's runs), the final epoch's train accuracy, and how the GPU was
   shared (``gpu_lanes``, ``gpu_mps``); ``None`` when no run logged epoch times."""
-  method_order = {"dense": 0, "bdwp": 1, "srste": 2, "bimask": 3}
   labels = cell_labels(groups)
   rows = []
-  for key in sorted(groups, key=lambda k: (labels[k], method_order.get(k.method, 9),
-                                           -pattern_density(k.pattern), k.pattern or "", k.sparsity)):
+  for key in table_order(groups, labels):
     runs = groups[key]
     epochs = [[h["epoch_time_s"] for h in r["history"] if "epoch_time_s" in h] for r in runs]
     if not all(epochs):
