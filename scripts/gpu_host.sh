@@ -5,8 +5,8 @@
 # Each variant is its own process (XLA_FLAGS are read once per process): dense and BDWP 2:8 with
 # the default flags, BDWP on the XLA path instead of Pallas, and both under CUDA graphs for every
 # kind of op (fewer launches from the host), all on synthetic data of CIFAR-10's shape. Not by
-# default: bdwp_every100 (mask_every=100: masks from a kernel snapshot, pallas ranking it in its
-# fused pass since git ca370b1) and bdwp_every100_xla, against bdwp.
+# default: bdwp_every100 (mask_every=100: masks from a kernel snapshot) and bdwp_every100_xla,
+# against bdwp (branch mask-every-fused: pallas ranking the snapshot in its fused pass).
 #   bash scripts/gpu_host.sh     (needs .whl carried; writes under $OUT, default ./gpu_out)
 #   HOST_VARIANTS="dense bdwp" HOST_CONFIG=configs/resnet18_cifar10.py:full bash scripts/gpu_host.sh
 set -o pipefail

@@ -69,9 +69,12 @@ def test_mask_source_w_matches_default_path(op, method, implementation):
                                 x, w, w)
   got = (y_src, *pullback_src(dy))
   np.testing.assert_array_equal(got[3], jnp.zeros_like(w))  # the mask source gets no gradient
+  reduction = max(w.size // w.shape[-1], w.size // w.shape[-2], x.size // x.shape[-1])
   for name, a, b in zip(("y", "dx", "dW"), got[:3], expected):
-    # the same computation (pallas: the fused kernel ranking the source it is given): bit for bit
-    np.testing.assert_array_equal(a, b, err_msg=name)
+    if implementation == "xla":  # the same computation: bit for bit
+      np.testing.assert_array_equal(a, b, err_msg=name)
+    else:  # the xla masked path against the fused prune kernel
+      assert_close(a, b, jnp.float32, reduction, f"{op} {method} {name}")
 
 
 @pytest.mark.parametrize("implementation", ["xla", "pallas"])
@@ -106,28 +109,6 @@ def test_mask_source_binds_the_same_primitives_with_the_flag():
   jaxpr = str(jax.make_jaxpr(grad)(w, stale_source(w)))
   assert "nm_dense_fwd[" in jaxpr and "nm_dense_bwd[" in jaxpr
   assert "given_mask_source=True" in jaxpr and "given_mask_source=False" not in jaxpr
-
-
-@pytest.mark.parametrize("op", ["dense", "conv"])
-def test_pallas_prunes_a_given_source_in_its_fused_pass(op, monkeypatch):
-  """With a mask source, pallas still makes one fused prune pass, ranking the source; a pattern
-  the kernel does not take (M = 6) runs the xla functions instead."""
-  from nmsparse.ops import pallas
-  calls = []
-  real = pallas.prune_pack
-  monkeypatch.setattr(pallas, "prune_pack", lambda *a, **k: calls.append(k) or real(*a, **k))
-  jax.clear_caches()  # an earlier test's compiled op of these shapes would not trace the spy
-  x, w, _ = _inputs(op)
-  src = stale_source(w)
-  jax.grad(lambda w, s: _op(op, "bdwp", "pallas", mask_source=s)(x, w).sum())(w, src)
-  assert len(calls) == 1 and calls[0]["source"] is not None  # (a tracer of src: the op is jitted)
-  assert calls[0]["source"].shape == src.shape
-  calls.clear()
-  if op == "dense":
-    x6, w6 = x[:, :12], w[:12]
-    y = nms.nm_dense(x6, w6, "2:6", "bdwp", implementation="pallas", mask_source=w6)
-    np.testing.assert_array_equal(y, nms.nm_dense(x6, w6, "2:6", "bdwp", implementation="xla"))
-    assert not calls
 
 
 # Layers ----------------------------------------------------------------------------------------

@@ -16,11 +16,9 @@ The batch limit is the card's measured one (:func:`packed_max_batch`; 0 on an H2
 packed products lost to dense at every batch). Patterns need
 ``M in (2, 4, 8)`` (``supports`` says so for others).
 
-**A given mask source** (``cfg.given_mask_source``, ``mask_every > 1``): the masks come from a
-kernel snapshot and the operands from the current weight; the fused kernel takes the snapshot as
-its ``source`` (it ranks the source, writes the weight's values), so the paths above stay one prune
-pass. A pattern the kernel does not take (``M`` not in ``KERNEL_M``) runs
-:mod:`nmsparse.ops.xla`'s four functions instead.
+**A given mask source** (``cfg.given_mask_source``, ``mask_every > 1``): the fused prune kernel
+ranks the weight it prunes, but here the masks come from a kernel snapshot and the operands from the
+current weight, so the four functions run :mod:`nmsparse.ops.xla`'s (any pattern).
 
 **bimask** runs here only as a dense layer without a permutation (the identity order): the fused
 kernel ranks BP groups in the stored output order and FF groups per conv tap, so ``supports``
@@ -83,26 +81,15 @@ def _decay(w: jax.Array, keep_bits: jax.Array, cfg: NMConfig) -> jax.Array:
   return sr_ste_decay(w, m_ff, cfg.sr_ste_lambda)
 
 
-def _on_xla(cfg: NMConfig) -> bool:
-  """A given mask source with a pattern the fused kernel does not take runs the xla functions."""
-  return cfg.given_mask_source and cfg.pattern.m not in KERNEL_M
-
-
-def _source(src: jax.Array, cfg: NMConfig) -> jax.Array | None:
-  return src if cfg.given_mask_source else None
-
-
 def dense_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *,
               cfg: NMConfig) -> tuple[jax.Array, Residuals]:
   """``x @ (W * M_ff)`` from one prune pass: packed matmul or XLA dot (module docstring)."""
-  if _on_xla(cfg):
+  if cfg.given_mask_source:
     return xla.dense_fwd(x, w, src, cfg=cfg)[0], Residuals(_none(), _none(), _none())
   if use_packed(x.shape[0], cfg):
-    ff, bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=True,
-                              source=_source(src, cfg))
+    ff, bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=True)
     return nm_matmul(x, ff), Residuals(bp.values, bp.positions, keep)
-  w_ff, w_bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=False,
-                                source=_source(src, cfg))
+  w_ff, w_bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=False)
   y = jnp.dot(x, w_ff, preferred_element_type=jnp.float32).astype(x.dtype)
   return y, Residuals(w_ff if w_bp is None else w_bp, _none(), keep)
 
@@ -110,7 +97,7 @@ def dense_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *,
 def dense_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Residuals, *,
               cfg: NMConfig) -> tuple[jax.Array, jax.Array]:
   """``dy @ (W * M_bp)^T`` from the forward's BP operand and ``x^T dy`` plus SR-STE."""
-  if _on_xla(cfg):
+  if cfg.given_mask_source:
     return xla.dense_bwd(x, w, src, dy, xla.Residuals(), cfg=cfg)
   if res.bp_positions.size:
     dx = nm_matmul_t(dy, PackedNM(res.bp, res.bp_positions, cfg.pattern, 1, w.shape[1]))
@@ -123,17 +110,16 @@ def dense_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Re
 def conv_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *, cfg: NMConfig,
              geom: ConvDims) -> tuple[jax.Array, Residuals]:
   """The convolution with the prune pass's masked ``W * M_ff``."""
-  if _on_xla(cfg):
+  if cfg.given_mask_source:
     return xla.conv_fwd(x, w, src, cfg=cfg, geom=geom)[0], Residuals(_none(), _none(), _none())
-  w_ff, w_bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=False,
-                                source=_source(src, cfg))
+  w_ff, w_bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=False)
   return geom.conv(x, w_ff), Residuals(w_ff if w_bp is None else w_bp, _none(), keep)
 
 
 def conv_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Residuals, *,
              cfg: NMConfig, geom: ConvDims) -> tuple[jax.Array, jax.Array]:
   """The transposed convolution with the forward's ``W * M_bp`` and the weight gradient."""
-  if _on_xla(cfg):
+  if cfg.given_mask_source:
     return xla.conv_bwd(x, w, src, dy, xla.Residuals(), cfg=cfg, geom=geom)
   (dx,) = jax.linear_transpose(lambda x_: geom.conv(x_, res.bp), x)(dy)
   w_c = jax.ShapeDtypeStruct(w.shape, x.dtype)
@@ -142,8 +128,8 @@ def conv_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Res
 
 
 def supports(layer: LayerSpec) -> str | None:
-  """The kernels take ``M in (2, 4, 8)`` (with a given mask source, other M run the xla
-  functions); bimask only as a dense layer without a permutation (module docstring)."""
+  """The kernels take ``M in (2, 4, 8)``; a given mask source runs the xla functions (any M);
+  bimask only as a dense layer without a permutation (module docstring)."""
   if layer.method == "bimask" and (layer.given_permutation or layer.op == "conv"):
     what = "a permuted backward mask" if layer.given_permutation else "conv groups along (C, kh, kw)"
     return (f"the fused prune kernel cannot compute bimask's {what}; use implementation='xla' "

@@ -79,39 +79,6 @@ def test_prune_pack(mode, pattern, dtype, method, packed, shape):
                                     np.asarray(r.astype(jnp.float32)), err_msg=f"poison={poison}")
 
 
-SOURCE_FULL = [(p, meth, packed) for p, meth, packed in itertools.product(
-    PATTERNS, ("bdwp", "bimask", "srste"), (True, False)) if not (packed and meth == "srste")]
-SOURCE_CI = [("2:8", "bdwp", False), ("2:4", "bdwp", True), ("2:8", "bimask", False),
-             ("1:4", "srste", False)]
-
-
-@pytest.mark.parametrize("mode, pattern, method, packed", _modes(SOURCE_FULL, SOURCE_CI))
-def test_prune_pack_ranks_a_given_source(mode, pattern, method, packed):
-  # mask_every > 1: masks from a stale kernel snapshot, the values from the current kernel
-  rng = _rng("source", pattern, method, packed)
-  w = jnp.asarray(rng.standard_normal((40, 24)), jnp.float32)
-  source = w + jnp.asarray(rng.standard_normal(w.shape), jnp.float32)
-  want = reference_prune_pack(w, pattern, method, dtype=jnp.float32, packed=packed, source=source)
-  own = reference_prune_pack(w, pattern, method, dtype=jnp.float32, packed=packed)
-  assert any((np.asarray(a) != np.asarray(b)).any()
-             for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(own))), "masks must differ"
-  for poison in (1, 2):
-    with force_interpret(mode == "interpret"):
-      got = prune_pack(w, pattern, method, dtype=jnp.float32, packed=packed, poison=poison,
-                       source=source)
-    for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-      assert g.shape == r.shape and g.dtype == r.dtype, (g.shape, r.shape, g.dtype, r.dtype)
-      np.testing.assert_array_equal(np.asarray(g), np.asarray(r), err_msg=f"poison={poison}")
-  kept = np.asarray(got[0] if not packed else got[0].values)  # values are W's, not the source's
-  assert np.isin(kept[kept != 0], np.asarray(w)).all()
-
-
-def test_prune_pack_source_must_match_the_weight():
-  w = jnp.ones((16, 8))
-  with pytest.raises(ValueError, match=r"source \(8, 8\) must have the weight's shape"):
-    prune_pack(w, "2:4", source=w[:8])
-
-
 SUBNORMAL_CASES = [("2:8", "bdwp", True), ("2:4", "bimask", True), ("1:4", "bdwp", False),
                    ("2:8", "srste", False)]
 
