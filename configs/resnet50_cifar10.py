@@ -15,11 +15,12 @@ dense/bdwp 2:8 x 3 seeds, srste/bimask 2:8 x 1 seed:
       --results_dir results/runs --gpus N --set data.data_dir=./data
 Expected dense test accuracy: ~95 % (kuangliu/pytorch-cifar, 200 epochs). Measured (results/runs,
 one NVIDIA H200, git af7c9ce; seed 1 git 87a4b5b; bdwp seed 0 git 8e0039d; seed 2 git 3f1bce2; bdwp
-seed 1 git 56219f2; bdwp seed 2 git a8004f3; srste git 15d18e9): dense 95.32 +- 0.10 % (seeds 0-2:
-95.36, 95.21, 95.40), bdwp 2:8 95.19 +- 0.13 % (seeds 0-2: 95.16, 95.33, 95.07), srste 2:8 95.15 %
-(seed 0). Runtime: dense 1065 and 1187 s, each sharing the GPU under CUDA MPS with ViT runs (median
-epoch 4.56 and 5.25 s), and 1071 s next to ResNet18 runs (4.74 s); bdwp 1238, 1166 and 1226 s next
-to ResNet18 runs (median epoch 5.35, 5.31 and 5.31 s); srste 1068 s next to ViT runs (4.61 s).
+seed 1 git 56219f2; bdwp seed 2 git a8004f3; srste git 15d18e9; bimask git b8687d7): dense 95.32 +-
+0.10 % (seeds 0-2: 95.36, 95.21, 95.40), bdwp 2:8 95.19 +- 0.13 % (seeds 0-2: 95.16, 95.33, 95.07),
+srste 2:8 95.15 % (seed 0), bimask 2:8 94.90 % (seed 0). Runtime: dense 1065 and 1187 s, each
+sharing the GPU under CUDA MPS with ViT runs (median epoch 4.56 and 5.25 s), and 1071 s next to
+ResNet18 runs (4.74 s); bdwp 1238, 1166 and 1226 s next to ResNet18 runs (median epoch 5.35, 5.31
+and 5.31 s); srste 1068 s next to ViT runs (4.61 s); bimask 1366 s next to ViT runs (5.79 s).
 """
 
 from configs import base

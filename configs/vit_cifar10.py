@@ -25,12 +25,13 @@ Expected dense test accuracy: ~89-91 % (ViT-Lite-7/4's public 200-epoch result i
 89.23 +- 0.26 % (seeds 0-2), bdwp 2:8 87.84 +- 0.25 % (seeds 0-2), srste 2:8 87.81 +- 0.33 % (seeds
 0-2), bimask 2:8 87.23 +- 0.22 % (seeds 0-2, git af7c9ce), bdwp 1:4 87.45 +- 0.14 % (seeds 0-1, git
 87a4b5b, 587 and 490 s under MPS), bdwp 2:4 89.03 +- 0.07 % (seeds 0-1, git 15d18e9, 533 and 471 s
-under MPS). Runtime: 469-591 s per run, two runs sharing the GPU (406-462 s under MPS; bimask
-459-699 s under MPS, the longer next to ResNet50). Two earlier seed-0 runs (git 259fec3) did not
-finish; their log tails are in results/logs/table_h200/. With mixup 0.8 / CutMix 1.0 added
-(results/superseded, one NVIDIA H200, seed 0, two runs sharing it): dense 88.31 %, bdwp 2:8 86.90 %
-without stochastic depth and attention dropout (git 6da49c8), 87.75 % / 85.88 % with them (git
-f532f65, 793 and 807 s a run), both still climbing at epoch 200.
+under MPS), bdwp 4:8 89.38 +- 0.42 % (seeds 0-1, git b8687d7, 526 and 483 s under MPS), bdwp 1:8
+85.70 % (seed 0, git b8687d7, 477 s under MPS). Runtime: 469-591 s per run, two runs sharing the GPU
+(406-462 s under MPS; bimask 459-699 s under MPS, the longer next to ResNet50). Two earlier seed-0
+runs (git 259fec3) did not finish; their log tails are in results/logs/table_h200/. With mixup 0.8 /
+CutMix 1.0 added (results/superseded, one NVIDIA H200, seed 0, two runs sharing it): dense 88.31 %,
+bdwp 2:8 86.90 % without stochastic depth and attention dropout (git 6da49c8), 87.75 % / 85.88 %
+with them (git f532f65, 793 and 807 s a run), both still climbing at epoch 200.
 """
 
 from configs import base

@@ -6,7 +6,7 @@
 # the default flags, BDWP on the XLA path instead of Pallas, and both under CUDA graphs for every
 # kind of op (fewer launches from the host), all on synthetic data of CIFAR-10's shape. Not by
 # default: bdwp_every100 (mask_every=100: masks from a kernel snapshot) and bdwp_every100_xla,
-# against bdwp (branch mask-every-fused: pallas ranking the snapshot in its fused pass).
+# against bdwp (what the snapshot path costs; on pallas it runs the xla prune and products).
 #   bash scripts/gpu_host.sh     (needs .whl carried; writes under $OUT, default ./gpu_out)
 #   HOST_VARIANTS="dense bdwp" HOST_CONFIG=configs/resnet18_cifar10.py:full bash scripts/gpu_host.sh
 set -o pipefail
