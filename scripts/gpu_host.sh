@@ -5,8 +5,11 @@
 # Each variant is its own process (XLA_FLAGS are read once per process): dense and BDWP 2:8 with
 # the default flags, BDWP on the XLA path instead of Pallas, and both under CUDA graphs for every
 # kind of op (fewer launches from the host), all on synthetic data of CIFAR-10's shape. Not by
-# default: bdwp_every100 (mask_every=100: masks from a kernel snapshot) and bdwp_every100_xla,
-# against bdwp (what the snapshot path costs; on pallas it runs the xla prune and products).
+# default: bdwp_every100 (mask_every=100: masks from a kernel snapshot; pallas runs the xla prune
+# and products for it under every card's rule so far), bdwp_every100_xla, and
+# bdwp_every100_fused (pallas's fused prune pass ranking the snapshot, --card_rule
+# fused_mask_source=true), against bdwp: what the snapshot path costs, and whether the fused pass
+# earns the card rule.
 #   bash scripts/gpu_host.sh     (needs .whl carried; writes under $OUT, default ./gpu_out)
 #   HOST_VARIANTS="dense bdwp" HOST_CONFIG=configs/resnet18_cifar10.py:full bash scripts/gpu_host.sh
 set -o pipefail
@@ -31,6 +34,8 @@ for v in ${HOST_VARIANTS:-dense bdwp bdwp_xla dense_cmdbuf bdwp_cmdbuf}; do
     bdwp_every100) run bdwp_every100 "" --set method=bdwp --set mask_every=100;;  # snapshot masks
     bdwp_every100_xla) run bdwp_every100_xla "" --set method=bdwp --set mask_every=100 \
                          --set implementation=xla;;
+    bdwp_every100_fused) run bdwp_every100_fused "" --set method=bdwp --set mask_every=100 \
+                           --card_rule fused_mask_source=true;;
     dense_cmdbuf) run dense_cmdbuf "$CMDBUF" --set method=dense;;
     bdwp_cmdbuf) run bdwp_cmdbuf "$CMDBUF" --set method=bdwp;;
     *) echo "unknown variant $v" >> "$OUT/host.log";;

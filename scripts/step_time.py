@@ -9,6 +9,10 @@ scaling) unless ``--fixed_global_batch``.
   python scripts/step_time.py --config configs/resnet18_cifar10.py --num_devices 1,2,4 \
       --set data.data_dir=./data --out results/step_time_resnet18.json
   python scripts/step_time.py ... --num_devices 1,4 --processes 4   # 4 GPUs as 4 processes
+  python scripts/step_time.py ... --set mask_every=100 --card_rule fused_mask_source=True
+
+``--card_rule`` replaces fields of the card's measured path rule (``nmsparse.ops.cards``) for the
+measurement, to time a path before the rule takes it; each row records what it replaced.
 
 One process driving several GPUs launches every GPU's kernels from its own host threads; with
 ``--processes N`` each GPU gets its own process (``jax.distributed`` over localhost), as multi-host
@@ -25,6 +29,8 @@ import tempfile
 
 from absl import app, flags, logging
 
+from nmsparse.ops import cards
+
 from experiments.config_io import apply_overrides, load_config, parse_value
 from nmsparse.train.metrics import write_json
 from nmsparse.train.parallel import initialize_distributed
@@ -38,6 +44,9 @@ flags.DEFINE_integer("steps", 50, "Timed steps per measurement.")
 flags.DEFINE_integer("warmup", 5, "Untimed steps first (compilation included).")
 flags.DEFINE_bool("fixed_global_batch", False, "Keep config.batch_size as the global batch.")
 flags.DEFINE_string("out", "", "Write the measurements as JSON here.")
+flags.DEFINE_multi_string("card_rule", [], "field=value: a field of the card's path rule "
+                          "(nmsparse.ops.cards.CardRule) replaced for the measurement "
+                          "(repeatable; recorded as card_rule_override).")
 flags.DEFINE_bool("without_data", True, "Also time the step on a fixed prepared batch.")
 flags.DEFINE_bool("probes", False, "Also time the step without the gradient all-reduce and the "
                   "all-reduce alone (data-parallel diagnosis).")
@@ -50,15 +59,27 @@ flags.DEFINE_string("child_out", "", "Internal: where child 0 writes its measure
 flags.mark_flag_as_required("config")
 
 
+def card_rule_override() -> dict:
+  """``--card_rule`` as fields and values (``true``/``false`` as Python's)."""
+  fields = {}
+  for item in FLAGS.card_rule:
+    key, text = item.split("=", 1)
+    fields[key] = {"true": True, "false": False}.get(text.lower(), parse_value(text))
+  return fields
+
+
 def measure(config, num_devices: int) -> dict:
   """One device count: median step ms with and without data loading."""
   with config.unlocked():
     config.num_devices = num_devices
     if not FLAGS.fixed_global_batch:
       config.batch_size *= num_devices
-  row = measure_step_time(config, FLAGS.warmup, FLAGS.steps, without_data=FLAGS.without_data,
-                          probes=FLAGS.probes)
+  override = card_rule_override()
+  with cards.overridden(**override):
+    row = measure_step_time(config, FLAGS.warmup, FLAGS.steps, without_data=FLAGS.without_data,
+                            probes=FLAGS.probes)
   row["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+  row["card_rule_override"] = override
   return row
 
 

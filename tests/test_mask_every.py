@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 import nmsparse as nms
+from nmsparse.ops import cards, pallas
 from nmsparse.prune.schedule import MASK_COLLECTION
 from nmsparse.testing import assert_close, decay, method_masks
 from nmsparse.testing.op_suite import LAMBDA, OpSuite, stale_source
@@ -38,6 +39,48 @@ class TestMaskSourcePallas(TestMaskSourceXla):
     return [c for c in super().cases()
             if (c.dtype == "bfloat16" or (c.method == "bdwp" and c.pattern == "2:8"))
             and not (c.method == "bimask" and c.op == "conv")]
+
+
+@pytest.fixture
+def fused_mask_source():
+  """``pallas`` under this card's rule with ``fused_mask_source`` on (no card has it yet). The path
+  is chosen at trace time, so jax's caches are cleared on both sides of the test."""
+  jax.clear_caches()
+  with cards.overridden(fused_mask_source=True) as rule:
+    yield rule
+  jax.clear_caches()
+
+
+class TestMaskSourcePallasFused(TestMaskSourcePallas):
+  """The same cases through the fused prune pass that ranks the snapshot (``prune_pack(...,
+  source=)``; interpreter on CPU, compiled on a GPU)."""
+
+  @pytest.fixture(autouse=True)
+  def _fused(self, fused_mask_source):
+    del fused_mask_source
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("op", ["dense", "conv"])
+def test_pallas_mask_source_path_follows_the_card_rule(op, fused, monkeypatch):
+  """With a given source, pallas calls its prune kernel (with the source) only where the card's rule
+  has ``fused_mask_source``; otherwise it runs the xla functions and no kernel."""
+  sources = []
+
+  def spy(*args, **kwargs):
+    sources.append(kwargs.get("source"))
+    return real(*args, **kwargs)
+
+  real = pallas.prune_pack
+  jax.clear_caches()
+  monkeypatch.setattr(pallas, "prune_pack", spy)
+  x, w, _ = _inputs(op)
+  with cards.overridden(fused_mask_source=fused):
+    y, pullback = jax.vjp(_op(op, "bdwp", "pallas", mask_source=stale_source(w)), x, w)
+    pullback(jnp.ones_like(y))
+  jax.clear_caches()
+  assert len(sources) == (1 if fused else 0), sources
+  assert all(s is not None for s in sources)
 
 
 def _inputs(op, seed=0):

@@ -33,6 +33,10 @@ Two variants, chosen per output kind from the measurements in ``benchmarks/READM
   the positions are elementwise over ``16`` planes each, with no reshapes.
 
 Shapes the tiles do not divide are zero-padded in the wrapper (a copy; model shapes need none).
+
+A given ``source`` (a kernel snapshot, ``mask_every > 1``; SPEC §1) is read alongside ``W`` in the
+same tiles: the rankings take ``|source|`` and the outputs carry ``W``'s values, so one pass still
+writes both operands (reshape variant; ``4`` more bytes read per weight).
 """
 
 from __future__ import annotations
@@ -65,7 +69,9 @@ def _as_2d(w: jax.Array) -> jax.Array:
   return w.reshape(-1, w.shape[-1])
 
 
-def _check(w: jax.Array, pattern: NMPattern, method: str, packed: bool):
+def _check(w: jax.Array, pattern: NMPattern, method: str, packed: bool, source=None):
+  if source is not None and source.shape != w.shape:
+    raise ValueError(f"prune_pack: source {source.shape} must be shaped like the weight {w.shape}.")
   if method not in SPARSE_METHODS:
     raise ValueError(f"prune_pack: method {method!r} has no pruned operands; expected one of "
                      f"{SPARSE_METHODS}.")
@@ -87,14 +93,17 @@ def _check(w: jax.Array, pattern: NMPattern, method: str, packed: bool):
 
 
 def reference_prune_pack(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *,
-                         dtype=jnp.bfloat16, packed: bool = True, poison: int = 0) -> Pruned:
-  """The jnp reference: ``nm_mask`` masks, :func:`nmsparse.pack.pack`. ``poison`` is ignored."""
+                         dtype=jnp.bfloat16, packed: bool = True, poison: int = 0,
+                         source: jax.Array | None = None) -> Pruned:
+  """The jnp reference: ``nm_mask`` masks (of ``source`` when given), :func:`nmsparse.pack.pack`
+  of ``w``'s values. ``poison`` is ignored."""
   del poison
   pattern = NMPattern.parse(pattern)
-  _check(w, pattern, method, packed)
+  _check(w, pattern, method, packed, source)
   w2 = _as_2d(w)
-  m_ff = ff_mask(w2, pattern)
-  m_bp = None if method == "srste" else bp_mask(w2, pattern, method)
+  s2 = w2 if source is None else _as_2d(source)
+  m_ff = ff_mask(s2, pattern)
+  m_bp = None if method == "srste" else bp_mask(s2, pattern, method)
   keep = pack_keep_bits(m_ff, pattern, axis=0)
   if packed:
     return Pruned(pack(w2, m_ff, pattern, 0, dtype), pack(w2, m_bp, pattern, 1, dtype), keep)
@@ -144,9 +153,10 @@ def _pack_fields(pos, bits, axis):
 
 
 def _reshape_kernel(w_ref, *refs, pattern: NMPattern, method: str, packed: bool, dtype,
-                    groups: int, col_groups: int, n_out: int):
+                    groups: int, col_groups: int, n_out: int, has_source: bool):
   n, m = pattern.n, pattern.m
   outs = refs[-n_out:]
+  s_ref = refs[0] if has_source else w_ref  # what the rankings read
   tg, _, tc = w_ref.shape
   th = tc // m
   gi, ci = pl.program_id(0), pl.program_id(1)
@@ -154,7 +164,8 @@ def _reshape_kernel(w_ref, *refs, pattern: NMPattern, method: str, packed: bool,
   col_ok = (ci * th + jnp.arange(th) < col_groups)[None, :, None]  # [1, TH, 1] real BP groups
 
   w = [w_ref[:, r, :] for r in range(m)]  # M planes [TG, TC]: row g*M + r of the tile
-  mag = [_key(p) for p in w]
+  s = [s_ref[:, r, :] for r in range(m)] if has_source else w
+  mag = [_key(p) for p in s]
   keep_ff = [(_rank_prev_next(mag, r) < n) & row_ok for r in range(m)]
   keep_bits = functools.reduce(
       lambda acc, r: acc | (keep_ff[r].astype(jnp.int32) << r), range(m), jnp.zeros((tg, tc),
@@ -163,7 +174,7 @@ def _reshape_kernel(w_ref, *refs, pattern: NMPattern, method: str, packed: bool,
   keep_bp = []
   if method in BP_SPARSE_METHODS:
     for r in range(m):
-      src = w[r] if method == "bdwp" else jnp.where(keep_ff[r], w[r], 0.0)
+      src = s[r] if method == "bdwp" else jnp.where(keep_ff[r], s[r], 0.0)
       k3 = _rank_last(_key(src).reshape(tg, th, m)) < n
       if method == "bimask":
         k3 &= keep_ff[r].reshape(tg, th, m)
@@ -337,7 +348,7 @@ def _prune_planes(w: jax.Array, pattern: NMPattern, dtype, poison: int) -> Prune
 
 
 def prune_pack(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *, dtype=jnp.bfloat16,
-               packed: bool = True, poison: int = 0) -> Pruned:
+               packed: bool = True, poison: int = 0, source: jax.Array | None = None) -> Pruned:
   """Prunes ``w`` for FF and BP in one pass and writes the operands in ``dtype``.
 
   Args:
@@ -349,30 +360,36 @@ def prune_pack(w: jax.Array, pattern: PatternLike, method: str = "bdwp", *, dtyp
       of masked dense ones (shaped like ``w``).
     poison: test hook; 1 or 2 pre-fill the outputs with NaN / a byte pattern so that any element
       the kernel fails to write shows.
+    source: a weight-shaped array whose magnitudes the masks rank instead of ``w``'s (a kernel
+      snapshot, ``mask_every > 1``); the operands still carry ``w``'s values. Runs the reshape
+      variant (packed bdwp included).
 
   Returns:
     :class:`Pruned`. Packed operands describe the 2-D view ``[R, O]`` (``R = K`` or
     ``kh*kw*C``).
   """
   pattern = NMPattern.parse(pattern)
-  _check(w, pattern, method, packed)
-  if packed and method == "bdwp":
+  _check(w, pattern, method, packed, source)
+  if packed and method == "bdwp" and source is None:
     return _prune_planes(w, pattern, dtype, poison)
-  return _prune_reshape(w, pattern, method, dtype=dtype, packed=packed, poison=poison)
+  return _prune_reshape(w, pattern, method, dtype=dtype, packed=packed, poison=poison,
+                        source=source)
 
 
 def _prune_reshape(w: jax.Array, pattern: NMPattern, method: str, *, dtype, packed: bool,
-                   poison: int) -> Pruned:
+                   poison: int, source: jax.Array | None = None) -> Pruned:
   """The reshape variant: any method and output kind (used for masked outputs and bimask)."""
   n, m = pattern.n, pattern.m
-  w2 = _as_2d(w).astype(jnp.float32)
-  rows, cols = w2.shape
+  rows, cols = _as_2d(w).shape
   groups, col_groups = rows // m, cols // m
   tg, tc = _tiles(groups, cols, m)
   gpad, opad = -(-groups // tg) * tg, -(-cols // tc) * tc
-  if (gpad * m, opad) != (rows, cols):
-    w2 = jnp.pad(w2, ((0, gpad * m - rows), (0, opad - cols)))
-  w3 = w2.reshape(gpad, m, opad)
+
+  def tiled(a):  # [R, O] fp32, zero-padded to the tiles, as [G, M, O]
+    a = _as_2d(a).astype(jnp.float32)
+    if (gpad * m, opad) != (rows, cols):
+      a = jnp.pad(a, ((0, gpad * m - rows), (0, opad - cols)))
+    return a.reshape(gpad, m, opad)
   q = fields_per_byte(m)
   kdt = jnp.uint8
   grid = (gpad // tg, opad // tc)
@@ -399,18 +416,18 @@ def _prune_reshape(w: jax.Array, pattern: NMPattern, method: str, *, dtype, pack
         jax.ShapeDtypeStruct((gpad, opad), kdt),)
     out_specs = (pl.BlockSpec((tg, m, tc), tile),) * (len(out_shape) - 1) + (
         pl.BlockSpec((tg, tc), lambda i, c: (i, c)),)
-  in_specs = [pl.BlockSpec((tg, m, tc), tile)]
-  args = [w3]
+  args = [tiled(w)] + ([] if source is None else [tiled(source)])
+  in_specs = [pl.BlockSpec((tg, m, tc), tile)] * len(args)
   aliases = {}
   if poison:
     for k, (s, spec) in enumerate(zip(out_shape, out_specs)):
       fill = jnp.nan if jnp.issubdtype(s.dtype, jnp.floating) else _POISON_INT[poison]
       args.append(jnp.full(s.shape, fill, s.dtype))
       in_specs.append(spec)
-      aliases[1 + k] = k
+      aliases[len(args) - 1] = k
   kernel = functools.partial(_reshape_kernel, pattern=pattern, method=method, packed=packed,
                              dtype=dtype, groups=groups, col_groups=col_groups,
-                             n_out=len(out_shape))
+                             n_out=len(out_shape), has_source=source is not None)
   outs = pl.pallas_call(kernel, out_shape=out_shape, grid=grid, in_specs=in_specs,
                         out_specs=out_specs, input_output_aliases=aliases,
                         name=f"prune_pack_{'packed' if packed else 'masked'}",

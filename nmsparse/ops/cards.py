@@ -8,7 +8,9 @@ the first (H100) measurements chose.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from typing import Any, Iterator
 
 import jax
 
@@ -36,6 +38,9 @@ class CardRule:
       whose kernel has ``K >= tiled_decode_min_k`` and ``K * O >= native_decode_min_size``.
     tiled_decode_min_k: see above.
     Everything else runs dense.
+    fused_mask_source: ``pallas`` with a given mask source (``mask_every > 1``) runs its fused
+      prune pass ranking the snapshot (``prune_pack(..., source=)``) rather than the ``xla``
+      functions; False until that pass has been compiled and timed on the card.
   """
 
   sparse_tc_min_dim: int | None
@@ -46,6 +51,7 @@ class CardRule:
   native_decode_min_size: int = 4096 * 11008
   tiled_decode: tuple[tuple[str, int, int], ...] = ()
   tiled_decode_min_k: int = 8192
+  fused_mask_source: bool = False
 
 
 H100 = "NVIDIA H100 80GB HBM3"
@@ -77,11 +83,35 @@ CARDS: dict[str, CardRule] = {
 DEFAULT = CardRule(None, 0, 16, "no measurements: the H100 defaults, sparse_tc only when asked")
 
 
+_OVERRIDE: dict[str, Any] = {}
+
+
 def card_rule() -> CardRule:
-  """The rule of the default device's GPU kind (``DEFAULT`` off-GPU or for an unlisted card)."""
+  """The rule of the default device's GPU kind (``DEFAULT`` off-GPU or for an unlisted card),
+  with the fields of an enclosing :func:`overridden` replaced."""
   if jax.default_backend() != "gpu":
-    return DEFAULT
-  return CARDS.get(jax.devices()[0].device_kind, DEFAULT)
+    rule = DEFAULT
+  else:
+    rule = CARDS.get(jax.devices()[0].device_kind, DEFAULT)
+  return dataclasses.replace(rule, **_OVERRIDE) if _OVERRIDE else rule
+
+
+@contextlib.contextmanager
+def overridden(**fields: Any) -> Iterator[CardRule]:
+  """``card_rule()`` with ``fields`` replaced inside the block: to time or test a path on a card
+  before its measured rule takes it (``scripts/step_time.py --card_rule``). Paths are chosen when
+  a function is traced, so trace inside the block (``jax.clear_caches()`` first where the same
+  function was traced outside it)."""
+  unknown = set(fields) - {f.name for f in dataclasses.fields(CardRule)}
+  if unknown:
+    raise ValueError(f"overridden: CardRule has no field(s) {sorted(unknown)}.")
+  saved = dict(_OVERRIDE)
+  _OVERRIDE.update(fields)
+  try:
+    yield card_rule()
+  finally:
+    _OVERRIDE.clear()
+    _OVERRIDE.update(saved)
 
 
 def prefers_sparse_tc(w_shape: tuple[int, ...], rows: int, rule: CardRule | None = None) -> bool:

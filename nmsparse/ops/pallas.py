@@ -16,9 +16,12 @@ The batch limit is the card's measured one (:func:`packed_max_batch`; 0 on an H2
 packed products lost to dense at every batch). Patterns need
 ``M in (2, 4, 8)`` (``supports`` says so for others).
 
-**A given mask source** (``cfg.given_mask_source``, ``mask_every > 1``): the fused prune kernel
-ranks the weight it prunes, but here the masks come from a kernel snapshot and the operands from the
-current weight, so the four functions run :mod:`nmsparse.ops.xla`'s (any pattern).
+**A given mask source** (``cfg.given_mask_source``, ``mask_every > 1``): the masks come from a
+kernel snapshot and the operands from the current weight. Where the card's rule says so
+(``CardRule.fused_mask_source``, :func:`fuses_mask_source`) and ``M in (2, 4, 8)``, the prune pass
+reads both and ranks the snapshot (``prune_pack(..., source=)``); otherwise the four functions run
+:mod:`nmsparse.ops.xla`'s (any pattern). No card's rule has it yet: the pass is bit-exact in the
+Pallas interpreter but has not been compiled and timed on a GPU.
 
 **bimask** runs here only as a dense layer without a permutation (the identity order): the fused
 kernel ranks BP groups in the stored output order and FF groups per conv tap, so ``supports``
@@ -74,6 +77,19 @@ def use_packed(batch: int, cfg: NMConfig) -> bool:
   return cfg.method in BP_SPARSE_METHODS and batch <= packed_max_batch()
 
 
+def fuses_mask_source(cfg: NMConfig) -> bool:
+  """Whether a given mask source takes the fused prune pass here (module docstring)."""
+  return cfg.pattern.m in KERNEL_M and card_rule().fused_mask_source
+
+
+def _xla_path(cfg: NMConfig) -> bool:
+  return cfg.given_mask_source and not fuses_mask_source(cfg)
+
+
+def _source(src: jax.Array, cfg: NMConfig) -> jax.Array | None:
+  return src if cfg.given_mask_source else None
+
+
 def _decay(w: jax.Array, keep_bits: jax.Array, cfg: NMConfig) -> jax.Array:
   if not cfg.sr_ste_lambda:
     return jnp.zeros((), w.dtype)
@@ -84,12 +100,14 @@ def _decay(w: jax.Array, keep_bits: jax.Array, cfg: NMConfig) -> jax.Array:
 def dense_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *,
               cfg: NMConfig) -> tuple[jax.Array, Residuals]:
   """``x @ (W * M_ff)`` from one prune pass: packed matmul or XLA dot (module docstring)."""
-  if cfg.given_mask_source:
+  if _xla_path(cfg):
     return xla.dense_fwd(x, w, src, cfg=cfg)[0], Residuals(_none(), _none(), _none())
   if use_packed(x.shape[0], cfg):
-    ff, bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=True)
+    ff, bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=True,
+                              source=_source(src, cfg))
     return nm_matmul(x, ff), Residuals(bp.values, bp.positions, keep)
-  w_ff, w_bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=False)
+  w_ff, w_bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=False,
+                                source=_source(src, cfg))
   y = jnp.dot(x, w_ff, preferred_element_type=jnp.float32).astype(x.dtype)
   return y, Residuals(w_ff if w_bp is None else w_bp, _none(), keep)
 
@@ -97,7 +115,7 @@ def dense_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *,
 def dense_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Residuals, *,
               cfg: NMConfig) -> tuple[jax.Array, jax.Array]:
   """``dy @ (W * M_bp)^T`` from the forward's BP operand and ``x^T dy`` plus SR-STE."""
-  if cfg.given_mask_source:
+  if _xla_path(cfg):
     return xla.dense_bwd(x, w, src, dy, xla.Residuals(), cfg=cfg)
   if res.bp_positions.size:
     dx = nm_matmul_t(dy, PackedNM(res.bp, res.bp_positions, cfg.pattern, 1, w.shape[1]))
@@ -110,16 +128,17 @@ def dense_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Re
 def conv_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *, cfg: NMConfig,
              geom: ConvDims) -> tuple[jax.Array, Residuals]:
   """The convolution with the prune pass's masked ``W * M_ff``."""
-  if cfg.given_mask_source:
+  if _xla_path(cfg):
     return xla.conv_fwd(x, w, src, cfg=cfg, geom=geom)[0], Residuals(_none(), _none(), _none())
-  w_ff, w_bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=False)
+  w_ff, w_bp, keep = prune_pack(w, cfg.pattern, cfg.method, dtype=x.dtype, packed=False,
+                                source=_source(src, cfg))
   return geom.conv(x, w_ff), Residuals(w_ff if w_bp is None else w_bp, _none(), keep)
 
 
 def conv_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Residuals, *,
              cfg: NMConfig, geom: ConvDims) -> tuple[jax.Array, jax.Array]:
   """The transposed convolution with the forward's ``W * M_bp`` and the weight gradient."""
-  if cfg.given_mask_source:
+  if _xla_path(cfg):
     return xla.conv_bwd(x, w, src, dy, xla.Residuals(), cfg=cfg, geom=geom)
   (dx,) = jax.linear_transpose(lambda x_: geom.conv(x_, res.bp), x)(dy)
   w_c = jax.ShapeDtypeStruct(w.shape, x.dtype)

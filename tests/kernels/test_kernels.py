@@ -101,6 +101,35 @@ def test_prune_pack_ranks_subnormals_exactly(mode, pattern, method, packed):
     np.testing.assert_array_equal(g, r)  # positions and keep bits: exact
 
 
+SOURCE_FULL = [(p, meth, packed, ("odd_40x24", "odd_24x56", "conv_3x3_8x16")[i % 3])
+               for i, (p, meth, packed) in enumerate(itertools.product(
+                   PATTERNS, ("bdwp", "bimask", "srste"), (True, False)))
+               if not (packed and meth == "srste")]
+SOURCE_CI = [("2:8", "bdwp", True, "odd_40x24"), ("2:4", "bimask", False, "odd_24x56"),
+             ("2:8", "srste", False, "conv_3x3_8x16"), ("1:4", "bdwp", False, "conv_3x3_8x16")]
+
+
+@pytest.mark.parametrize("mode, pattern, method, packed, shape", _modes(SOURCE_FULL, SOURCE_CI))
+def test_prune_pack_ranks_a_given_source(mode, pattern, method, packed, shape):
+  # mask_every > 1: masks from a snapshot's magnitudes, values from the current weight.
+  w_shape = _shape(shape).weight_shape
+  rng = _rng("source", pattern, method, packed, shape)
+  w = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+  src = jnp.asarray(rng.standard_normal(w_shape), jnp.float32)
+  want = reference_prune_pack(w, pattern, method, packed=packed, source=src)
+  own = reference_prune_pack(w, pattern, method, packed=packed)
+  as_np = lambda a: np.asarray(a.astype(jnp.float32))
+  assert any(not np.array_equal(as_np(a), as_np(b))  # the source matters
+             for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(own)))
+  for poison in (1, 2):
+    with force_interpret(mode == "interpret"):
+      got = prune_pack(w, pattern, method, packed=packed, poison=poison, source=src)
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      assert g.shape == r.shape and g.dtype == r.dtype, (g.shape, r.shape, g.dtype, r.dtype)
+      np.testing.assert_array_equal(as_np(g), as_np(r), err_msg=f"poison={poison}")
+
+
 def test_prune_pack_rejects_unsupported():
   w = jnp.ones((12, 12))
   with pytest.raises(ValueError, match="M in \\(2, 4, 8\\)"):
@@ -109,6 +138,8 @@ def test_prune_pack_rejects_unsupported():
     prune_pack(jnp.ones((8, 8)), "2:4", "srste", packed=True)
   with pytest.raises(ValueError, match="output-channel axis"):
     prune_pack(jnp.ones((8, 12)), "2:8", "bdwp")
+  with pytest.raises(ValueError, match="shaped like the weight"):
+    prune_pack(jnp.ones((8, 8)), "2:4", source=jnp.ones((8, 4)))
 
 
 # nm_matmul / nm_matmul_t --------------------------------------------------------------------------

@@ -36,12 +36,23 @@ def test_single_process_rows_and_probes(tmp_path):
     assert row[key] > 0, key
   assert row["step_ms_without_data"] is None  # --without_data=false skipped it
   assert row["scaling_vs_first"] == 1.0 and row["param_bytes"] > 0
-  assert row["mask_every"] == 1
+  assert row["mask_every"] == 1 and row["card_rule_override"] == {}
 
 
 def test_row_records_the_mask_interval(tmp_path):
   (row,) = _run(["--num_devices=1", "--set", "mask_every=100"], tmp_path, "every100")
   assert row["mask_every"] == 100 and row["step_ms_with_data"] > 0
+
+
+def test_row_records_a_card_rule_override(tmp_path):
+  (row,) = _run(["--num_devices=1", "--set", "mask_every=100", "--card_rule",
+                 "fused_mask_source=true"], tmp_path, "override")
+  assert row["card_rule_override"] == {"fused_mask_source": True} and row["step_ms_with_data"] > 0
+  out = tmp_path / "bad.json"
+  proc = subprocess.run([sys.executable, "scripts/step_time.py", *COMMON, "--card_rule",
+                         "no_such_field=1", f"--out={out}"], cwd=ROOT, env=_env(),
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode != 0 and "no field" in proc.stderr and not out.exists()
 
 
 def test_processes_joins_two_processes(tmp_path):
