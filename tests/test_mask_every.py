@@ -83,6 +83,23 @@ def test_pallas_mask_source_path_follows_the_card_rule(op, fused, monkeypatch):
   assert all(s is not None for s in sources)
 
 
+@pytest.mark.parametrize("op", ["dense", "conv"])
+def test_pallas_pullback_follows_its_forward_when_the_rule_changes_between(op):
+  """A forward traced on the xla path (rule off) leaves no kernel residuals; its pullback, traced
+  with the rule on, must take the xla path too, and give xla's gradients."""
+  x, w, _ = _inputs(op)
+  src = stale_source(w)
+  jax.clear_caches()
+  y, pullback = jax.vjp(_op(op, "bdwp", "pallas", mask_source=src), x, w)
+  dy = jnp.asarray(np.random.default_rng(3).standard_normal(y.shape), y.dtype)
+  with cards.overridden(fused_mask_source=True):
+    got = pullback(dy)
+  jax.clear_caches()
+  want = jax.vjp(_op(op, "bdwp", "xla", mask_source=src), x, w)[1](dy)
+  for g, r in zip(got, want):
+    np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=1e-6, atol=1e-6)
+
+
 def _inputs(op, seed=0):
   rng = np.random.default_rng(seed)
   x_shape, w_shape = ((6, 16), (16, 24)) if op == "dense" else ((2, 6, 6, 8), (3, 3, 8, 16))

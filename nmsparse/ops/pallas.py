@@ -86,6 +86,12 @@ def _xla_path(cfg: NMConfig) -> bool:
   return cfg.given_mask_source and not fuses_mask_source(cfg)
 
 
+def _forward_ran_xla(res: Residuals, cfg: NMConfig) -> bool:
+  """The backward follows the forward's path, read off its residuals (empty on the xla path), not
+  the card rule again, which a trace of the pullback outside an ``overridden`` block would change."""
+  return cfg.given_mask_source and not res.bp.size
+
+
 def _source(src: jax.Array, cfg: NMConfig) -> jax.Array | None:
   return src if cfg.given_mask_source else None
 
@@ -115,7 +121,7 @@ def dense_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *,
 def dense_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Residuals, *,
               cfg: NMConfig) -> tuple[jax.Array, jax.Array]:
   """``dy @ (W * M_bp)^T`` from the forward's BP operand and ``x^T dy`` plus SR-STE."""
-  if _xla_path(cfg):
+  if _forward_ran_xla(res, cfg):
     return xla.dense_bwd(x, w, src, dy, xla.Residuals(), cfg=cfg)
   if res.bp_positions.size:
     dx = nm_matmul_t(dy, PackedNM(res.bp, res.bp_positions, cfg.pattern, 1, w.shape[1]))
@@ -138,7 +144,7 @@ def conv_fwd(x: jax.Array, w: jax.Array, src: jax.Array, *, cfg: NMConfig,
 def conv_bwd(x: jax.Array, w: jax.Array, src: jax.Array, dy: jax.Array, res: Residuals, *,
              cfg: NMConfig, geom: ConvDims) -> tuple[jax.Array, jax.Array]:
   """The transposed convolution with the forward's ``W * M_bp`` and the weight gradient."""
-  if _xla_path(cfg):
+  if _forward_ran_xla(res, cfg):
     return xla.conv_bwd(x, w, src, dy, xla.Residuals(), cfg=cfg, geom=geom)
   (dx,) = jax.linear_transpose(lambda x_: geom.conv(x_, res.bp), x)(dy)
   w_c = jax.ShapeDtypeStruct(w.shape, x.dtype)
