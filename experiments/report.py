@@ -7,7 +7,8 @@ gap to the dense run of the same fields with its seed noise, the GPU time the ce
 seeds flagged and counted once; bdwp minus srste and minus bimask with their noise; each config
 once in the summaries, which give the mean gap over configs with its noise, its ``mask_every`` > 1
 cells in a mask interval ablation table; each cell's wall and epoch times, final train accuracy
-and GPU sharing in a run times table),
+and GPU sharing in a run times table; with ``--planned CONFIG``, that config's sweep runs that have
+no result yet),
 ``accuracy_vs_ratio.png`` (test accuracy against N/M density per schedule family: a ratio sweep is a
 line through its dense cell, a single pattern a point, one colour per config and marker per method),
 ``curves_<config>.png`` (test accuracy per epoch of every run) and ``flips_<config>.png`` (the FF
@@ -38,6 +39,8 @@ flags.DEFINE_string("out", None, "Output folder for accuracy.md and the plots.")
 flags.DEFINE_multi_string("not_run", [], "'config=reason' for a table cell that was not run "
                           "(listed under the table, e.g. 'resnet18_cifar100=no CIFAR-100 data').")
 flags.DEFINE_string("summary", "bdwp:2:8", "method:N:M whose gap to dense is summarised.")
+flags.DEFINE_multi_string("planned", [], "Config file[:arg] whose sweep (experiments.sweep) the "
+                          "report counts against RUNS_DIR, listing its runs with no result there.")
 
 
 def load_results(runs_dir: str) -> list[dict[str, Any]]:
@@ -600,12 +603,27 @@ def plot_curves(runs: list[dict[str, Any]], title: str, path: str) -> None:
   plt.close(fig)
 
 
+def planned_runs(configs: Iterable[str], runs_dir: str) -> tuple[int, list[str]]:
+  """How many runs the configs' sweeps plan, and those without a result file in ``runs_dir`` (as
+  ``nms-sweep --results_dir`` would count them finished)."""
+  from experiments import sweep  # pylint: disable=g-import-not-at-top (defines its own flags)
+  total, missing = 0, []
+  for path in configs:
+    for spec in sweep.expand(path, "", {}):
+      total += 1
+      if sweep.recorded_result(spec, {}, runs_dir) is None:
+        every = "" if spec.mask_every is None else f" mask_every {spec.mask_every}"
+        missing.append(f"{spec.name} {spec.method} {spec.pattern or '-'}{every} seed {spec.seed}")
+  return total, missing
+
+
 def write_report(runs_dir: str, out: str, not_run: Iterable[str] = (),
-                 summarize: str = "bdwp:2:8") -> list[str]:
+                 summarize: str = "bdwp:2:8", planned: Iterable[str] = ()) -> list[str]:
   """Writes the table and the plots; returns the written paths.
 
   ``not_run`` holds ``"config=reason"`` lines listed under the table; ``summarize`` is the
-  ``method:N:M`` whose gap to dense gets a summary section.
+  ``method:N:M`` whose gap to dense gets a summary section; ``planned`` config files whose sweeps'
+  unfinished runs are listed under the table (:func:`planned_runs`).
   """
   results = load_results(runs_dir)
   if not results:
@@ -639,6 +657,13 @@ def write_report(runs_dir: str, out: str, not_run: Iterable[str] = (),
   if dups:
     md += ["Duplicates (same run-defining fields and seed; only the first file is counted):", ""]
     md += [f"- {line}" for line in dups] + [""]
+  planned = list(planned)
+  if planned:
+    total, missing = planned_runs(planned, runs_dir)
+    md += [f"Planned by the sweeps of {', '.join(f'`{p}`' for p in planned)}: {total} runs, "
+           f"{total - len(missing)} with a result here" + (", all of them." if not missing else
+                                                           f"; not yet run ({len(missing)}):"), ""]
+    md += [f"- {line}" for line in missing] + ([""] if missing else [])
   not_run = list(not_run)
   if not_run:
     md += ["Not run:", ""] + [f"- {line.partition('=')[0]}: {line.partition('=')[2]}"
@@ -662,7 +687,7 @@ def write_report(runs_dir: str, out: str, not_run: Iterable[str] = (),
 def main(argv):
   if len(argv) != 2 or not FLAGS.out:
     raise app.UsageError("usage: python -m experiments.report RUNS_DIR --out DIR")
-  for path in write_report(argv[1], FLAGS.out, FLAGS.not_run, FLAGS.summary):
+  for path in write_report(argv[1], FLAGS.out, FLAGS.not_run, FLAGS.summary, FLAGS.planned):
     print(path)
 
 

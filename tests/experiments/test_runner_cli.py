@@ -251,6 +251,27 @@ def test_report_summary_and_not_run(tmp_path):
   assert "| b | +1.00 | – | 1 | 1 | – | – |" in md
 
 
+def test_report_lists_the_planned_runs_without_a_result(tmp_path):
+  """--planned: ResNet9 :full plans issue 14's 8 runs (dense and bdwp x 3 seeds, srste and bimask x
+  1); with one of their committed results copied, the other 7 are listed as not yet run."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  config = os.path.join(ROOT, "configs", "resnet9_cifar10.py:full")
+  committed = os.path.join(ROOT, "results", "runs")
+  total, missing = report.planned_runs([config], committed)
+  assert (total, missing) == (8, [])
+  runs = tmp_path / "runs"
+  os.makedirs(runs)
+  shutil.copy(os.path.join(committed, "resnet9_cifar10_full_bdwp_2x8_s1.json"), runs)
+  total, missing = report.planned_runs([config], str(runs))
+  assert total == 8 and len(missing) == 7 and "resnet9_cifar10_full bdwp 2:8 seed 1" not in missing
+  assert "resnet9_cifar10_full bdwp 2:8 seed 0" in missing
+  assert "resnet9_cifar10_full bimask 2:8 seed 0" in missing
+  report.write_report(str(runs), str(tmp_path / "out"), planned=[config])
+  md = open(tmp_path / "out" / "accuracy.md").read()
+  assert "8 runs, 1 with a result here; not yet run (7):" in md
+  assert "- resnet9_cifar10_full dense - seed 2" in md
+
+
 def test_summary_gives_each_gap_and_the_mean_gap_their_noise_and_the_bimask_gap(tmp_path):
   def run(config, method, pattern, seed, acc):
     return fixture_result(config, "resnet18", method, pattern, seed, acc)
