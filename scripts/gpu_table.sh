@@ -302,12 +302,19 @@ stop_mps() {  # quit start's MPS daemon, if any (its server exits with its last 
 # daemon is quit, as a plain call's would: on 2026-12-03 (evening, one H200) the resume test,
 # run so with the daemon still up, printed nothing in 50 s (rc 124), and the same test in a
 # call of its own right after took 41 s in all (why it was slower is not known).
+# Nor does it start where it would outlast this call (CALL_S, default 590 s from the call's start:
+# the device's 600 s limit a call, less packing): a later waiting call of the batch, finding the
+# lanes done at once, runs it with the whole call ahead of it.
 after_lanes() {
   [ -n "${AFTER_LANES:-}" ] && lanes_done && [ ! -e "$state/after.started" ] || return 0
   local limit=${AFTER_S:-120} deadline
   deadline=$(cat "$state/deadline" 2>/dev/null || echo 0)
   if [ "$deadline" != 0 ] && [ $(($(date +%s) + limit)) -gt $((deadline + 60)) ]; then
     echo "after lanes: not run, ${limit} s from now ends past the deadline plus 60 s"; return 0
+  fi
+  if [ $((SECONDS + limit)) -gt "${CALL_S:-590}" ]; then
+    echo "after lanes: left for a later call (this one is ${SECONDS} s in, of ${CALL_S:-590} s)"
+    return 0
   fi
   touch "$state/after.started"
   stop_mps

@@ -388,3 +388,16 @@ def test_after_lanes_is_not_run_where_it_would_end_past_the_deadline(lanes):
   assert not (tmp_path / "out" / "ran").exists()
   proc, _ = table(tmp_path, "wait", "30", AFTER_LANES='touch "$OUT/ran"; exit 3', AFTER_S="50")
   assert "after lanes: rc 3" in proc.stdout and (tmp_path / "out" / "ran").exists()
+
+
+def test_after_lanes_waits_for_a_call_it_can_end_in(lanes):
+  """A job longer than what is left of this call (CALL_S) waits for the next waiting call."""
+  tmp_path, _ = lanes
+  for i in range(2):
+    (tmp_path / "state" / f"lane{i}.done").touch()
+  proc, _ = table(tmp_path, "wait", "30", AFTER_LANES='touch "$OUT/ran"', AFTER_S="50",
+                  CALL_S="40")
+  assert "after lanes: left for a later call" in proc.stdout, proc.stdout
+  assert not (tmp_path / "out" / "ran").exists()
+  proc, _ = table(tmp_path, "wait", "30", AFTER_LANES='touch "$OUT/ran"', AFTER_S="50")
+  assert "after lanes: rc 0" in proc.stdout and (tmp_path / "out" / "ran").exists()
