@@ -29,9 +29,8 @@ import tempfile
 
 from absl import app, flags, logging
 
-from nmsparse.ops import cards
-
 from experiments.config_io import apply_overrides, load_config, parse_value
+from nmsparse.ops import cards
 from nmsparse.train.metrics import write_json
 from nmsparse.train.parallel import initialize_distributed
 from nmsparse.train.timing import measure_step_time
