@@ -380,7 +380,7 @@ def _prune_reshape(w: jax.Array, pattern: NMPattern, method: str, *, dtype, pack
                    poison: int, source: jax.Array | None = None) -> Pruned:
   """The reshape variant: any method and output kind (used for masked outputs and bimask)."""
   n, m = pattern.n, pattern.m
-  rows, cols = _as_2d(w).shape
+  rows, cols = w.size // w.shape[-1], w.shape[-1]  # the [R, O] view's (no reshape traced)
   groups, col_groups = rows // m, cols // m
   tg, tc = _tiles(groups, cols, m)
   gpad, opad = -(-groups // tg) * tg, -(-cols // tc) * tc
