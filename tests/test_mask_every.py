@@ -51,13 +51,10 @@ def fused_mask_source():
   jax.clear_caches()
 
 
+@pytest.mark.usefixtures("fused_mask_source")
 class TestMaskSourcePallasFused(TestMaskSourcePallas):
   """The same cases through the fused prune pass that ranks the snapshot (``prune_pack(...,
   source=)``; interpreter on CPU, compiled on a GPU)."""
-
-  @pytest.fixture(autouse=True)
-  def _fused(self, fused_mask_source):
-    del fused_mask_source
 
 
 @pytest.mark.parametrize("fused", [False, True])
